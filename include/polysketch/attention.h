@@ -1,0 +1,123 @@
+// polysketch attention: every PolySketchFormer mechanism, forward and backward.
+//
+// Tensors are contiguous, row-major float32 (or float64, for gradient checks):
+//   q, k   [batch, heads, n, head_dim]
+//   v, out [batch, heads, n, value_dim]
+// All non-softmax mechanisms compute o_i = sum_{j<=i} w_ij v_j / (1 + sum_{j<=i} w_ij); see
+// docs/DESIGN.md for each mechanism's weight w_ij and the choices the specification leaves open.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace polysketch {
+
+// Thrown for every invalid configuration or input; the message names the offending value.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Mechanism {
+  softmax,                   // exp(<q,k>/sqrt(h)), FlashAttention-style tiles (quadratic)
+  polynomial,                // <LN(q),LN(k)>^p, exact (quadratic)
+  polysketch,                // <phi(LN q), phi(LN k)>^2, random sketch phi (linear)
+  polysketch_learned,        // same with a learned sketch network phi (linear)
+  polysketch_local,          // exact <LNq(q),LNk(k)>^p inside diagonal blocks + random sketch
+  polysketch_learned_local,  // exact local blocks + learned sketch
+};
+
+// "softmax", "polynomial", "polysketch", "polysketch-learned", "polysketch-local",
+// "polysketch-learned-local". parse_mechanism throws Error listing the valid names.
+Mechanism parse_mechanism(std::string_view name);
+std::string mechanism_name(Mechanism m);
+const std::vector<Mechanism>& all_mechanisms();
+
+enum class SketchType { gaussian, hadamard };
+SketchType parse_sketch_type(std::string_view name);  // "gaussian" | "hadamard"
+
+struct AttentionConfig {
+  Mechanism mechanism = Mechanism::polysketch_learned_local;
+  bool causal = true;
+  int p = 4;          // polynomial degree, even; sketches approximate <q,k>^p (p/2 a power of 2)
+  int r = 32;         // sketch size: columns of phi (ignored when p == 2: phi is the identity)
+  int block = 256;    // block size b of the causal algorithm; part of the model for *-local
+  SketchType sketch = SketchType::gaussian;
+  int sketch_levels = 2;  // learned sketch: blocks per chain
+  int hidden_mult = 8;    // learned sketch: hidden width = hidden_mult * r
+  uint64_t seed = 0;      // random sketch matrices and parameter init come from (seed, layer)
+  int layer = 0;
+  int threads = 0;        // 0: all cores (omp_get_max_threads())
+};
+
+struct AttentionShape {
+  int64_t batch = 1, heads = 1, n = 1, head_dim = 64, value_dim = 64;
+};
+
+// A named parameter tensor of a mechanism (LayerNorm scales and biases, learned sketch weights).
+template <typename T>
+struct Param {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<T> value;
+};
+
+// What forward keeps for backward: one statistic per row (softmax: log-sum-exp; others: the
+// denominator 1 + sum_j w_ij). Everything else is recomputed, so memory stays O(n).
+template <typename T>
+struct AttentionSaved {
+  std::vector<T> row_stat;
+};
+
+template <typename T>
+class AttentionT {
+ public:
+  // Validates the configuration (throws Error), initialises parameters deterministically from
+  // (seed, layer) (LayerNorm: scale 1, bias 0; dense weights: N(0, 1/fan_in)) and draws the
+  // random sketch matrices.
+  AttentionT(const AttentionConfig& config, int64_t head_dim, int64_t value_dim);
+
+  const AttentionConfig& config() const { return config_; }
+  std::vector<Param<T>>& params() { return params_; }
+  const std::vector<Param<T>>& params() const { return params_; }
+
+  // out = attention(q, k, v). `saved` may be null when no backward follows.
+  void forward(const AttentionShape& shape, const T* q, const T* k, const T* v, T* out,
+               AttentionSaved<T>* saved) const;
+
+  // Given dout = dL/dout, writes dq, dk, dv (overwritten) and ADDS the parameter gradients into
+  // dparams, which must have the shapes of params() (so micro-batches accumulate). `out` and
+  // `saved` are those of the matching forward call.
+  void backward(const AttentionShape& shape, const T* q, const T* k, const T* v, const T* out,
+                const T* dout, const AttentionSaved<T>& saved, T* dq, T* dk, T* dv,
+                std::vector<std::vector<T>>* dparams) const;
+
+  // Zero-filled gradient buffers shaped like params().
+  std::vector<std::vector<T>> zero_grads() const;
+
+  // Feature size of phi (r, or head_dim when p == 2); 0 for softmax and polynomial.
+  int64_t feature_dim() const { return feature_dim_; }
+
+  // Random sketch matrices (levels of {G1, G2}, each [in x r], row-major); empty unless the
+  // mechanism uses a random sketch. Exposed for tests and for the statistics of the sketch.
+  const std::vector<std::vector<T>>& sketch_matrices() const { return sketch_; }
+
+  // phi applied to rows x [rows x head_dim] -> [rows x feature_dim] (after the mechanism's
+  // LayerNorm has been applied by the caller). Exposed for tests and decoding.
+  void feature_map(int64_t rows, const T* x, T* phi) const;
+
+ private:
+  void validate_shape(const AttentionShape& shape) const;
+
+  AttentionConfig config_;
+  int64_t head_dim_, value_dim_, feature_dim_ = 0;
+  std::vector<Param<T>> params_;
+  std::vector<std::vector<T>> sketch_;
+};
+
+using Attention = AttentionT<float>;
+
+}  // namespace polysketch

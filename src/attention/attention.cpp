@@ -1,0 +1,304 @@
+// AttentionT: validation, parameters, and the per-head orchestration of every mechanism.
+// Threads go over (batch x heads) when there are enough heads, otherwise inside each head
+// (query/key tiles, blocks, row ranges), so that batch 1 with few heads uses every core too.
+#include <fmt/format.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "attention/block_scan.h"
+#include "attention/dense_tiles.h"
+#include "attention/feature_maps.h"
+#include "attention/mechanism.h"
+#include "attention/parallel.h"
+#include "attention/softmax.h"
+#include "kernels/vec.h"
+#include "util/memory.h"
+
+namespace polysketch {
+
+using namespace attention;
+
+template <typename T>
+AttentionT<T>::AttentionT(const AttentionConfig& config, int64_t head_dim, int64_t value_dim)
+    : config_(config), head_dim_(head_dim), value_dim_(value_dim) {
+  validate_config(config, head_dim, value_dim);
+  const Mechanism m = config.mechanism;
+  if (m == Mechanism::softmax) return;
+  auto layernorm = [&](const std::string& name) {
+    params_.push_back({name + ".scale", {head_dim}, std::vector<T>(head_dim, T(1))});
+    params_.push_back({name + ".bias", {head_dim}, std::vector<T>(head_dim, T(0))});
+  };
+  if (is_local(m)) {
+    layernorm("ln_q");
+    layernorm("ln_k");
+  } else {
+    layernorm("ln_qk");
+  }
+  if (!uses_sketch(m)) return;
+  if (is_learned(m)) {
+    init_learned_sketch<T>(config, head_dim, params_);
+    feature_dim_ = config.r;
+  } else {
+    sketch_ = draw_random_sketch<T>(config, head_dim);
+    feature_dim_ = config.p == 2 ? head_dim : config.r;
+  }
+}
+
+template <typename T>
+std::vector<std::vector<T>> AttentionT<T>::zero_grads() const {
+  std::vector<std::vector<T>> g;
+  for (const auto& p : params_) g.emplace_back(p.value.size(), T(0));
+  return g;
+}
+
+template <typename T>
+void AttentionT<T>::feature_map(int64_t rows, const T* x, T* phi) const {
+  if (!uses_sketch(config_.mechanism))
+    throw Error(fmt::format("{} has no sketch feature map", mechanism_name(config_.mechanism)));
+  const FeatureMap<T> fm{&config_, head_dim_, feature_dim_, &sketch_,
+                         is_learned(config_.mechanism)
+                             ? &params_[learned_index(config_.mechanism)]
+                             : nullptr};
+  phi_forward(fm, rows, x, phi);
+}
+
+template <typename T>
+void AttentionT<T>::validate_shape(const AttentionShape& s) const {
+  if (s.batch < 1 || s.heads < 1 || s.n < 1)
+    throw Error(fmt::format("attention shape must have batch, heads, n >= 1; got batch={} "
+                            "heads={} n={}",
+                            s.batch, s.heads, s.n));
+  if (s.head_dim != head_dim_)
+    throw Error(fmt::format("shape mismatch: q/k head_dim={} but the attention was built for {}",
+                            s.head_dim, head_dim_));
+  if (s.value_dim != value_dim_)
+    throw Error(fmt::format("shape mismatch: v value_dim={} but the attention was built for {}",
+                            s.value_dim, value_dim_));
+  // Working memory: per-head buffers on every thread, plus the saved row statistics.
+  const double per_head = static_cast<double>(s.n) *
+                          (2.0 * head_dim_ + 4.0 * std::max<int64_t>(feature_dim_, 1) +
+                           3.0 * (value_dim_ + 1));
+  const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
+  const double bytes =
+      sizeof(T) * (per_head * threads + static_cast<double>(s.batch) * s.heads * s.n);
+  const double total = static_cast<double>(util::physical_memory_bytes());
+  const double elements = static_cast<double>(s.batch) * s.heads * s.n *
+                          std::max(head_dim_, value_dim_);
+  if (elements > 9.0e18 || (total > 0 && bytes > total))
+    throw Error(fmt::format("attention of batch={} heads={} n={} needs {:.1f} GiB of working "
+                            "memory, more than this machine's {:.1f} GiB",
+                            s.batch, s.heads, s.n, bytes / (1 << 30), total / (1 << 30)));
+}
+
+namespace {
+
+template <typename T>
+struct HeadContext {
+  const AttentionConfig& cfg;
+  int64_t n, h, d;
+  const std::vector<Param<T>>& params;
+  const std::vector<std::vector<T>>& sketch;
+  int64_t feature_dim;
+  int threads;  // threads inside this head
+
+  int64_t rows_per_task() const { return std::max<int64_t>(cfg.block, 64); }
+  int64_t tasks() const { return (n + rows_per_task() - 1) / rows_per_task(); }
+  FeatureMap<T> feature_map() const {
+    return {&cfg, h, feature_dim, &sketch,
+            is_learned(cfg.mechanism) ? &params[learned_index(cfg.mechanism)] : nullptr};
+  }
+  // body(row0, rows, thread) over row ranges, in parallel.
+  template <typename F>
+  void over_rows(F&& body) const {
+    parallel_for(tasks(), threads, [&](int64_t t, int thread) {
+      const int64_t r0 = t * rows_per_task();
+      body(r0, std::min(rows_per_task(), n - r0), thread);
+    });
+  }
+  // qn = LN_q(q), kn = LN_k(k)
+  void normalize(const T* q, const T* k, T* qn, T* kn) const {
+    const auto& lq = params[ln_q_index()];
+    const auto& lk = params[ln_k_index(cfg.mechanism)];
+    over_rows([&](int64_t r0, int64_t rows, int) {
+      kernels::layernorm_forward(rows, h, q + r0 * h, lq.value.data(),
+                                 params[ln_q_index() + 1].value.data(), qn + r0 * h);
+      kernels::layernorm_forward(rows, h, k + r0 * h, lk.value.data(),
+                                 params[ln_k_index(cfg.mechanism) + 1].value.data(), kn + r0 * h);
+    });
+  }
+  void features(const T* qn, const T* kn, T* a, T* b) const {
+    const auto fm = feature_map();
+    over_rows([&](int64_t r0, int64_t rows, int) {
+      phi_forward(fm, rows, qn + r0 * h, a + r0 * feature_dim);
+      phi_forward(fm, rows, kn + r0 * h, b + r0 * feature_dim);
+    });
+  }
+  SketchHead<T> sketch_head(const T* a, const T* b, const T* v, const T* qn, const T* kn) const {
+    SketchHead<T> s{n, feature_dim, d, cfg.block, a, b, v, cfg.causal};
+    if (is_local(cfg.mechanism)) {
+      s.qn = qn;
+      s.kn = kn;
+      s.h = h;
+      s.p = cfg.p;
+    }
+    return s;
+  }
+  // dx = LN backward of the mechanism's q (or k) LayerNorm, in place in dx; parameter gradients
+  // into grads[slot + thread].
+  void layernorm_backward(const T* x, size_t index, T* dx, std::vector<std::vector<T>>* grads,
+                          int slot) const {
+    over_rows([&](int64_t r0, int64_t rows, int thread) {
+      auto& g = grads[slot + thread];
+      kernels::layernorm_backward(rows, h, x + r0 * h, params[index].value.data(), dx + r0 * h,
+                                  dx + r0 * h, g[index].data(), g[index + 1].data());
+    });
+  }
+};
+
+// C = [v | 1]
+template <typename T>
+std::vector<T> ones_column(int64_t n, int64_t d, const T* v) {
+  std::vector<T> c(static_cast<size_t>(n * (d + 1)));
+  for (int64_t i = 0; i < n; ++i) {
+    std::copy(v + i * d, v + (i + 1) * d, c.begin() + i * (d + 1));
+    c[i * (d + 1) + d] = T(1);
+  }
+  return c;
+}
+
+template <typename T>
+void head_forward(const HeadContext<T>& hc, const T* q, const T* k, const T* v, T* out, T* stat) {
+  const auto& cfg = hc.cfg;
+  const int64_t n = hc.n, h = hc.h, d = hc.d;
+  if (cfg.mechanism == Mechanism::softmax) {
+    softmax_forward(n, h, d, q, k, v, cfg.causal, hc.threads, out, stat);
+    return;
+  }
+  std::vector<T> qn(static_cast<size_t>(n * h)), kn(qn.size());
+  hc.normalize(q, k, qn.data(), kn.data());
+  if (cfg.mechanism == Mechanism::polynomial) {
+    const auto c = ones_column(n, d, v);
+    std::vector<T> num(c.size());
+    poly_attention_forward(n, h, qn.data(), kn.data(), c.data(), d + 1, cfg.p, cfg.causal,
+                           hc.threads, num.data());
+    for (int64_t i = 0; i < n; ++i) {
+      stat[i] = T(1) + num[i * (d + 1) + d];
+      for (int64_t j = 0; j < d; ++j) out[i * d + j] = num[i * (d + 1) + j] / stat[i];
+    }
+    return;
+  }
+  std::vector<T> a(static_cast<size_t>(n * hc.feature_dim)), b(a.size());
+  hc.features(qn.data(), kn.data(), a.data(), b.data());
+  sketch_forward(hc.sketch_head(a.data(), b.data(), v, qn.data(), kn.data()), hc.threads, out,
+                 stat);
+}
+
+template <typename T>
+void head_backward(const HeadContext<T>& hc, const T* q, const T* k, const T* v, const T* out,
+                   const T* dout, const T* stat, T* dq, T* dk, T* dv,
+                   std::vector<std::vector<T>>* grads, int slot) {
+  const auto& cfg = hc.cfg;
+  const int64_t n = hc.n, h = hc.h, d = hc.d;
+  if (cfg.mechanism == Mechanism::softmax) {
+    softmax_backward(n, h, d, q, k, v, out, dout, stat, cfg.causal, hc.threads, dq, dk, dv);
+    return;
+  }
+  std::vector<T> qn(static_cast<size_t>(n * h)), kn(qn.size());
+  hc.normalize(q, k, qn.data(), kn.data());
+  // dq, dk first hold the gradients w.r.t. the LayerNormed qn, kn.
+  std::fill(dq, dq + n * h, T(0));
+  std::fill(dk, dk + n * h, T(0));
+  if (cfg.mechanism == Mechanism::polynomial) {
+    const auto c = ones_column(n, d, v);
+    std::vector<T> g(c.size()), dc(c.size());
+    for (int64_t i = 0; i < n; ++i) {
+      T dot = 0;
+      for (int64_t j = 0; j < d; ++j) {
+        g[i * (d + 1) + j] = dout[i * d + j] / stat[i];
+        dot += dout[i * d + j] * out[i * d + j];
+      }
+      g[i * (d + 1) + d] = -dot / stat[i];
+    }
+    poly_attention_backward(n, h, qn.data(), kn.data(), c.data(), d + 1, cfg.p, cfg.causal,
+                            hc.threads, g.data(), dq, dk, dc.data());
+    for (int64_t i = 0; i < n; ++i)
+      std::copy(dc.begin() + i * (d + 1), dc.begin() + i * (d + 1) + d, dv + i * d);
+  } else {
+    const int64_t r = hc.feature_dim;
+    std::vector<T> a(static_cast<size_t>(n * r)), b(a.size()), da(a.size()), db(a.size());
+    hc.features(qn.data(), kn.data(), a.data(), b.data());
+    sketch_backward(hc.sketch_head(a.data(), b.data(), v, qn.data(), kn.data()), hc.threads, out,
+                    dout, stat, da.data(), db.data(), dv, dq, dk);
+    const auto fm = hc.feature_map();
+    const size_t li = learned_index(cfg.mechanism);
+    hc.over_rows([&](int64_t r0, int64_t rows, int thread) {
+      std::vector<T>* dl = fm.learned ? &grads[slot + thread][li] : nullptr;
+      phi_backward(fm, rows, qn.data() + r0 * h, da.data() + r0 * r, dq + r0 * h, dl);
+      phi_backward(fm, rows, kn.data() + r0 * h, db.data() + r0 * r, dk + r0 * h, dl);
+    });
+  }
+  hc.layernorm_backward(q, ln_q_index(), dq, grads, slot);
+  hc.layernorm_backward(k, ln_k_index(cfg.mechanism), dk, grads, slot);
+}
+
+}  // namespace
+
+template <typename T>
+void AttentionT<T>::forward(const AttentionShape& shape, const T* q, const T* k, const T* v,
+                            T* out, AttentionSaved<T>* saved) const {
+  validate_shape(shape);
+  const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
+  const int64_t heads = shape.batch * shape.heads, n = shape.n, h = head_dim_, d = value_dim_;
+  const int outer = heads >= threads ? threads : 1;
+  const HeadContext<T> hc{config_, n, h, d, params_, sketch_, feature_dim_,
+                          outer == 1 ? threads : 1};
+  std::vector<T> local_stat;
+  std::vector<T>& stat = saved ? saved->row_stat : local_stat;
+  stat.assign(static_cast<size_t>(heads * n), T(0));
+  parallel_for(heads, outer, [&](int64_t i, int) {
+    head_forward(hc, q + i * n * h, k + i * n * h, v + i * n * d, out + i * n * d,
+                 stat.data() + i * n);
+  });
+}
+
+template <typename T>
+void AttentionT<T>::backward(const AttentionShape& shape, const T* q, const T* k, const T* v,
+                             const T* out, const T* dout, const AttentionSaved<T>& saved, T* dq,
+                             T* dk, T* dv, std::vector<std::vector<T>>* dparams) const {
+  validate_shape(shape);
+  const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
+  const int64_t heads = shape.batch * shape.heads, n = shape.n, h = head_dim_, d = value_dim_;
+  if (static_cast<int64_t>(saved.row_stat.size()) != heads * n)
+    throw Error(fmt::format("backward: saved state has {} rows, expected batch*heads*n = {} "
+                            "(pass the AttentionSaved of the matching forward call)",
+                            saved.row_stat.size(), heads * n));
+  if (!params_.empty()) {
+    if (!dparams || dparams->size() != params_.size())
+      throw Error(fmt::format("backward: dparams must hold {} gradient buffers (zero_grads())",
+                              params_.size()));
+    for (size_t i = 0; i < params_.size(); ++i)
+      if ((*dparams)[i].size() != params_[i].value.size())
+        throw Error(fmt::format("backward: gradient buffer for '{}' has {} values, expected {}",
+                                params_[i].name, (*dparams)[i].size(), params_[i].value.size()));
+  }
+  const int outer = heads >= threads ? threads : 1;
+  const HeadContext<T> hc{config_, n, h, d, params_, sketch_, feature_dim_,
+                          outer == 1 ? threads : 1};
+  // One parameter-gradient buffer per thread, summed in thread order: deterministic.
+  std::vector<std::vector<std::vector<T>>> grads(static_cast<size_t>(threads), zero_grads());
+  parallel_for(heads, outer, [&](int64_t i, int thread) {
+    head_backward(hc, q + i * n * h, k + i * n * h, v + i * n * d, out + i * n * d,
+                  dout + i * n * d, saved.row_stat.data() + i * n, dq + i * n * h, dk + i * n * h,
+                  dv + i * n * d, grads.data(), outer == 1 ? 0 : thread);
+  });
+  for (const auto& g : grads)
+    for (size_t p = 0; p < g.size(); ++p)
+      for (size_t j = 0; j < g[p].size(); ++j) (*dparams)[p][j] += g[p][j];
+}
+
+template class AttentionT<float>;
+template class AttentionT<double>;
+
+}  // namespace polysketch

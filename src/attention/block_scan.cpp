@@ -1,0 +1,240 @@
+#include "attention/block_scan.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "attention/dense_tiles.h"
+#include "attention/parallel.h"
+#include "kernels/gemm.h"
+#include "kernels/packing.h"
+
+namespace polysketch::attention {
+
+namespace {
+
+// Per-thread buffers, sized on first use.
+template <typename T>
+struct Scratch {
+  std::vector<T> c, g, packed, dpacked, h, state, n, dc, tile;
+  T* get(std::vector<T>& buf, int64_t size) {
+    if (static_cast<int64_t>(buf.size()) < size) buf.resize(static_cast<size_t>(size));
+    return buf.data();
+  }
+};
+
+template <typename T>
+struct Blocks {
+  int64_t n, b, count;
+  Blocks(int64_t n_, int64_t b_) : n(n_), b(b_), count((n_ + b_ - 1) / b_) {}
+  int64_t begin(int64_t l) const { return l * b; }
+  int64_t size(int64_t l) const { return std::min(b, n - l * b); }
+};
+
+// Visits every block once. contrib(l, H, thread) writes block l's state contribution H_l;
+// consume(l, state, thread) receives the exclusive state: causal, the sum of the contributions of
+// the blocks visited before l (in scan direction); non-causal, of all blocks but l. Blocks are
+// split into one contiguous chunk per thread: a first pass sums each chunk's contributions, then
+// every chunk sweeps its blocks from its own starting state. Deterministic for a thread count.
+template <typename T, typename Contrib, typename Consume>
+void block_scan(int64_t count, int64_t state_size, bool causal, bool reverse, int threads,
+                Contrib&& contrib, Consume&& consume) {
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(threads, count));
+  auto chunk_begin = [&](int64_t c) { return c * count / chunks; };
+  auto block_at = [&](int64_t idx) { return reverse ? count - 1 - idx : idx; };
+  const auto ss = static_cast<size_t>(state_size);
+  std::vector<std::vector<T>> sums(static_cast<size_t>(chunks), std::vector<T>(ss, T(0)));
+  std::vector<std::vector<T>> hbuf(static_cast<size_t>(chunks), std::vector<T>(ss));
+  const bool need_sums = !causal || chunks > 1;
+  if (need_sums) {
+    parallel_for(chunks, static_cast<int>(chunks), [&](int64_t c, int thread) {
+      if (causal && c == chunks - 1) return;  // nothing comes after the last chunk
+      auto& sum = sums[static_cast<size_t>(c)];
+      auto& h = hbuf[static_cast<size_t>(c)];
+      for (int64_t idx = chunk_begin(c); idx < chunk_begin(c + 1); ++idx) {
+        contrib(block_at(idx), h.data(), thread);
+        for (size_t i = 0; i < ss; ++i) sum[i] += h[i];
+      }
+    });
+  }
+  std::vector<std::vector<T>> start(static_cast<size_t>(chunks), std::vector<T>(ss, T(0)));
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t c2 = 0; c2 < (causal ? c : chunks); ++c2) {
+      const auto& src = sums[static_cast<size_t>(c2)];
+      auto& dst = start[static_cast<size_t>(c)];
+      for (size_t i = 0; i < ss; ++i) dst[i] += src[i];
+    }
+  }
+  parallel_for(chunks, static_cast<int>(chunks), [&](int64_t c, int thread) {
+    auto& state = start[static_cast<size_t>(c)];
+    auto& h = hbuf[static_cast<size_t>(c)];
+    std::vector<T> excl(causal ? 0 : ss);
+    for (int64_t idx = chunk_begin(c); idx < chunk_begin(c + 1); ++idx) {
+      const int64_t l = block_at(idx);
+      const bool last = idx == count - 1;
+      if (!causal || !last) contrib(l, h.data(), thread);
+      if (causal) {
+        consume(l, state.data(), thread);
+        if (!last)
+          for (size_t i = 0; i < ss; ++i) state[i] += h[i];
+      } else {
+        for (size_t i = 0; i < ss; ++i) excl[i] = state[i] - h[i];
+        consume(l, excl.data(), thread);
+      }
+    }
+  });
+}
+
+// C_l = [v_l | 1]
+template <typename T>
+T* build_c(Scratch<T>& s, const T* v, int64_t m, int64_t d) {
+  T* c = s.get(s.c, m * (d + 1));
+  for (int64_t i = 0; i < m; ++i) {
+    std::copy(v + i * d, v + (i + 1) * d, c + i * (d + 1));
+    c[i * (d + 1) + d] = T(1);
+  }
+  return c;
+}
+
+// G_l = dL/dN_l: [dO_i, -<dO_i, o_i>] / den_i  (N's last column is den - 1).
+template <typename T>
+T* build_g(Scratch<T>& s, const T* out, const T* dout, const T* den, int64_t m, int64_t d) {
+  T* g = s.get(s.g, m * (d + 1));
+  for (int64_t i = 0; i < m; ++i) {
+    const T inv = T(1) / den[i];
+    T dot = 0;
+    for (int64_t c = 0; c < d; ++c) {
+      g[i * (d + 1) + c] = dout[i * d + c] * inv;
+      dot += dout[i * d + c] * out[i * d + c];
+    }
+    g[i * (d + 1) + d] = -dot * inv;
+  }
+  return g;
+}
+
+int scan_threads(int threads, int64_t blocks) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, blocks)));
+}
+
+}  // namespace
+
+template <typename T>
+void sketch_forward(const SketchHead<T>& s, int threads, T* out, T* den) {
+  const Blocks<T> blocks(s.n, s.block);
+  const int64_t r = s.r, d = s.d, dc = d + 1, rp = kernels::packed_size(r);
+  const int nt = scan_threads(threads, blocks.count);
+  std::vector<Scratch<T>> scratch(static_cast<size_t>(nt));
+
+  auto contrib = [&](int64_t l, T* h, int thread) {  // H_l = pack(B_l)^T C_l
+    auto& sc = scratch[static_cast<size_t>(thread)];
+    const int64_t j0 = blocks.begin(l), m = blocks.size(l);
+    T* c = build_c(sc, s.v + j0 * d, m, d);
+    T* bp = sc.get(sc.packed, m * rp);
+    kernels::pack_self_tensor(m, r, s.b + j0 * r, r, bp);
+    kernels::gemm<T>(true, false, rp, dc, m, T(1), bp, rp, c, dc, T(0), h, dc);
+  };
+  auto consume = [&](int64_t l, const T* z, int thread) {
+    auto& sc = scratch[static_cast<size_t>(thread)];
+    const int64_t i0 = blocks.begin(l), m = blocks.size(l);
+    T* c = build_c(sc, s.v + i0 * d, m, d);
+    T* nl = sc.get(sc.n, m * dc);
+    std::fill(nl, nl + m * dc, T(0));
+    const TileMask mask{s.causal, 0};
+    if (s.qn) {
+      poly_tile_forward<T>(m, m, s.h, s.qn + i0 * s.h, s.h, s.kn + i0 * s.h, s.h, c, dc, s.p, mask,
+                           nl, sc.tile);
+    } else {
+      poly_tile_forward<T>(m, m, r, s.a + i0 * r, r, s.b + i0 * r, r, c, dc, 2, mask, nl, sc.tile);
+    }
+    T* ap = sc.get(sc.packed, m * rp);
+    kernels::pack_self_tensor(m, r, s.a + i0 * r, r, ap);
+    kernels::gemm<T>(false, false, m, dc, rp, T(1), ap, rp, z, dc, T(1), nl, dc);
+    for (int64_t i = 0; i < m; ++i) {
+      const T dn = T(1) + nl[i * dc + d];
+      den[i0 + i] = dn;
+      const T inv = T(1) / dn;
+      for (int64_t k = 0; k < d; ++k) out[(i0 + i) * d + k] = nl[i * dc + k] * inv;
+    }
+  };
+  block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, contrib, consume);
+}
+
+template <typename T>
+void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T* dout,
+                     const T* den, T* da, T* db, T* dv, T* dqn, T* dkn) {
+  const Blocks<T> blocks(s.n, s.block);
+  const int64_t r = s.r, d = s.d, dc = d + 1, rp = kernels::packed_size(r);
+  const int nt = scan_threads(threads, blocks.count);
+  std::vector<Scratch<T>> scratch(static_cast<size_t>(nt));
+  std::fill(da, da + s.n * r, T(0));
+  std::fill(db, db + s.n * r, T(0));
+  std::fill(dv, dv + s.n * d, T(0));
+  auto add_dv = [&](const T* dcl, int64_t i0, int64_t m) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t k = 0; k < d; ++k) dv[(i0 + i) * d + k] += dcl[i * dc + k];
+  };
+
+  // Scan 1, forward over Z: diagonal blocks, and dA from the off-diagonal part.
+  auto contrib_z = [&](int64_t l, T* h, int thread) {
+    auto& sc = scratch[static_cast<size_t>(thread)];
+    const int64_t j0 = blocks.begin(l), m = blocks.size(l);
+    T* c = build_c(sc, s.v + j0 * d, m, d);
+    T* bp = sc.get(sc.packed, m * rp);
+    kernels::pack_self_tensor(m, r, s.b + j0 * r, r, bp);
+    kernels::gemm<T>(true, false, rp, dc, m, T(1), bp, rp, c, dc, T(0), h, dc);
+  };
+  auto consume_z = [&](int64_t l, const T* z, int thread) {
+    auto& sc = scratch[static_cast<size_t>(thread)];
+    const int64_t i0 = blocks.begin(l), m = blocks.size(l);
+    T* c = build_c(sc, s.v + i0 * d, m, d);
+    T* g = build_g(sc, out + i0 * d, dout + i0 * d, den + i0, m, d);
+    T* dcl = sc.get(sc.dc, m * dc);
+    std::fill(dcl, dcl + m * dc, T(0));
+    const TileMask mask{s.causal, 0};
+    if (s.qn) {
+      poly_tile_backward<T>(m, m, s.h, s.qn + i0 * s.h, s.h, s.kn + i0 * s.h, s.h, c, dc, s.p,
+                            mask, g, dqn + i0 * s.h, s.h, dkn + i0 * s.h, s.h, dcl, sc.tile);
+    } else {
+      poly_tile_backward<T>(m, m, r, s.a + i0 * r, r, s.b + i0 * r, r, c, dc, 2, mask, g,
+                            da + i0 * r, r, db + i0 * r, r, dcl, sc.tile);
+    }
+    add_dv(dcl, i0, m);
+    T* dap = sc.get(sc.dpacked, m * rp);  // d pack(A_l) = G_l Z^T
+    kernels::gemm<T>(false, true, m, rp, dc, T(1), g, dc, z, dc, T(0), dap, rp);
+    kernels::pack_self_tensor_backward(m, r, s.a + i0 * r, r, dap, da + i0 * r, r);
+  };
+  block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, contrib_z, consume_z);
+
+  // Scan 2, backward over U = sum of pack(A_m)^T G_m of later blocks: dB and dC.
+  auto contrib_u = [&](int64_t l, T* h, int thread) {
+    auto& sc = scratch[static_cast<size_t>(thread)];
+    const int64_t i0 = blocks.begin(l), m = blocks.size(l);
+    T* g = build_g(sc, out + i0 * d, dout + i0 * d, den + i0, m, d);
+    T* ap = sc.get(sc.packed, m * rp);
+    kernels::pack_self_tensor(m, r, s.a + i0 * r, r, ap);
+    kernels::gemm<T>(true, false, rp, dc, m, T(1), ap, rp, g, dc, T(0), h, dc);
+  };
+  auto consume_u = [&](int64_t l, const T* u, int thread) {
+    auto& sc = scratch[static_cast<size_t>(thread)];
+    const int64_t j0 = blocks.begin(l), m = blocks.size(l);
+    T* c = build_c(sc, s.v + j0 * d, m, d);
+    T* bp = sc.get(sc.packed, m * rp);
+    kernels::pack_self_tensor(m, r, s.b + j0 * r, r, bp);
+    T* dbp = sc.get(sc.dpacked, m * rp);  // d pack(B_l) = C_l U^T
+    kernels::gemm<T>(false, true, m, rp, dc, T(1), c, dc, u, dc, T(0), dbp, rp);
+    kernels::pack_self_tensor_backward(m, r, s.b + j0 * r, r, dbp, db + j0 * r, r);
+    T* dcl = sc.get(sc.dc, m * dc);  // dC_l = pack(B_l) U
+    kernels::gemm<T>(false, false, m, dc, rp, T(1), bp, rp, u, dc, T(0), dcl, dc);
+    add_dv(dcl, j0, m);
+  };
+  block_scan<T>(blocks.count, rp * dc, s.causal, true, nt, contrib_u, consume_u);
+}
+
+#define POLYSKETCH_INSTANTIATE(T)                                                           \
+  template void sketch_forward<T>(const SketchHead<T>&, int, T*, T*);                       \
+  template void sketch_backward<T>(const SketchHead<T>&, int, const T*, const T*, const T*, \
+                                   T*, T*, T*, T*, T*);
+POLYSKETCH_INSTANTIATE(float)
+POLYSKETCH_INSTANTIATE(double)
+#undef POLYSKETCH_INSTANTIATE
+
+}  // namespace polysketch::attention

@@ -1,0 +1,38 @@
+// The block-based causal algorithm of the sketch mechanisms (POLYSKETCH.md section 2), for one
+// head. With A = phi(q), B = phi(k), C = [v | 1]:
+//   N_l = diag_l + pack(A_l) Z_l,   Z_l = sum_{m<l} pack(B_m)^T C_m     (causal)
+//   N_l = diag_l + pack(A_l) (Z - pack(B_l)^T C_l)                      (non-causal)
+// where pack is the packed symmetric self-tensoring (r(r+1)/2 columns) and diag_l is the dense
+// block product: <A_i,B_j>^2 for pure sketches, the exact <qn_i,kn_j>^p for *-local mechanisms.
+// Nothing n x n is formed; working memory is O(b r^2) per thread.
+#pragma once
+
+#include <cstdint>
+
+namespace polysketch::attention {
+
+template <typename T>
+struct SketchHead {
+  int64_t n, r, d, block;
+  const T* a;  // phi(q) [n x r]
+  const T* b;  // phi(k) [n x r]
+  const T* v;  // [n x d]
+  bool causal;
+  // Exact local blocks (*-local): LayerNormed q, k [n x h] and degree p; qn == nullptr otherwise.
+  const T* qn = nullptr;
+  const T* kn = nullptr;
+  int64_t h = 0;
+  int p = 4;
+};
+
+// out [n x d], den [n] = 1 + sum_j w_ij. Uses up to `threads` threads across blocks.
+template <typename T>
+void sketch_forward(const SketchHead<T>& s, int threads, T* out, T* den);
+
+// da, db [n x r] and dv [n x d] are overwritten; for *-local, the local blocks' gradients are
+// added into dqn, dkn [n x h].
+template <typename T>
+void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T* dout,
+                     const T* den, T* da, T* db, T* dv, T* dqn, T* dkn);
+
+}  // namespace polysketch::attention

@@ -1,0 +1,93 @@
+#include <fmt/format.h>
+
+#include <array>
+#include <utility>
+
+#include "attention/mechanism.h"
+
+namespace polysketch {
+
+namespace {
+constexpr std::array<std::pair<Mechanism, const char*>, 6> kNames{{
+    {Mechanism::softmax, "softmax"},
+    {Mechanism::polynomial, "polynomial"},
+    {Mechanism::polysketch, "polysketch"},
+    {Mechanism::polysketch_learned, "polysketch-learned"},
+    {Mechanism::polysketch_local, "polysketch-local"},
+    {Mechanism::polysketch_learned_local, "polysketch-learned-local"},
+}};
+
+bool is_power_of_two(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
+}  // namespace
+
+Mechanism parse_mechanism(std::string_view name) {
+  std::string valid;
+  for (const auto& [m, n] : kNames) {
+    if (name == n) return m;
+    valid += valid.empty() ? n : fmt::format(", {}", n);
+  }
+  throw Error(fmt::format("unknown attention mechanism '{}' (valid: {})", name, valid));
+}
+
+std::string mechanism_name(Mechanism m) {
+  for (const auto& [mm, n] : kNames)
+    if (mm == m) return n;
+  return "unknown";
+}
+
+const std::vector<Mechanism>& all_mechanisms() {
+  static const std::vector<Mechanism> all = [] {
+    std::vector<Mechanism> v;
+    for (const auto& [m, n] : kNames) v.push_back(m);
+    return v;
+  }();
+  return all;
+}
+
+SketchType parse_sketch_type(std::string_view name) {
+  if (name == "gaussian") return SketchType::gaussian;
+  if (name == "hadamard") return SketchType::hadamard;
+  throw Error(fmt::format("unknown sketch type '{}' (valid: gaussian, hadamard)", name));
+}
+
+namespace attention {
+
+void validate_config(const AttentionConfig& cfg, int64_t head_dim, int64_t value_dim) {
+  const std::string mech = mechanism_name(cfg.mechanism);
+  if (mech == "unknown") throw Error("invalid attention mechanism value");
+  if (head_dim < 1) throw Error(fmt::format("head_dim must be >= 1, got {}", head_dim));
+  if (value_dim < 1) throw Error(fmt::format("value_dim must be >= 1, got {}", value_dim));
+  if (cfg.block < 1) throw Error(fmt::format("block size must be >= 1, got {}", cfg.block));
+  if (cfg.threads < 0) throw Error(fmt::format("threads must be >= 0, got {}", cfg.threads));
+  if (cfg.mechanism == Mechanism::softmax) return;
+  if (cfg.p < 2 || cfg.p % 2 != 0)
+    throw Error(fmt::format("{}: p must be an even degree >= 2, got p={}", mech, cfg.p));
+  if (cfg.p > 64) throw Error(fmt::format("{}: p={} is too large (at most 64)", mech, cfg.p));
+  if (!uses_sketch(cfg.mechanism)) return;
+  if (!is_learned(cfg.mechanism) && !is_power_of_two(cfg.p / 2))
+    throw Error(fmt::format("{}: p/2 must be a power of two for the random sketch, got p={}",
+                            mech, cfg.p));
+  if (is_learned(cfg.mechanism) && cfg.p != 4)
+    throw Error(fmt::format("{}: the learned sketch approximates degree p=4 only, got p={}", mech,
+                            cfg.p));
+  if (cfg.r < 1) throw Error(fmt::format("{}: sketch size r must be >= 1, got r={}", mech, cfg.r));
+  if (cfg.r > 4096) throw Error(fmt::format("{}: sketch size r={} is too large", mech, cfg.r));
+  if (is_learned(cfg.mechanism)) {
+    if (cfg.sketch_levels < 1)
+      throw Error(fmt::format("{}: sketch_levels must be >= 1, got {}", mech, cfg.sketch_levels));
+    if (cfg.hidden_mult < 1)
+      throw Error(fmt::format("{}: hidden_mult must be >= 1, got {}", mech, cfg.hidden_mult));
+    return;
+  }
+  if (cfg.sketch == SketchType::hadamard && cfg.p > 2) {
+    if (!is_power_of_two(head_dim))
+      throw Error(fmt::format("{}: the Hadamard sketch needs head_dim a power of two, got {}",
+                              mech, head_dim));
+    if (cfg.p > 4 && !is_power_of_two(cfg.r))
+      throw Error(fmt::format("{}: the Hadamard sketch with p={} needs r a power of two, got r={}",
+                              mech, cfg.p, cfg.r));
+  }
+}
+
+}  // namespace attention
+}  // namespace polysketch

@@ -1,0 +1,52 @@
+// Internal threading helpers. Work is split statically (cyclically) so that, for a fixed thread
+// count, every item always runs on the same thread and every reduction happens in the same
+// order: results are deterministic.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace polysketch::attention {
+
+// body(item, thread) for item in [0, count) on `threads` threads (no region when threads == 1,
+// so it nests inside an outer parallel loop at no cost).
+template <typename F>
+void parallel_for(int64_t count, int threads, F&& body) {
+  if (threads <= 1 || count <= 1) {
+    for (int64_t i = 0; i < count; ++i) body(i, 0);
+    return;
+  }
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+  for (int64_t i = 0; i < count; ++i) body(i, omp_get_thread_num());
+}
+
+// One accumulation buffer per thread; thread 0 writes straight into `primary`.
+template <typename T>
+class PerThread {
+ public:
+  PerThread(int threads, int64_t size, T* primary) : size_(size), primary_(primary) {
+    std::fill(primary, primary + size, T(0));
+    extra_.assign(static_cast<size_t>(std::max(threads - 1, 0)), std::vector<T>());
+  }
+  T* get(int thread) {
+    if (thread == 0) return primary_;
+    auto& buf = extra_[static_cast<size_t>(thread - 1)];
+    if (buf.empty()) buf.assign(static_cast<size_t>(size_), T(0));
+    return buf.data();
+  }
+  void reduce_into(T* dst) const {
+    for (const auto& buf : extra_)
+      if (!buf.empty())
+        for (int64_t i = 0; i < size_; ++i) dst[i] += buf[static_cast<size_t>(i)];
+  }
+
+ private:
+  int64_t size_;
+  T* primary_;
+  std::vector<std::vector<T>> extra_;
+};
+
+}  // namespace polysketch::attention

@@ -1,0 +1,21 @@
+// Softmax attention, FlashAttention style: query tiles against key tiles with an online max and
+// sum, no n x n buffer, O(n) extra memory (the per-row log-sum-exp); backward recomputes the
+// probabilities from the saved log-sum-exp.
+#pragma once
+
+#include <cstdint>
+
+namespace polysketch::attention {
+
+// One head: q, k [n x h], v [n x d] -> out [n x d], lse [n].
+template <typename T>
+void softmax_forward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, const T* v,
+                     bool causal, int threads, T* out, T* lse);
+
+// dq, dk [n x h], dv [n x d] overwritten.
+template <typename T>
+void softmax_backward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, const T* v,
+                      const T* out, const T* dout, const T* lse, bool causal, int threads, T* dq,
+                      T* dk, T* dv);
+
+}  // namespace polysketch::attention

@@ -1,0 +1,156 @@
+#include "kernels/vec.h"
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+namespace polysketch::kernels {
+
+namespace {
+
+// exp for float, branch-free so that loops over it vectorize.
+inline float exp_approx(float x) {
+  const bool underflow = x < -87.3f;
+  x = x > 88.3f ? 88.3f : x;
+  x = x < -87.3f ? -87.3f : x;
+  // x = k ln2 + r, |r| <= ln2/2; the magic constant rounds to nearest without a libm call.
+  const float kf = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  const float r = (x - kf * 0.693145751953125f) - kf * 1.428606765330187e-6f;
+  float p = 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const float scale = std::bit_cast<float>((static_cast<int32_t>(kf) + 127) << 23);
+  return underflow ? 0.f : p * scale;
+}
+
+inline float tanh_approx(float x) {
+  // tanh(x) = sign(x) (1 - 2 / (exp(2|x|) + 1)); absolute error ~1e-7.
+  const float ax = x < 0.f ? -x : x;
+  const float e = exp_approx(2.f * (ax > 9.f ? 9.f : ax));
+  const float t = 1.f - 2.f / (e + 1.f);
+  return x < 0.f ? -t : t;
+}
+
+constexpr double kGeluC = 0.7978845608028654;  // sqrt(2/pi)
+constexpr double kGeluA = 0.044715;
+
+template <typename T>
+inline T tanh_t(T x) {
+  if constexpr (sizeof(T) == 4) {
+    return tanh_approx(x);
+  } else {
+    return std::tanh(x);
+  }
+}
+
+}  // namespace
+
+template <>
+void exp_inplace<float>(int64_t n, float* x) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] = exp_approx(x[i]);
+}
+
+template <>
+void exp_inplace<double>(int64_t n, double* x) {
+  for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+template <typename T>
+void tanh_inplace(int64_t n, T* x) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] = tanh_t(x[i]);
+}
+
+template <typename T>
+void gelu_forward(int64_t n, const T* x, T* y) {
+  const T c = static_cast<T>(kGeluC), a = static_cast<T>(kGeluA);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = x[i];
+    y[i] = T(0.5) * v * (T(1) + tanh_t(c * (v + a * v * v * v)));
+  }
+}
+
+template <typename T>
+void gelu_backward(int64_t n, const T* x, const T* dy, T* dx) {
+  const T c = static_cast<T>(kGeluC), a = static_cast<T>(kGeluA);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = x[i];
+    const T t = tanh_t(c * (v + a * v * v * v));
+    const T d = T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * c * (T(1) + T(3) * a * v * v);
+    dx[i] = dy[i] * d;
+  }
+}
+
+template <typename T>
+void layernorm_forward(int64_t rows, int64_t dim, const T* x, const T* scale, const T* bias, T* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * dim;
+    T* yr = y + r * dim;
+    T mean = 0;
+#pragma omp simd reduction(+ : mean)
+    for (int64_t i = 0; i < dim; ++i) mean += xr[i];
+    mean /= static_cast<T>(dim);
+    T var = 0;
+#pragma omp simd reduction(+ : var)
+    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    const T rstd = T(1) / std::sqrt(var / static_cast<T>(dim) + static_cast<T>(kLayerNormEps));
+#pragma omp simd
+    for (int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] - mean) * rstd * scale[i] + bias[i];
+  }
+}
+
+template <typename T>
+void layernorm_backward(int64_t rows, int64_t dim, const T* x, const T* scale, const T* dy, T* dx,
+                        T* dscale, T* dbias) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * dim;
+    const T* dyr = dy + r * dim;
+    T* dxr = dx + r * dim;
+    T mean = 0;
+#pragma omp simd reduction(+ : mean)
+    for (int64_t i = 0; i < dim; ++i) mean += xr[i];
+    mean /= static_cast<T>(dim);
+    T var = 0;
+#pragma omp simd reduction(+ : var)
+    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    const T rstd = T(1) / std::sqrt(var / static_cast<T>(dim) + static_cast<T>(kLayerNormEps));
+    T mean_g = 0, mean_gx = 0;
+#pragma omp simd reduction(+ : mean_g, mean_gx)
+    for (int64_t i = 0; i < dim; ++i) {
+      const T xhat = (xr[i] - mean) * rstd;
+      const T g = dyr[i] * scale[i];
+      mean_g += g;
+      mean_gx += g * xhat;
+    }
+    mean_g /= static_cast<T>(dim);
+    mean_gx /= static_cast<T>(dim);
+#pragma omp simd
+    for (int64_t i = 0; i < dim; ++i) {
+      const T xhat = (xr[i] - mean) * rstd;
+      const T g = dyr[i];
+      dscale[i] += g * xhat;
+      dbias[i] += g;
+      dxr[i] = rstd * (g * scale[i] - mean_g - xhat * mean_gx);
+    }
+  }
+}
+
+#define POLYSKETCH_INSTANTIATE(T)                                                              \
+  template void tanh_inplace<T>(int64_t, T*);                                                  \
+  template void gelu_forward<T>(int64_t, const T*, T*);                                        \
+  template void gelu_backward<T>(int64_t, const T*, const T*, T*);                             \
+  template void layernorm_forward<T>(int64_t, int64_t, const T*, const T*, const T*, T*);      \
+  template void layernorm_backward<T>(int64_t, int64_t, const T*, const T*, const T*, T*, T*, \
+                                      T*);
+POLYSKETCH_INSTANTIATE(float)
+POLYSKETCH_INSTANTIATE(double)
+#undef POLYSKETCH_INSTANTIATE
+
+}  // namespace polysketch::kernels
