@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <random>
 #include <string>
 
@@ -82,17 +83,22 @@ std::vector<double> reference_phi(const AttentionT<T>& att, const std::vector<do
       phi[i] = std::sqrt(double(r)) * std::tanh(f[i] * g[i] / std::sqrt(double(r)));
     return phi;
   }
-  // Random: sketch(X, 2m) = sqrt(1/r) (sketch(X,m) G1) * (sketch(X,m) G2).
-  std::vector<double> y = x;
+  // Random: sketch(X, 2m) = sqrt(1/r) (sketch_1(X,m) G1) * (sketch_2(X,m) G2), the two
+  // degree-m sketches independent; matrices in pre-order [subtree 1, subtree 2, G1, G2].
   const auto& gs = att.sketch_matrices();
-  for (size_t level = 0; level < gs.size() / 2; ++level) {
-    const std::vector<double> g1(gs[2 * level].begin(), gs[2 * level].end());
-    const std::vector<double> g2(gs[2 * level + 1].begin(), gs[2 * level + 1].end());
-    const auto a = matvec(y, g1, r), b = matvec(y, g2, r);
-    y.assign(r, 0.0);
+  size_t next = 0;
+  std::function<std::vector<double>(int)> sketch = [&](int m) -> std::vector<double> {
+    if (m == 1) return x;
+    const auto y1 = sketch(m / 2), y2 = sketch(m / 2);
+    const std::vector<double> g1(gs[next].begin(), gs[next].end());
+    const std::vector<double> g2(gs[next + 1].begin(), gs[next + 1].end());
+    next += 2;
+    const auto a = matvec(y1, g1, r), b = matvec(y2, g2, r);
+    std::vector<double> y(r);
     for (size_t i = 0; i < r; ++i) y[i] = a[i] * b[i] / std::sqrt(double(r));
-  }
-  return y;
+    return y;
+  };
+  return sketch(cfg.p / 2);
 }
 
 template <typename T>

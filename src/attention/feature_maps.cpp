@@ -12,11 +12,11 @@ namespace polysketch::attention {
 
 namespace {
 
-int levels_for(int p) {
-  int levels = 0;
-  for (int m = p / 2; m > 1; m /= 2) ++levels;
-  return levels;
-}
+// The degree-m sketch is a tree (the paper's Algorithm 1): sketch(X, 2m) =
+// sqrt(1/r) (sketch_1(X, m) G1) * (sketch_2(X, m) G2) with two *independent* degree-m sketches,
+// which makes E[<phi(q), phi(k)>] = <q,k>^(2m) exactly. Matrices are stored in pre-order:
+// [subtree 1, subtree 2, G1, G2]; matrices_for(m) counts those of a degree-m subtree.
+int matrices_for(int m) { return m <= 1 ? 0 : 2 * matrices_for(m / 2) + 2; }
 
 // Gaussian: i.i.d. N(0,1). Hadamard: G[i][c] = sign_i * H[i][col_c] with H the +-1 Sylvester
 // Hadamard matrix of size in_dim and columns drawn as successive random permutations, so that
@@ -47,102 +47,98 @@ std::vector<T> draw_matrix(SketchType type, int64_t in_dim, int64_t r, kernels::
   return g;
 }
 
+template <typename T>
+void draw_tree(const AttentionConfig& cfg, int m, int64_t head_dim, kernels::Rng& rng,
+               std::vector<std::vector<T>>& out) {
+  if (m <= 1) return;
+  draw_tree(cfg, m / 2, head_dim, rng, out);
+  draw_tree(cfg, m / 2, head_dim, rng, out);
+  const int64_t in = m == 2 ? head_dim : cfg.r;
+  out.push_back(draw_matrix<T>(cfg.sketch, in, cfg.r, rng));
+  out.push_back(draw_matrix<T>(cfg.sketch, in, cfg.r, rng));
+}
+
 }  // namespace
 
 template <typename T>
 std::vector<std::vector<T>> draw_random_sketch(const AttentionConfig& cfg, int64_t head_dim) {
   std::vector<std::vector<T>> sketch;
   auto rng = kernels::Rng::derive(cfg.seed, static_cast<uint64_t>(cfg.layer), 0x5ce7c4);
-  int64_t in = head_dim;
-  for (int level = 0; level < levels_for(cfg.p); ++level) {
-    sketch.push_back(draw_matrix<T>(cfg.sketch, in, cfg.r, rng));
-    sketch.push_back(draw_matrix<T>(cfg.sketch, in, cfg.r, rng));
-    in = cfg.r;
-  }
+  draw_tree(cfg, cfg.p / 2, head_dim, rng, sketch);
   return sketch;
 }
 
 namespace {
 
-// Level l: Y_{l+1} = sqrt(1/r) (Y_l G1) * (Y_l G2). Keeps every level's products for backward.
 template <typename T>
-struct RandomActs {
-  std::vector<std::vector<T>> p1, p2;
-};
+struct TreeWalk {
+  const FeatureMap<T>& fm;
+  int64_t rows;
+  const T* x;
+  T scale() const { return static_cast<T>(1.0 / std::sqrt(static_cast<double>(fm.out_dim))); }
+  int64_t in_of(int m) const { return m == 2 ? fm.in_dim : fm.out_dim; }
 
-template <typename T>
-void random_forward(const FeatureMap<T>& fm, int64_t rows, const T* x, T* out, RandomActs<T>* acts) {
-  const auto& g = *fm.sketch;
-  const int64_t r = fm.out_dim;
-  const int levels = static_cast<int>(g.size() / 2);
-  if (levels == 0) {
-    std::copy(x, x + rows * fm.in_dim, out);
-    return;
-  }
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(r)));
-  std::vector<T> p1(static_cast<size_t>(rows * r)), p2(p1.size()), y;
-  const T* in = x;
-  int64_t in_dim = fm.in_dim;
-  for (int l = 0; l < levels; ++l) {
-    kernels::gemm<T>(false, false, rows, r, in_dim, T(1), in, in_dim, g[2 * l].data(), r, T(0),
+  // out [rows x r] = sketch of degree m whose matrices start at `at`; also returns the two
+  // products P1 = Y1 G1, P2 = Y2 G2 and sub-sketches Y1, Y2 when asked (for backward).
+  void forward(int m, size_t at, T* out, std::vector<T>* p1s = nullptr,
+               std::vector<T>* p2s = nullptr, std::vector<T>* y1s = nullptr,
+               std::vector<T>* y2s = nullptr) const {
+    const int64_t r = fm.out_dim, in = in_of(m);
+    const size_t sub = static_cast<size_t>(matrices_for(m / 2));
+    const auto& g = *fm.sketch;
+    std::vector<T> y1, y2, p1(static_cast<size_t>(rows * r)), p2(p1.size());
+    const T* in1 = x;
+    const T* in2 = x;
+    if (m > 2) {
+      y1.resize(static_cast<size_t>(rows * r));
+      y2.resize(y1.size());
+      forward(m / 2, at, y1.data());
+      forward(m / 2, at + sub, y2.data());
+      in1 = y1.data();
+      in2 = y2.data();
+    }
+    kernels::gemm<T>(false, false, rows, r, in, T(1), in1, in, g[at + 2 * sub].data(), r, T(0),
                      p1.data(), r);
-    kernels::gemm<T>(false, false, rows, r, in_dim, T(1), in, in_dim, g[2 * l + 1].data(), r, T(0),
-                     p2.data(), r);
-    T* dst = (l == levels - 1) ? out : nullptr;
-    std::vector<T> next;
-    if (!dst) {
-      next.resize(p1.size());
-      dst = next.data();
-    }
-    for (size_t i = 0; i < p1.size(); ++i) dst[i] = scale * p1[i] * p2[i];
-    if (acts) {
-      acts->p1.push_back(p1);
-      acts->p2.push_back(p2);
-    }
-    if (l < levels - 1) {
-      y = std::move(next);
-      in = y.data();
-      in_dim = r;
+    kernels::gemm<T>(false, false, rows, r, in, T(1), in2, in, g[at + 2 * sub + 1].data(), r,
+                     T(0), p2.data(), r);
+    const T s = scale();
+    for (size_t i = 0; i < p1.size(); ++i) out[i] = s * p1[i] * p2[i];
+    if (p1s) {
+      *p1s = std::move(p1);
+      *p2s = std::move(p2);
+      *y1s = std::move(y1);
+      *y2s = std::move(y2);
     }
   }
-}
 
-template <typename T>
-void random_backward(const FeatureMap<T>& fm, int64_t rows, const T* x, const T* dphi, T* dx) {
-  const auto& g = *fm.sketch;
-  const int64_t r = fm.out_dim;
-  const int levels = static_cast<int>(g.size() / 2);
-  if (levels == 0) {
-    for (int64_t i = 0; i < rows * fm.in_dim; ++i) dx[i] += dphi[i];
-    return;
-  }
-  RandomActs<T> acts;
-  std::vector<T> tmp(static_cast<size_t>(rows * r));
-  random_forward(fm, rows, x, tmp.data(), &acts);
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(r)));
-  std::vector<T> dy(dphi, dphi + rows * r), t1(tmp.size()), t2(tmp.size()), dprev;
-  for (int l = levels - 1; l >= 0; --l) {
-    const auto& p1 = acts.p1[l];
-    const auto& p2 = acts.p2[l];
-    for (size_t i = 0; i < t1.size(); ++i) {
-      t1[i] = scale * dy[i] * p2[i];  // d/d p1
-      t2[i] = scale * dy[i] * p1[i];  // d/d p2
+  // dx += J^T dout for the degree-m subtree at `at`.
+  void backward(int m, size_t at, const T* dout, T* dx) const {
+    const int64_t r = fm.out_dim, in = in_of(m);
+    const size_t sub = static_cast<size_t>(matrices_for(m / 2));
+    const auto& g = *fm.sketch;
+    std::vector<T> p1, p2, y1, y2, tmp(static_cast<size_t>(rows * r));
+    forward(m, at, tmp.data(), &p1, &p2, &y1, &y2);
+    const T s = scale();
+    std::vector<T> t1(p1.size()), t2(p1.size());
+    for (size_t i = 0; i < p1.size(); ++i) {
+      t1[i] = s * dout[i] * p2[i];  // dL/dP1
+      t2[i] = s * dout[i] * p1[i];  // dL/dP2
     }
-    const int64_t in_dim = l == 0 ? fm.in_dim : r;
-    T* target;
-    if (l == 0) {
-      target = dx;
-    } else {
-      dprev.assign(static_cast<size_t>(rows * r), T(0));
-      target = dprev.data();
+    if (m == 2) {
+      kernels::gemm<T>(false, true, rows, in, r, T(1), t1.data(), r, g[at].data(), r, T(1), dx, in);
+      kernels::gemm<T>(false, true, rows, in, r, T(1), t2.data(), r, g[at + 1].data(), r, T(1), dx,
+                       in);
+      return;
     }
-    kernels::gemm<T>(false, true, rows, in_dim, r, T(1), t1.data(), r, g[2 * l].data(), r, T(1),
-                     target, in_dim);
-    kernels::gemm<T>(false, true, rows, in_dim, r, T(1), t2.data(), r, g[2 * l + 1].data(), r,
-                     T(1), target, in_dim);
-    if (l > 0) dy.swap(dprev);
+    std::vector<T> dy(static_cast<size_t>(rows * r));
+    kernels::gemm<T>(false, true, rows, r, r, T(1), t1.data(), r, g[at + 2 * sub].data(), r, T(0),
+                     dy.data(), r);
+    backward(m / 2, at, dy.data(), dx);
+    kernels::gemm<T>(false, true, rows, r, r, T(1), t2.data(), r, g[at + 2 * sub + 1].data(), r,
+                     T(0), dy.data(), r);
+    backward(m / 2, at + sub, dy.data(), dx);
   }
-}
+};
 
 }  // namespace
 
@@ -150,8 +146,10 @@ template <typename T>
 void phi_forward(const FeatureMap<T>& fm, int64_t rows, const T* x, T* out) {
   if (fm.learned) {
     learned_phi_forward(fm, rows, x, out);
+  } else if (fm.sketch->empty()) {  // p == 2: phi is the identity
+    std::copy(x, x + rows * fm.in_dim, out);
   } else {
-    random_forward<T>(fm, rows, x, out, nullptr);
+    TreeWalk<T>{fm, rows, x}.forward(fm.cfg->p / 2, 0, out);
   }
 }
 
@@ -160,8 +158,10 @@ void phi_backward(const FeatureMap<T>& fm, int64_t rows, const T* x, const T* dp
                   std::vector<T>* dlearned) {
   if (fm.learned) {
     learned_phi_backward(fm, rows, x, dphi, dx, dlearned);
+  } else if (fm.sketch->empty()) {
+    for (int64_t i = 0; i < rows * fm.in_dim; ++i) dx[i] += dphi[i];
   } else {
-    random_backward(fm, rows, x, dphi, dx);
+    TreeWalk<T>{fm, rows, x}.backward(fm.cfg->p / 2, 0, dphi, dx);
   }
 }
 

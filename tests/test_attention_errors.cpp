@@ -1,0 +1,75 @@
+// Every invalid configuration or input raises polysketch::Error naming the offending value.
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "polysketch/attention.h"
+
+namespace polysketch {
+namespace {
+
+void expect_error(const std::function<void()>& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+AttentionConfig sketch_config() {
+  AttentionConfig c;
+  c.mechanism = Mechanism::polysketch;
+  return c;
+}
+
+TEST(AttentionErrors, InvalidConfigurations) {
+  auto with = [](auto mutate) {
+    auto c = sketch_config();
+    mutate(c);
+    return c;
+  };
+  expect_error([&] { Attention(with([](auto& c) { c.p = 3; }), 64, 64); }, "p=3");
+  expect_error([&] {
+    auto c = with([](auto& c) { c.p = 5; });
+    c.mechanism = Mechanism::polynomial;
+    Attention(c, 64, 64);
+  }, "p=5");
+  expect_error([&] { Attention(with([](auto& c) { c.p = 12; }), 64, 64); }, "p=12");
+  expect_error([&] { Attention(with([](auto& c) { c.r = 0; }), 64, 64); }, "r=0");
+  expect_error([&] { Attention(with([](auto& c) { c.r = -3; }), 64, 64); }, "r=-3");
+  expect_error([&] { Attention(with([](auto& c) { c.block = 0; }), 64, 64); }, "got 0");
+  expect_error([&] { Attention(with([](auto& c) { c.sketch = SketchType::hadamard; }), 48, 48); },
+               "head_dim a power of two, got 48");
+  expect_error([&] {
+    Attention(with([](auto& c) {
+                c.sketch = SketchType::hadamard;
+                c.p = 8;
+                c.r = 24;
+              }),
+              64, 64);
+  }, "r=24");
+  expect_error([&] { Attention(sketch_config(), 0, 64); }, "head_dim must be >= 1, got 0");
+  expect_error([] { parse_mechanism("flash"); }, "'flash'");
+  expect_error([] { parse_sketch_type("sparse"); }, "'sparse'");
+}
+
+TEST(AttentionErrors, InvalidShapes) {
+  const Attention att(sketch_config(), 8, 8);
+  std::vector<float> buf(1 << 12), out(1 << 12);
+  auto fwd = [&](AttentionShape s) {
+    att.forward(s, buf.data(), buf.data(), buf.data(), out.data(), nullptr);
+  };
+  expect_error([&] { fwd({1, 1, 0, 8, 8}); }, "n=0");
+  expect_error([&] { fwd({1, 1, 4, 16, 8}); }, "head_dim=16");
+  expect_error([&] { fwd({1, 1, 4, 8, 4}); }, "value_dim=4");
+  expect_error([&] { fwd({1 << 20, 64, int64_t{1} << 30, 8, 8}); }, "GiB");
+  AttentionSaved<float> wrong;
+  expect_error([&] {
+    att.backward({1, 1, 4, 8, 8}, buf.data(), buf.data(), buf.data(), out.data(), buf.data(),
+                 wrong, out.data(), out.data(), out.data(), nullptr);
+  }, "saved state");
+}
+
+}  // namespace
+}  // namespace polysketch
