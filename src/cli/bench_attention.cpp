@@ -1,1 +1,155 @@
-int dummy;
+// polysketch bench-attention: time forward or forward+backward of attention mechanisms over
+// context lengths; a readable table or JSON lines (docs/BENCHMARKS.md explains every field).
+#include <fmt/core.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "bench/flops.h"
+#include "cli/commands.h"
+#include "kernels/gemm.h"
+#include "kernels/rng.h"
+#include "polysketch/attention.h"
+#include "util/memory.h"
+
+namespace polysketch::cli {
+
+namespace {
+
+struct BenchOptions {
+  std::vector<std::string> mechanisms{"softmax", "polysketch", "polysketch-learned-local"};
+  std::vector<int64_t> ns{1024, 4096};
+  std::vector<std::string> passes{"fwd+bwd"};
+  int64_t batch = 1, heads = 12, head_dim = 64;
+  int r = 32, block = 256, p = 4, threads = 0, repeat = 3;
+  bool causal = true, json = false;
+  std::string sketch = "gaussian";
+};
+
+// Comma lists: "--n 1024,4096" and "--n 1024 --n 4096" both work.
+template <typename T>
+void add_list(CLI::App* cmd, const std::string& flag, std::vector<T>& out, const std::string& help) {
+  cmd->add_option(flag, out, help)->delimiter(',')->capture_default_str();
+}
+
+struct Measurement {
+  double seconds, peak_rss_mb;
+};
+
+Measurement run_one(const AttentionConfig& cfg, const AttentionShape& shape, bool backward,
+                    int repeat) {
+  util::reset_peak_rss();
+  const size_t qs = static_cast<size_t>(shape.batch * shape.heads * shape.n * shape.head_dim);
+  const size_t vs = static_cast<size_t>(shape.batch * shape.heads * shape.n * shape.value_dim);
+  const Attention att(cfg, shape.head_dim, shape.value_dim);
+  std::vector<float> q(qs), k(qs), v(vs), out(vs);
+  kernels::Rng rng(42);
+  for (auto* t : {&q, &k, &v})
+    for (auto& x : *t) x = static_cast<float>(rng.uniform() * 2 - 1);
+  std::vector<float> dout, dq, dk, dv;
+  if (backward) {
+    dout.resize(vs);
+    for (auto& x : dout) x = static_cast<float>(rng.uniform() * 2 - 1);
+    dq.resize(qs);
+    dk.resize(qs);
+    dv.resize(vs);
+  }
+  auto grads = att.zero_grads();
+  AttentionSaved<float> saved;
+  std::vector<double> times;
+  for (int i = 0; i < repeat; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    att.forward(shape, q.data(), k.data(), v.data(), out.data(), backward ? &saved : nullptr);
+    if (backward)
+      att.backward(shape, q.data(), k.data(), v.data(), out.data(), dout.data(), saved, dq.data(),
+                   dk.data(), dv.data(), &grads);
+    times.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  return {times[times.size() / 2], util::peak_rss_mb()};
+}
+
+void run(const BenchOptions& o) {
+  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+  if (o.repeat < 1) throw Error(fmt::format("--repeat must be >= 1, got {}", o.repeat));
+  for (const auto& pass : o.passes)
+    if (pass != "fwd" && pass != "fwd+bwd")
+      throw Error(fmt::format("--pass must be fwd or fwd+bwd, got '{}'", pass));
+  for (int64_t n : o.ns)
+    if (n < 1) throw Error(fmt::format("--n values must be >= 1, got {}", n));
+  std::vector<Mechanism> mechs;
+  for (const auto& m : o.mechanisms) mechs.push_back(parse_mechanism(m));
+  omp_set_num_threads(threads);
+  const double sgemm = bench::measure_sgemm_gflops(threads);
+  if (!o.json) {
+    fmt::print("sgemm (OpenBLAS, {} threads): {:.1f} GFLOP/s\n", threads, sgemm);
+    fmt::print("batch {} heads {} head_dim {} r {} block {} p {} {}\n\n", o.batch, o.heads,
+               o.head_dim, o.r, o.block, o.p, o.causal ? "causal" : "non-causal");
+    fmt::print("{:<26} {:<8} {:>7} {:>10} {:>11} {:>9} {:>8} {:>9}\n", "mechanism", "pass", "n",
+               "seconds", "tokens/s", "GFLOP/s", "%sgemm", "peak MB");
+  }
+  for (const auto& pass : o.passes)
+    for (Mechanism m : mechs)
+      for (int64_t n : o.ns) {
+        AttentionConfig cfg;
+        cfg.mechanism = m;
+        cfg.causal = o.causal;
+        cfg.p = o.p;
+        cfg.r = o.r;
+        cfg.block = o.block;
+        cfg.sketch = parse_sketch_type(o.sketch);
+        cfg.threads = threads;
+        const AttentionShape shape{o.batch, o.heads, n, o.head_dim, o.head_dim};
+        const bool bwd = pass == "fwd+bwd";
+        const auto meas = run_one(cfg, shape, bwd, o.repeat);
+        const double flops = bwd ? bench::attention_train_flops(cfg, shape)
+                                 : bench::attention_forward_flops(cfg, shape);
+        const double gflops = flops / meas.seconds / 1e9;
+        if (o.json) {
+          nlohmann::json j{{"mechanism", mechanism_name(m)}, {"causal", o.causal},
+                           {"pass", pass}, {"n", n}, {"batch", o.batch}, {"heads", o.heads},
+                           {"head_dim", o.head_dim}, {"r", o.r}, {"block", o.block}, {"p", o.p},
+                           {"threads", threads}, {"seconds", meas.seconds}, {"gflops", gflops},
+                           {"sgemm_gflops", sgemm}, {"peak_rss_mb", meas.peak_rss_mb}};
+          fmt::print("{}\n", j.dump());
+        } else {
+          fmt::print("{:<26} {:<8} {:>7} {:>10.4f} {:>11.0f} {:>9.1f} {:>7.1f}% {:>9.0f}\n",
+                     mechanism_name(m), pass, n, meas.seconds,
+                     static_cast<double>(n * o.batch) / meas.seconds, gflops,
+                     100 * gflops / sgemm, meas.peak_rss_mb);
+        }
+        std::fflush(stdout);
+      }
+}
+
+}  // namespace
+
+void add_bench_attention(CLI::App& app) {
+  auto opts = std::make_shared<BenchOptions>();
+  auto* cmd = app.add_subcommand("bench-attention",
+                                 "Time attention mechanisms (forward, or forward+backward) over "
+                                 "context lengths; table or --json lines");
+  add_list(cmd, "--mechanism", opts->mechanisms,
+           "softmax, polynomial, polysketch, polysketch-learned, polysketch-local, "
+           "polysketch-learned-local");
+  add_list(cmd, "--n", opts->ns, "context lengths");
+  add_list(cmd, "--pass", opts->passes, "fwd or fwd+bwd");
+  cmd->add_option("--batch", opts->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--heads", opts->heads, "attention heads")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--head-dim", opts->head_dim, "head size h (= value size)")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--r", opts->r, "sketch size")->capture_default_str();
+  cmd->add_option("--block", opts->block, "block size b")->capture_default_str();
+  cmd->add_option("--p", opts->p, "polynomial degree")->capture_default_str();
+  cmd->add_option("--sketch", opts->sketch, "random sketch: gaussian or hadamard")->capture_default_str();
+  cmd->add_option("--threads", opts->threads, "threads (0: all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--repeat", opts->repeat, "timed runs per measurement (median reported)")->capture_default_str();
+  cmd->add_flag("--causal,!--non-causal", opts->causal, "causal mask (default) or none");
+  cmd->add_flag("--json", opts->json, "one JSON object per measurement");
+  cmd->callback([opts] { run(*opts); });
+}
+
+}  // namespace polysketch::cli

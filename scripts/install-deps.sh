@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs every Debian package polysketch needs to build, test and run (Debian 12).
+set -euo pipefail
+packages=(
+  cmake ninja-build g++ pkg-config
+  libopenblas-openmp-dev   # GEMM (OpenMP flavour: nests cleanly inside our parallel regions)
+  libgtest-dev             # tests
+  libcli11-dev nlohmann-json3-dev libfmt-dev
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,10 @@
+// Each subcommand registers its flags and callback on the CLI11 app.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace polysketch::cli {
+
+void add_bench_attention(CLI::App& app);
+
+}  // namespace polysketch::cli
