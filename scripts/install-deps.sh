@@ -6,6 +6,8 @@ packages=(
   libopenblas-openmp-dev   # GEMM (OpenMP flavour: nests cleanly inside our parallel regions)
   libgtest-dev             # tests
   libcli11-dev nlohmann-json3-dev libfmt-dev
+  libsentencepiece-dev     # tokenizer
+  bible-kjv                # the default corpus (King James Bible)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -11,6 +11,9 @@ int main(int argc, char** argv) {
   CLI::App app{"polysketch: PolySketchFormer, linear-time polynomial attention, in C++"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "polysketch 0.1.0");
+  polysketch::cli::add_prepare(app);
+  polysketch::cli::add_train(app);
+  polysketch::cli::add_generate(app);
   polysketch::cli::add_bench_attention(app);
   try {
     app.parse(argc, argv);

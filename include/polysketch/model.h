@@ -1,0 +1,64 @@
+// The PolySketchFormer language model (POLYSKETCH.md section 3): token embedding + sinusoidal
+// positions, L pre-norm blocks (fused QKV, RoPE, attention of any mechanism, output projection;
+// GLU with GELU), final LayerNorm, tied embedding + output bias. Forward and backward by hand.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "polysketch/attention.h"
+
+namespace polysketch {
+
+struct ModelConfig {
+  int64_t vocab = 4096;
+  int64_t layers = 4;
+  int64_t width = 256;    // D
+  int64_t heads = 4;      // head size D / heads
+  int64_t context = 256;  // longest sequence the model is trained or evaluated on by default
+  double dropout = 0.0;   // after the attention and GLU output projections (training only)
+  uint64_t seed = 1;      // parameter initialisation and sketches
+  AttentionConfig attention;  // mechanism, p, r, block, ...; seed/layer are set per layer
+
+  int64_t head_dim() const { return width / heads; }
+  int64_t glu_hidden() const { return (8 * width / 3) / 8 * 8; }
+  void validate() const;  // throws Error naming the offending value
+  std::string to_json() const;
+  static ModelConfig from_json(const std::string& text, const std::string& where);
+};
+
+template <typename T>
+class ModelT {
+ public:
+  explicit ModelT(const ModelConfig& config);
+  ~ModelT();
+  ModelT(const ModelT&) = delete;
+  ModelT& operator=(const ModelT&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+
+  // Every trainable tensor, in a fixed order with stable names (the safetensors keys).
+  std::vector<Param<T>*> params();
+  std::vector<std::vector<T>> zero_grads();
+  int64_t parameter_count();
+
+  // Mean next-token cross-entropy of targets given tokens, both [batch x len]. With train=true,
+  // dropout is active (seeded by dropout_seed) and activations are kept for backward().
+  double forward(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
+                 bool train, uint64_t dropout_seed = 0);
+  // Adds d(loss)/d(params) into grads (shaped like params()). Call after forward(train=true).
+  void backward(std::vector<std::vector<T>>& grads);
+
+  // Logits [batch x len x vocab] for tokens [batch x len] (no dropout, nothing kept).
+  std::vector<T> logits(const int32_t* tokens, int64_t batch, int64_t len);
+
+ private:
+  struct Impl;
+  ModelConfig config_;
+  Impl* impl_;
+};
+
+using Model = ModelT<float>;
+
+}  // namespace polysketch

@@ -1,0 +1,124 @@
+// polysketch train / eval: thin wrappers over train::run_training and train::evaluate.
+#include <fmt/core.h>
+#include <omp.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "cli/commands.h"
+#include "data/shards.h"
+#include "kernels/gemm.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+#include "util/atomic_file.h"
+
+namespace polysketch::cli {
+
+namespace {
+
+void set_threads(int threads) {
+  if (threads < 0) throw Error(fmt::format("--threads must be >= 0, got {}", threads));
+  const int t = threads > 0 ? threads : omp_get_max_threads();
+  omp_set_num_threads(t);
+  kernels::set_blas_threads(t);
+}
+
+struct TrainCli {
+  train::TrainOptions o;
+  std::string config_file, mechanism = "polysketch-learned-local";
+  double time_budget_min = 0;
+  int threads = 0;
+};
+
+void run_train(TrainCli& c) {
+  set_threads(c.threads);
+  if (!c.config_file.empty())
+    c.o.model = ModelConfig::from_json(util::read_file(c.config_file), c.config_file);
+  else
+    c.o.model.attention.mechanism = parse_mechanism(c.mechanism);
+  c.o.time_budget_s = c.time_budget_min * 60;
+  const auto r = train::run_training(c.o);
+  fmt::print("step {}: train loss {:.4f}, validation loss {:.4f} (perplexity {:.2f}); unigram "
+             "baseline loss {:.4f} (perplexity {:.2f})\n",
+             r.step, r.train_loss, r.val_loss, std::exp(r.val_loss), r.unigram_loss,
+             std::exp(r.unigram_loss));
+  fmt::print("checkpoint: {}\n", r.checkpoint);
+}
+
+struct EvalCli {
+  std::string checkpoint, data;
+  std::vector<int64_t> contexts;
+  int64_t batch = 8, batches = 16;
+  int threads = 0;
+};
+
+void run_eval(const EvalCli& e) {
+  set_threads(e.threads);
+  const auto ck = train::load_checkpoint(e.checkpoint, false);
+  Model model(ck.config);
+  train::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
+  const auto val = data::read_shard((std::filesystem::path(e.data) / "val.bin").string(), ck.config.vocab);
+  auto contexts = e.contexts.empty() ? std::vector<int64_t>{ck.config.context} : e.contexts;
+  for (int64_t ctx : contexts) {
+    if (ctx < 1) throw Error(fmt::format("--context must be >= 1, got {}", ctx));
+    const double loss = train::evaluate(model, val, ctx, e.batch, e.batches);
+    fmt::print("context {}: validation loss {:.4f}, perplexity {:.2f}\n", ctx, loss, std::exp(loss));
+  }
+}
+
+}  // namespace
+
+void add_train(CLI::App& app) {
+  auto c = std::make_shared<TrainCli>();
+  auto& o = c->o;
+  auto& m = o.model;
+  // The default model is the quickstart's: small enough to train well in minutes on 2 cores.
+  m.layers = 4;
+  m.width = 256;
+  m.heads = 4;
+  m.context = 256;
+  m.attention.r = 32;
+  m.attention.block = 64;
+  auto* cmd = app.add_subcommand("train", "Train a PolySketchFormer language model");
+  cmd->add_option("--data", o.data_dir, "directory made by `polysketch prepare`");
+  cmd->add_option("--out", o.out_dir, "checkpoint directory (step-N/ + latest)")->required();
+  cmd->add_option("--resume", o.resume, "continue bit-exactly from this checkpoint (or its root)");
+  cmd->add_option("--config", c->config_file, "model config.json (instead of the model flags)");
+  cmd->add_option("--mechanism", c->mechanism, "attention mechanism")->capture_default_str();
+  cmd->add_option("--layers", m.layers)->capture_default_str();
+  cmd->add_option("--width", m.width)->capture_default_str();
+  cmd->add_option("--heads", m.heads)->capture_default_str();
+  cmd->add_option("--context", m.context)->capture_default_str();
+  cmd->add_option("--r", m.attention.r, "sketch size")->capture_default_str();
+  cmd->add_option("--block", m.attention.block, "block size b")->capture_default_str();
+  cmd->add_option("--p", m.attention.p, "polynomial degree")->capture_default_str();
+  cmd->add_option("--dropout", m.dropout)->capture_default_str();
+  cmd->add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str();
+  cmd->add_option("--accum", o.accum, "micro-batches per step")->capture_default_str();
+  cmd->add_option("--steps", o.steps, "optimizer steps (default 1000; when resuming: the original run's)");
+  cmd->add_option("--warmup", o.warmup)->capture_default_str();
+  cmd->add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
+  cmd->add_option("--min-lr-ratio", o.min_lr_ratio)->capture_default_str();
+  cmd->add_option("--clip", o.clip, "max gradient norm (0: off)")->capture_default_str();
+  cmd->add_option("--weight-decay", o.weight_decay)->capture_default_str();
+  cmd->add_option("--eval-every", o.eval_every)->capture_default_str();
+  cmd->add_option("--eval-batches", o.eval_batches)->capture_default_str();
+  cmd->add_option("--checkpoint-every", o.checkpoint_every)->capture_default_str();
+  cmd->add_option("--keep", o.keep, "checkpoints kept")->capture_default_str();
+  cmd->add_option("--time-budget", c->time_budget_min, "stop after this many minutes (0: none)")->capture_default_str();
+  cmd->add_option("--seed", o.seed)->capture_default_str();
+  cmd->add_option("--threads", c->threads, "0: all cores")->capture_default_str();
+  cmd->callback([c] { run_train(*c); });
+
+  auto e = std::make_shared<EvalCli>();
+  auto* ev = app.add_subcommand("eval", "Validation loss and perplexity of a checkpoint");
+  ev->add_option("--checkpoint", e->checkpoint)->required();
+  ev->add_option("--data", e->data, "directory made by `polysketch prepare`")->required();
+  ev->add_option("--context", e->contexts, "context lengths (default: the model's)")->delimiter(',');
+  ev->add_option("--batch", e->batch)->capture_default_str();
+  ev->add_option("--batches", e->batches)->capture_default_str();
+  ev->add_option("--threads", e->threads)->capture_default_str();
+  ev->callback([e] { run_eval(*e); });
+}
+
+}  // namespace polysketch::cli

@@ -1,0 +1,24 @@
+// Raw text in: UTF-8 validation, the default corpus (King James Bible from Debian's bible-kjv),
+// and the deterministic train/validation split.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace polysketch::data {
+
+// Reads a UTF-8 text file; throws Error naming the file if it is unreadable, empty, binary (NUL
+// bytes) or not valid UTF-8 (with the byte offset).
+std::string read_text_file(const std::string& path);
+void check_utf8(const std::string& text, const std::string& where);
+
+// The whole King James Bible, printed by the `bible` command of Debian's bible-kjv package.
+std::string kjv_text();
+
+struct Split {
+  std::vector<std::string> train, val;  // non-empty lines
+};
+// Lines grouped into chunks of 50; every 20th chunk goes to validation (5%), spread over the text.
+Split split_lines(const std::string& text);
+
+}  // namespace polysketch::data

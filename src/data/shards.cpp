@@ -1,0 +1,84 @@
+#include "data/shards.h"
+
+#include <fmt/format.h>
+
+#include <cstring>
+
+#include "polysketch/attention.h"
+#include "util/atomic_file.h"
+
+namespace polysketch::data {
+
+namespace {
+constexpr char kMagic[8] = {'P', 'S', 'K', 'S', 'H', 'A', 'R', 'D'};
+constexpr uint32_t kVersion = 1;
+constexpr size_t kHeader = 32;
+
+template <typename U>
+void put(std::string& s, size_t at, U v) {
+  std::memcpy(s.data() + at, &v, sizeof(U));  // x86/arm64 hosts are little-endian
+}
+template <typename U>
+U get(const std::string& s, size_t at) {
+  U v;
+  std::memcpy(&v, s.data() + at, sizeof(U));
+  return v;
+}
+}  // namespace
+
+void write_shard(const std::string& path, int64_t vocab, const std::vector<int32_t>& tokens) {
+  if (vocab < 1 || vocab > INT32_MAX) throw Error(fmt::format("{}: invalid vocab {}", path, vocab));
+  const uint32_t bpt = vocab <= 65536 ? 2 : 4;
+  std::string buf(kHeader + tokens.size() * bpt, '\0');
+  std::memcpy(buf.data(), kMagic, 8);
+  put<uint32_t>(buf, 8, kVersion);
+  put<uint32_t>(buf, 12, static_cast<uint32_t>(vocab));
+  put<uint64_t>(buf, 16, tokens.size());
+  put<uint32_t>(buf, 24, bpt);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab)
+      throw Error(fmt::format("{}: token {} outside vocabulary {}", path, tokens[i], vocab));
+    if (bpt == 2) {
+      put<uint16_t>(buf, kHeader + 2 * i, static_cast<uint16_t>(tokens[i]));
+    } else {
+      put<uint32_t>(buf, kHeader + 4 * i, static_cast<uint32_t>(tokens[i]));
+    }
+  }
+  util::write_file_atomic(path, buf);
+}
+
+std::vector<int32_t> read_shard(const std::string& path, int64_t expected_vocab,
+                                int64_t* vocab_out) {
+  const std::string buf = util::read_file(path);
+  if (buf.size() < kHeader)
+    throw Error(fmt::format("{}: truncated token shard ({} bytes, header needs {})", path,
+                            buf.size(), kHeader));
+  if (std::memcmp(buf.data(), kMagic, 8) != 0)
+    throw Error(fmt::format("{}: not a polysketch token shard (wrong magic)", path));
+  if (get<uint32_t>(buf, 8) != kVersion)
+    throw Error(fmt::format("{}: unsupported shard version {}", path, get<uint32_t>(buf, 8)));
+  const int64_t vocab = get<uint32_t>(buf, 12);
+  const uint64_t count = get<uint64_t>(buf, 16);
+  const uint32_t bpt = get<uint32_t>(buf, 24);
+  if (bpt != 2 && bpt != 4) throw Error(fmt::format("{}: invalid bytes per token {}", path, bpt));
+  if (vocab < 1) throw Error(fmt::format("{}: invalid vocab size {}", path, vocab));
+  if (count > (buf.size() - kHeader) / bpt || buf.size() != kHeader + count * bpt)
+    throw Error(fmt::format("{}: size mismatch: header says {} tokens ({} bytes), file has {} "
+                            "bytes (truncated or corrupt)",
+                            path, count, kHeader + count * bpt, buf.size()));
+  if (expected_vocab >= 0 && vocab != expected_vocab)
+    throw Error(fmt::format("{}: vocab size {} does not match the expected {}", path, vocab,
+                            expected_vocab));
+  std::vector<int32_t> tokens(count);
+  for (uint64_t i = 0; i < count; ++i) {
+    const int64_t t = bpt == 2 ? get<uint16_t>(buf, kHeader + 2 * i) : get<uint32_t>(buf, kHeader + 4 * i);
+    if (t >= vocab)
+      throw Error(fmt::format("{}: token {} at index {} is outside the vocabulary {}", path, t, i,
+                              vocab));
+    tokens[i] = static_cast<int32_t>(t);
+  }
+  if (vocab_out) *vocab_out = vocab;
+  return tokens;
+}
+
+}  // namespace polysketch::data

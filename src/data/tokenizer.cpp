@@ -1,0 +1,87 @@
+#include "data/tokenizer.h"
+
+#include <fmt/format.h>
+#include <sentencepiece_processor.h>
+#include <sentencepiece_trainer.h>
+
+#include "polysketch/attention.h"
+#include "util/atomic_file.h"
+
+namespace polysketch::data {
+
+struct Tokenizer::Impl {
+  sentencepiece::SentencePieceProcessor sp;
+};
+
+namespace {
+class LineIterator : public sentencepiece::SentenceIterator {
+ public:
+  explicit LineIterator(const std::vector<std::string>& lines) : lines_(lines) {}
+  bool done() const override { return i_ >= lines_.size(); }
+  void Next() override { ++i_; }
+  const std::string& value() const override { return lines_[i_]; }
+  sentencepiece::util::Status status() const override { return {}; }
+
+ private:
+  const std::vector<std::string>& lines_;
+  size_t i_ = 0;
+};
+}  // namespace
+
+std::string Tokenizer::train(const std::vector<std::string>& lines, int vocab_size) {
+  if (vocab_size < 16) throw Error(fmt::format("--vocab-size must be >= 16, got {}", vocab_size));
+  LineIterator it(lines);
+  std::string model;
+  const auto status = sentencepiece::SentencePieceTrainer::Train(
+      {{"vocab_size", std::to_string(vocab_size)},
+       {"model_type", "unigram"},
+       {"character_coverage", "1.0"},
+       {"byte_fallback", "true"},  // any UTF-8 text round-trips, unseen characters included
+       {"num_threads", "2"},
+       {"input_sentence_size", "2000000"},
+       {"shuffle_input_sentence", "true"},
+       {"max_sentence_length", "16384"},
+       {"bos_id", "-1"},
+       {"eos_id", "-1"},
+       {"minloglevel", "1"}},
+      &it, &model);
+  if (!status.ok())
+    throw Error(fmt::format("tokenizer training failed: {} (a smaller --vocab-size may help)",
+                            status.ToString()));
+  return model;
+}
+
+Tokenizer::Tokenizer() : impl_(std::make_unique<Impl>()) {}
+Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
+Tokenizer::~Tokenizer() = default;
+
+Tokenizer Tokenizer::from_bytes(const std::string& model, const std::string& where) {
+  Tokenizer t;
+  const auto status = t.impl_->sp.LoadFromSerializedProto(model);
+  if (!status.ok())
+    throw Error(fmt::format("{}: not a valid sentencepiece model ({})", where, status.ToString()));
+  t.bytes_ = model;
+  return t;
+}
+
+Tokenizer Tokenizer::from_file(const std::string& path) {
+  return from_bytes(util::read_file(path), path);
+}
+
+std::vector<int32_t> Tokenizer::encode(const std::string& text) const {
+  std::vector<int> ids;
+  const auto status = impl_->sp.Encode(text, &ids);
+  if (!status.ok()) throw Error(fmt::format("tokenizer: cannot encode text ({})", status.ToString()));
+  return {ids.begin(), ids.end()};
+}
+
+std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  std::string text;
+  const auto status = impl_->sp.Decode(std::vector<int>(ids.begin(), ids.end()), &text);
+  if (!status.ok()) throw Error(fmt::format("tokenizer: cannot decode ids ({})", status.ToString()));
+  return text;
+}
+
+int Tokenizer::vocab_size() const { return impl_->sp.GetPieceSize(); }
+
+}  // namespace polysketch::data

@@ -1,0 +1,33 @@
+// SentencePiece tokenizer (Debian libsentencepiece): training from text and encode/decode.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace polysketch::data {
+
+class Tokenizer {
+ public:
+  // Trains a unigram model with `vocab_size` pieces on the given lines; returns the serialized
+  // model (the bytes of tokenizer.model).
+  static std::string train(const std::vector<std::string>& lines, int vocab_size);
+
+  static Tokenizer from_file(const std::string& path);
+  static Tokenizer from_bytes(const std::string& model, const std::string& where);
+  Tokenizer(Tokenizer&&) noexcept;
+  ~Tokenizer();
+
+  std::vector<int32_t> encode(const std::string& text) const;
+  std::string decode(const std::vector<int32_t>& ids) const;
+  int vocab_size() const;
+  const std::string& model_bytes() const { return bytes_; }
+
+ private:
+  Tokenizer();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::string bytes_;
+};
+
+}  // namespace polysketch::data

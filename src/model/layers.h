@@ -1,0 +1,59 @@
+// The model's layers as forward/backward pairs with the same argument order (llm.c style).
+// Row-major; N = batch * len rows.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace polysketch::model {
+
+// Sinusoidal position table [len x width], sin and cos interleaved:
+// pe[t][2i] = sin(t w_i), pe[t][2i+1] = cos(t w_i), w_i = 10000^(-2i/width).
+template <typename T>
+std::vector<T> sinusoidal_positions(int64_t len, int64_t width);
+
+// out[b,t] = E[tokens[b,t]] + pe[t]
+template <typename T>
+void embedding_forward(T* out, const int32_t* tokens, const T* table, const T* pe, int64_t batch,
+                       int64_t len, int64_t width);
+template <typename T>
+void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int64_t n, int64_t width);
+
+// RoPE (base 10000) on x [heads_total, len, hd], rotating pairs (2i, 2i+1) of each row by
+// t * 10000^(-2i/hd). Backward applies the inverse rotation to the gradient. In place.
+template <typename T>
+void rope_forward(T* x, int64_t heads_total, int64_t len, int64_t hd);
+template <typename T>
+void rope_backward(T* dx, int64_t heads_total, int64_t len, int64_t hd);
+
+// qkv [batch*len x 3D] -> q, k, v [batch, heads, len, hd]; and the reverse (gradients).
+template <typename T>
+void split_heads(const T* qkv, T* q, T* k, T* v, int64_t batch, int64_t len, int64_t heads,
+                 int64_t hd);
+template <typename T>
+void merge_qkv_grads(T* dqkv, const T* dq, const T* dk, const T* dv, int64_t batch, int64_t len,
+                     int64_t heads, int64_t hd);
+// o [batch, heads, len, hd] <-> [batch*len x D]
+template <typename T>
+void merge_heads(T* out, const T* o, int64_t batch, int64_t len, int64_t heads, int64_t hd);
+template <typename T>
+void split_heads_grad(T* dout_heads, const T* dmerged, int64_t batch, int64_t len, int64_t heads,
+                      int64_t hd);
+
+// GLU: u [N x 2F] = [x1 | x2] -> g [N x F] = x1 * gelu(x2)
+template <typename T>
+void glu_forward(T* g, const T* u, int64_t n, int64_t f);
+template <typename T>
+void glu_backward(T* du, const T* dg, const T* u, int64_t n, int64_t f);
+
+// Dropout with a mask drawn from (seed, site); mask holds 0 or 1/(1-p). p == 0: mask empty.
+template <typename T>
+void dropout_mask(std::vector<T>& mask, int64_t count, double p, uint64_t seed, uint64_t site);
+
+// Cross-entropy: logits [N x V] -> mean over rows of -log softmax(logits)[target]. If dlogits is
+// non-null it receives d(mean loss)/d logits (may alias logits).
+template <typename T>
+double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t vocab,
+                     T* dlogits);
+
+}  // namespace polysketch::model

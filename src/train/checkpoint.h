@@ -1,0 +1,39 @@
+// Checkpoints: a directory per save, ROOT/step-NNNNNNNN/ with model.safetensors, optimizer.safetensors
+// (AdamW m and v), config.json, tokenizer.model and state.json (step, seeds, training options).
+// Each is written to a temporary directory and renamed into place, then ROOT/latest (a symlink)
+// is switched atomically: a kill at any moment leaves the previous checkpoint intact.
+#pragma once
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "model/safetensors.h"
+#include "polysketch/model.h"
+#include "train/adamw.h"
+
+namespace polysketch::train {
+
+// Returns the directory written.
+std::string save_checkpoint(const std::string& root, int64_t step, Model& model,
+                            AdamW* optimizer, const std::string& tokenizer_bytes,
+                            const nlohmann::json& state);
+
+struct LoadedCheckpoint {
+  std::string dir;
+  ModelConfig config;
+  std::string tokenizer_bytes;
+  nlohmann::json state;
+  std::map<std::string, model::Tensor> weights, optimizer;
+};
+
+// `path` is a checkpoint directory or a root holding `latest`. Validates every file.
+LoadedCheckpoint load_checkpoint(const std::string& path, bool with_optimizer);
+
+// Copies weights into the model, checking names and shapes; throws Error naming the mismatch.
+void load_weights(Model& model, const std::map<std::string, model::Tensor>& weights,
+                  const std::string& where);
+void load_optimizer(AdamW& opt, Model& model, const std::map<std::string, model::Tensor>& state,
+                    const std::string& where);
+
+}  // namespace polysketch::train

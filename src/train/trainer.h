@@ -1,0 +1,42 @@
+// The training loop: AdamW, warmup + cosine decay, clipping, gradient accumulation, periodic
+// validation, progress, metrics as JSON lines, checkpoints, bit-exact resume, Ctrl-C save.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "polysketch/model.h"
+
+namespace polysketch::train {
+
+struct TrainOptions {
+  std::string data_dir, out_dir, resume;
+  ModelConfig model;  // vocab is taken from the data; ignored when resuming
+  int64_t batch = 8, accum = 1, warmup = 50;
+  int64_t steps = 0;  // 0: 1000 for a new run, the original run's when resuming
+  double lr = 1e-3, min_lr_ratio = 0.1, clip = 1.0, weight_decay = 0.1;
+  int64_t eval_every = 100, eval_batches = 16, checkpoint_every = 250, keep = 2;
+  double time_budget_s = 0;  // stop early (and save) after this much training time; 0: none
+  uint64_t seed = 1;
+  bool progress = true;
+};
+
+struct TrainResult {
+  int64_t step = 0;
+  double train_loss = 0, val_loss = 0, unigram_loss = 0;
+  std::vector<double> losses;  // training loss of every step run in this call
+  std::string checkpoint;
+  bool interrupted = false;
+};
+
+TrainResult run_training(const TrainOptions& options);
+
+// Windows of context+1 tokens: deterministic, evenly spaced over the data.
+double evaluate(Model& model, const std::vector<int32_t>& tokens, int64_t context, int64_t batch,
+                int64_t batches);
+
+// Cross-entropy (nats/token) of `eval` under the add-one-smoothed unigram model of `train`.
+double unigram_loss(const std::vector<int32_t>& train, const std::vector<int32_t>& eval, int64_t vocab);
+
+}  // namespace polysketch::train

@@ -1,0 +1,165 @@
+// Model layers and the whole model against central finite differences (double precision).
+// Tolerance 1e-6 relative to the largest gradient entry, as in test_attention_grad.cpp: the step
+// 1e-6 gives ~1e-10 rounding and ~1e-12 truncation error, while a wrong backward is off by O(1).
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "kernels/vec.h"
+#include "model/layers.h"
+#include "polysketch/model.h"
+#include "reference.h"
+
+namespace polysketch::test {
+namespace {
+
+// Numeric gradient of scalar f() w.r.t. every entry of x.
+std::vector<double> numeric_grad(std::vector<double>& x, const std::function<double()>& f) {
+  const double eps = 1e-6;
+  std::vector<double> g(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double keep = x[i];
+    x[i] = keep + eps;
+    const double up = f();
+    x[i] = keep - eps;
+    const double down = f();
+    x[i] = keep;
+    g[i] = (up - down) / (2 * eps);
+  }
+  return g;
+}
+
+double weighted_sum(const std::vector<double>& y, const std::vector<double>& w) {
+  double s = 0;
+  for (size_t i = 0; i < y.size(); ++i) s += y[i] * w[i];
+  return s;
+}
+
+TEST(ModelLayers, GluBackward) {
+  const int64_t n = 3, f = 5;
+  auto u = random_vector(n * 2 * f, 1);
+  const auto w = random_vector(n * f, 2);
+  auto loss = [&] {
+    std::vector<double> g(n * f);
+    model::glu_forward(g.data(), u.data(), n, f);
+    return weighted_sum(g, w);
+  };
+  std::vector<double> du(u.size());
+  model::glu_backward(du.data(), w.data(), u.data(), n, f);
+  EXPECT_LT(max_rel_error(du, numeric_grad(u, loss)), 1e-6);
+}
+
+TEST(ModelLayers, RopeBackwardAndNorm) {
+  const int64_t heads = 2, len = 5, hd = 6;
+  auto x = random_vector(heads * len * hd, 3);
+  const auto w = random_vector(x.size(), 4);
+  auto loss = [&] {
+    auto y = x;
+    model::rope_forward(y.data(), heads, len, hd);
+    return weighted_sum(y, w);
+  };
+  auto dx = w;
+  model::rope_backward(dx.data(), heads, len, hd);
+  EXPECT_LT(max_rel_error(dx, numeric_grad(x, loss)), 1e-6);
+  // A rotation: norms of each pair are preserved, position 0 unchanged.
+  auto y = x;
+  model::rope_forward(y.data(), heads, len, hd);
+  for (int64_t i = 0; i < hd; ++i) EXPECT_DOUBLE_EQ(y[i], x[i]);
+}
+
+TEST(ModelLayers, CrossEntropyBackward) {
+  const int64_t n = 4, v = 7;
+  auto logits = random_vector(n * v, 5, 2.0);
+  const std::vector<int32_t> targets{0, 6, 3, 3};
+  auto loss = [&] { return model::cross_entropy<double>(logits.data(), targets.data(), n, v, nullptr); };
+  std::vector<double> d(logits.size());
+  model::cross_entropy(logits.data(), targets.data(), n, v, d.data());
+  EXPECT_LT(max_rel_error(d, numeric_grad(logits, loss)), 1e-6);
+}
+
+TEST(ModelLayers, LayerNormAndGeluBackward) {
+  const int64_t rows = 3, dim = 6;
+  auto x = random_vector(rows * dim, 6), scale = random_vector(dim, 7), bias = random_vector(dim, 8);
+  const auto w = random_vector(rows * dim, 9);
+  auto loss = [&] {
+    std::vector<double> y(x.size());
+    kernels::layernorm_forward(rows, dim, x.data(), scale.data(), bias.data(), y.data());
+    return weighted_sum(y, w);
+  };
+  std::vector<double> dx(x.size()), ds(dim, 0.0), db(dim, 0.0);
+  kernels::layernorm_backward(rows, dim, x.data(), scale.data(), w.data(), dx.data(), ds.data(),
+                              db.data());
+  EXPECT_LT(max_rel_error(dx, numeric_grad(x, loss)), 1e-6);
+  EXPECT_LT(max_rel_error(ds, numeric_grad(scale, loss)), 1e-6);
+  EXPECT_LT(max_rel_error(db, numeric_grad(bias, loss)), 1e-6);
+  auto gl = [&] {
+    std::vector<double> y(x.size());
+    kernels::gelu_forward<double>(static_cast<int64_t>(x.size()), x.data(), y.data());
+    return weighted_sum(y, w);
+  };
+  std::vector<double> dg(x.size());
+  kernels::gelu_backward<double>(static_cast<int64_t>(x.size()), x.data(), w.data(), dg.data());
+  EXPECT_LT(max_rel_error(dg, numeric_grad(x, gl)), 1e-6);
+}
+
+ModelConfig tiny_config(Mechanism m) {
+  ModelConfig c;
+  c.vocab = 11;
+  c.layers = 2;
+  c.width = 8;
+  c.heads = 2;
+  c.context = 6;
+  c.attention.mechanism = m;
+  c.attention.r = 4;
+  c.attention.block = 2;
+  c.attention.threads = 1;
+  return c;
+}
+
+class ModelGrad : public ::testing::TestWithParam<Mechanism> {};
+
+TEST_P(ModelGrad, WholeModelMatchesFiniteDifferences) {
+  ModelT<double> model(tiny_config(GetParam()));
+  const int64_t batch = 2, len = 5;
+  const std::vector<int32_t> tokens{1, 4, 2, 9, 10, 0, 3, 3, 7, 5};
+  const std::vector<int32_t> targets{4, 2, 9, 10, 1, 3, 3, 7, 5, 8};
+  auto grads = model.zero_grads();
+  model.forward(tokens.data(), targets.data(), batch, len, true);
+  model.backward(grads);
+  auto loss = [&] { return model.forward(tokens.data(), targets.data(), batch, len, false); };
+  auto params = model.params();
+  for (size_t p = 0; p < params.size(); ++p)
+    EXPECT_LT(max_rel_error(grads[p], numeric_grad(params[p]->value, loss), 1e-8), 1e-6)
+        << params[p]->name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Mechanisms, ModelGrad,
+                         ::testing::Values(Mechanism::softmax, Mechanism::polysketch,
+                                           Mechanism::polysketch_learned_local),
+                         [](const auto& info) {
+                           auto s = mechanism_name(info.param);
+                           for (auto& c : s)
+                             if (c == '-') c = '_';
+                           return s;
+                         });
+
+TEST(ModelConfigJson, RoundTripAndErrors) {
+  auto c = tiny_config(Mechanism::polysketch_local);
+  c.dropout = 0.1;
+  const auto back = ModelConfig::from_json(c.to_json(), "config.json");
+  EXPECT_EQ(back.to_json(), c.to_json());
+  EXPECT_THROW(ModelConfig::from_json("{\"widht\": 3}", "x"), Error);
+  EXPECT_THROW(ModelConfig::from_json("{\"width\": 10, \"heads\": 3}", "x"), Error);
+  EXPECT_THROW(ModelConfig::from_json("{\"mechanism\": \"flash\"}", "x"), Error);
+  EXPECT_THROW(ModelConfig::from_json("[1,2", "x"), Error);
+  EXPECT_THROW(ModelConfig::from_json("{\"width\": \"big\"}", "x"), Error);
+}
+
+TEST(ModelErrors, TokensOutsideVocabulary) {
+  Model model(tiny_config(Mechanism::softmax));
+  const std::vector<int32_t> tokens{1, 11}, targets{2, 3};
+  EXPECT_THROW(model.forward(tokens.data(), targets.data(), 1, 2, false), Error);
+}
+
+}  // namespace
+}  // namespace polysketch::test

@@ -1,0 +1,142 @@
+// Training end to end on a tiny model: overfitting, checkpoint round trip, bit-exact resume,
+// and rejection of corrupt or mismatched checkpoints.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "data/shards.h"
+#include "data/tokenizer.h"
+#include "polysketch/model.h"
+#include "test_util.h"
+#include "train/adamw.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+#include "util/atomic_file.h"
+
+namespace polysketch::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A data directory whose training text repeats a 24-token pattern (so a model can learn it).
+void make_data(const fs::path& dir) {
+  const auto model = data::Tokenizer::train(sample_lines(400), 300);
+  const int64_t vocab = data::Tokenizer::from_bytes(model, "t").vocab_size();
+  util::write_file_atomic((dir / "tokenizer.model").string(), model);
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 400; ++i)
+    for (int t = 0; t < 24; ++t) tokens.push_back(260 + (t * 7) % 24);
+  data::write_shard((dir / "train.bin").string(), vocab, tokens);
+  data::write_shard((dir / "val.bin").string(), vocab, std::vector<int32_t>(tokens.begin(), tokens.begin() + 480));
+}
+
+train::TrainOptions tiny_options(const std::string& data, const std::string& out) {
+  train::TrainOptions o;
+  o.data_dir = data;
+  o.out_dir = out;
+  o.model.layers = 2;
+  o.model.width = 32;
+  o.model.heads = 2;
+  o.model.context = 32;
+  o.model.attention.mechanism = Mechanism::polysketch_learned_local;
+  o.model.attention.r = 8;
+  o.model.attention.block = 8;
+  o.batch = 4;
+  o.steps = 150;
+  o.warmup = 10;
+  o.lr = 3e-3;
+  o.eval_every = 0;
+  o.eval_batches = 2;
+  o.checkpoint_every = 0;
+  o.progress = false;
+  return o;
+}
+
+TEST(Training, TinyModelOverfitsRepeatedText) {
+  TempDir dir;
+  make_data(dir.path());
+  const auto r = train::run_training(tiny_options(dir.path(), dir.file("ck")));
+  // The pattern is deterministic after its first few tokens: ln(24) = 3.18 at the start.
+  EXPECT_GT(r.losses.front(), 3.0);
+  EXPECT_LT(r.val_loss, 0.3);
+  EXPECT_GT(r.unigram_loss, 3.0);
+}
+
+TEST(Training, ResumeIsBitExact) {
+  TempDir dir;
+  make_data(dir.path());
+  auto o = tiny_options(dir.path(), dir.file("full"));
+  o.steps = 20;
+  o.checkpoint_every = 10;
+  o.keep = 5;
+  o.model.dropout = 0.1;  // dropout masks must replay too
+  o.accum = 2;
+  const auto full = train::run_training(o);
+  auto resumed_opts = tiny_options("", dir.file("resumed"));
+  resumed_opts.resume = dir.file("full/step-00000010");
+  resumed_opts.steps = 0;  // the original run's
+  const auto resumed = train::run_training(resumed_opts);
+  ASSERT_EQ(full.losses.size(), 20u);
+  ASSERT_EQ(resumed.losses.size(), 10u);
+  for (size_t i = 0; i < 10; ++i) EXPECT_EQ(resumed.losses[i], full.losses[10 + i]) << i;
+  EXPECT_EQ(resumed.val_loss, full.val_loss);
+}
+
+TEST(Checkpoint, RoundTripAndCorruptFilesRejected) {
+  TempDir dir;
+  ModelConfig cfg;
+  cfg.vocab = 50;
+  cfg.layers = 1;
+  cfg.width = 16;
+  cfg.heads = 2;
+  cfg.context = 8;
+  Model model(cfg);
+  train::AdamW opt(model.params(), {});
+  const auto path = train::save_checkpoint(dir.path(), 7, model, &opt, "tok", {{"x", 1}});
+  EXPECT_TRUE(fs::is_symlink(dir.file("latest")));
+  const auto loaded = train::load_checkpoint(dir.path(), true);  // via `latest`
+  EXPECT_EQ(loaded.state.at("step"), 7);
+  EXPECT_EQ(loaded.tokenizer_bytes, "tok");
+  Model copy(loaded.config);
+  train::load_weights(copy, loaded.weights, "w");
+  for (size_t i = 0; i < model.params().size(); ++i)
+    EXPECT_EQ(copy.params()[i]->value, model.params()[i]->value);
+
+  auto expect_error = [](const std::function<void()>& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "no error; expected '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  const std::string weights = util::read_file(path + "/model.safetensors");
+  util::write_file_atomic(path + "/model.safetensors", weights.substr(0, weights.size() / 2));
+  expect_error([&] { train::load_checkpoint(path, false); }, "model.safetensors");
+  util::write_file_atomic(path + "/model.safetensors", std::string(4, 'x'));
+  expect_error([&] { train::load_checkpoint(path, false); }, "truncated");
+  util::write_file_atomic(path + "/model.safetensors", weights);
+  // A config whose shapes disagree with the weights.
+  auto other = cfg;
+  other.width = 32;
+  Model wider(other);
+  expect_error([&] { train::load_weights(wider, train::load_checkpoint(path, false).weights, "m"); },
+               "shape");
+  util::write_file_atomic(path + "/config.json", "{\"width\": ");
+  expect_error([&] { train::load_checkpoint(path, false); }, "config.json");
+  fs::remove(path + "/state.json");
+  expect_error([&] { train::load_checkpoint(path, false); }, "missing state.json");
+  expect_error([&] { train::load_checkpoint(dir.file("nope"), false); }, "does not exist");
+}
+
+TEST(Schedule, WarmupThenCosine) {
+  EXPECT_DOUBLE_EQ(train::learning_rate(0, 100, 10, 1.0, 0.1), 0.1);
+  EXPECT_DOUBLE_EQ(train::learning_rate(9, 100, 10, 1.0, 0.1), 1.0);
+  EXPECT_NEAR(train::learning_rate(100, 100, 10, 1.0, 0.1), 0.1, 1e-12);
+  std::vector<std::vector<float>> g{{3.f}, {4.f}};
+  EXPECT_DOUBLE_EQ(train::clip_grad_norm(g, 1.0), 5.0);
+  EXPECT_FLOAT_EQ(g[0][0], 0.6f);
+}
+
+}  // namespace
+}  // namespace polysketch::test
