@@ -21,23 +21,24 @@ std::vector<T> sinusoidal_positions(int64_t len, int64_t width) {
 }
 
 template <typename T>
-void embedding_forward(T* out, const int32_t* tokens, const T* table, const T* pe, int64_t batch,
-                       int64_t len, int64_t width) {
+void embedding_forward(T* out, const int32_t* tokens, const T* table, T scale, const T* pe,
+                       int64_t batch, int64_t len, int64_t width) {
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t t = 0; t < len; ++t) {
       const T* e = table + static_cast<int64_t>(tokens[b * len + t]) * width;
       const T* p = pe + t * width;
       T* o = out + (b * len + t) * width;
-      for (int64_t i = 0; i < width; ++i) o[i] = e[i] + p[i];
+      for (int64_t i = 0; i < width; ++i) o[i] = scale * e[i] + p[i];
     }
 }
 
 template <typename T>
-void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int64_t n, int64_t width) {
+void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, T scale, int64_t n,
+                        int64_t width) {
   for (int64_t r = 0; r < n; ++r) {
     T* d = dtable + static_cast<int64_t>(tokens[r]) * width;
     const T* g = dout + r * width;
-    for (int64_t i = 0; i < width; ++i) d[i] += g[i];
+    for (int64_t i = 0; i < width; ++i) d[i] += scale * g[i];
   }
 }
 
@@ -186,9 +187,9 @@ double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t
 
 #define POLYSKETCH_INSTANTIATE(T)                                                                  \
   template std::vector<T> sinusoidal_positions<T>(int64_t, int64_t);                               \
-  template void embedding_forward<T>(T*, const int32_t*, const T*, const T*, int64_t, int64_t,     \
+  template void embedding_forward<T>(T*, const int32_t*, const T*, T, const T*, int64_t, int64_t,  \
                                      int64_t);                                                     \
-  template void embedding_backward<T>(T*, const T*, const int32_t*, int64_t, int64_t);             \
+  template void embedding_backward<T>(T*, const T*, const int32_t*, T, int64_t, int64_t);          \
   template void rope_forward<T>(T*, int64_t, int64_t, int64_t);                                    \
   template void rope_backward<T>(T*, int64_t, int64_t, int64_t);                                   \
   template void split_heads<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t);          \

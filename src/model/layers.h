@@ -12,12 +12,15 @@ namespace polysketch::model {
 template <typename T>
 std::vector<T> sinusoidal_positions(int64_t len, int64_t width);
 
-// out[b,t] = E[tokens[b,t]] + pe[t]
+// out[b,t] = scale * E[tokens[b,t]] + pe[t]. The model uses scale = sqrt(width) as the original
+// Transformer does: E (std 1/sqrt(width), tied with the output layer) then contributes as much as
+// the unit-amplitude sinusoids instead of being drowned by them.
 template <typename T>
-void embedding_forward(T* out, const int32_t* tokens, const T* table, const T* pe, int64_t batch,
-                       int64_t len, int64_t width);
+void embedding_forward(T* out, const int32_t* tokens, const T* table, T scale, const T* pe,
+                       int64_t batch, int64_t len, int64_t width);
 template <typename T>
-void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int64_t n, int64_t width);
+void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, T scale, int64_t n,
+                        int64_t width);
 
 // RoPE (base 10000) on x [heads_total, len, hd], rotating pairs (2i, 2i+1) of each row by
 // t * 10000^(-2i/hd). Backward applies the inverse rotation to the gradient. In place.

@@ -132,7 +132,8 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
                               tokens[i], i, cfg.vocab));
   const auto pe = model::sinusoidal_positions<T>(len, d);
   x.resize(static_cast<size_t>(n * d));
-  model::embedding_forward(x.data(), tokens, m.embedding.value.data(), pe.data(), batch, len, d);
+  model::embedding_forward(x.data(), tokens, m.embedding.value.data(),
+                           static_cast<T>(std::sqrt(static_cast<double>(d))), pe.data(), batch, len, d);
   const AttentionShape shape{batch, h, len, hd, hd};
   typename Impl::LayerActs scratch;
   std::vector<T> qkv(static_cast<size_t>(n * 3 * d)), proj(static_cast<size_t>(n * d));
@@ -305,7 +306,8 @@ void ModelT<T>::backward(std::vector<std::vector<T>>& grads) {
                                 tmp.data(), g_ln1s.data(), g_ln1b.data());
     for (int64_t i = 0; i < n * d; ++i) dx[i] += tmp[i];
   }
-  model::embedding_backward(g_emb.data(), dx.data(), m.tokens.data(), n, d);
+  model::embedding_backward(g_emb.data(), dx.data(), m.tokens.data(),
+                            static_cast<T>(std::sqrt(static_cast<double>(d))), n, d);
   m.dlogits.clear();
 }
 
