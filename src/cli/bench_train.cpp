@@ -1,0 +1,102 @@
+// polysketch bench-train: time one full training step (forward, backward, AdamW update) of a
+// language model per mechanism and context length; table or --json lines.
+#include <fmt/core.h>
+#include <omp.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "kernels/gemm.h"
+#include "kernels/rng.h"
+#include "polysketch/model.h"
+#include "train/adamw.h"
+#include "util/memory.h"
+
+namespace polysketch::cli {
+
+namespace {
+struct BenchTrainOptions {
+  std::vector<std::string> mechanisms{"softmax", "polysketch", "polysketch-learned-local"};
+  std::vector<int64_t> ns{2048, 8192, 32768};
+  int64_t layers = 4, width = 768, heads = 12, vocab = 4096, batch = 1;
+  int r = 32, block = 256, threads = 0, repeat = 1;
+  bool json = false;
+};
+
+void run(const BenchTrainOptions& o) {
+  if (o.repeat < 1) throw Error(fmt::format("--repeat must be >= 1, got {}", o.repeat));
+  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+  omp_set_num_threads(threads);
+  kernels::set_blas_threads(threads);
+  if (!o.json)
+    fmt::print("model: {} layers, width {}, {} heads, vocab {}, batch {}, r {}, block {}, {} threads\n\n"
+               "{:<26} {:>7} {:>12} {:>10} {:>9}\n",
+               o.layers, o.width, o.heads, o.vocab, o.batch, o.r, o.block, threads, "mechanism",
+               "n", "s/step", "tokens/s", "peak MB");
+  for (const auto& name : o.mechanisms)
+    for (int64_t n : o.ns) {
+      util::reset_peak_rss();
+      ModelConfig cfg;
+      cfg.vocab = o.vocab;
+      cfg.layers = o.layers;
+      cfg.width = o.width;
+      cfg.heads = o.heads;
+      cfg.context = n;
+      cfg.attention.mechanism = parse_mechanism(name);
+      cfg.attention.r = o.r;
+      cfg.attention.block = o.block;
+      Model model(cfg);
+      train::AdamW opt(model.params(), {});
+      auto grads = model.zero_grads();
+      kernels::Rng rng(7);
+      std::vector<int32_t> x(static_cast<size_t>(o.batch * n)), y(x.size());
+      for (auto& t : x) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(o.vocab)));
+      for (auto& t : y) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(o.vocab)));
+      std::vector<double> times;
+      for (int i = 0; i < o.repeat; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        model.forward(x.data(), y.data(), o.batch, n, true);
+        model.backward(grads);
+        opt.step(model.params(), grads, 1e-4);
+        times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(times.begin(), times.end());
+      const double sec = times[times.size() / 2];
+      const double tok_s = static_cast<double>(o.batch * n) / sec;
+      const double rss = util::peak_rss_mb();
+      if (o.json) {
+        fmt::print("{}\n", nlohmann::json{{"mechanism", name}, {"n", n}, {"batch", o.batch},
+                                          {"layers", o.layers}, {"width", o.width},
+                                          {"heads", o.heads}, {"r", o.r}, {"block", o.block},
+                                          {"threads", threads}, {"seconds_per_step", sec},
+                                          {"tokens_per_s", tok_s}, {"peak_rss_mb", rss}}
+                               .dump());
+      } else {
+        fmt::print("{:<26} {:>7} {:>12.3f} {:>10.0f} {:>9.0f}\n", name, n, sec, tok_s, rss);
+      }
+      std::fflush(stdout);
+    }
+}
+}  // namespace
+
+void add_bench_train(CLI::App& app) {
+  auto o = std::make_shared<BenchTrainOptions>();
+  auto* cmd = app.add_subcommand("bench-train", "Time one training step (forward, backward, "
+                                                "optimizer) per mechanism and context length");
+  cmd->add_option("--mechanism", o->mechanisms)->delimiter(',')->capture_default_str();
+  cmd->add_option("--n", o->ns, "context lengths")->delimiter(',')->capture_default_str();
+  cmd->add_option("--layers", o->layers)->capture_default_str();
+  cmd->add_option("--width", o->width)->capture_default_str();
+  cmd->add_option("--heads", o->heads)->capture_default_str();
+  cmd->add_option("--vocab", o->vocab)->capture_default_str();
+  cmd->add_option("--batch", o->batch)->capture_default_str();
+  cmd->add_option("--r", o->r)->capture_default_str();
+  cmd->add_option("--block", o->block)->capture_default_str();
+  cmd->add_option("--threads", o->threads, "0: all cores")->capture_default_str();
+  cmd->add_option("--repeat", o->repeat, "timed steps (median reported)")->capture_default_str();
+  cmd->add_flag("--json", o->json, "one JSON object per measurement");
+  cmd->callback([o] { run(*o); });
+}
+
+}  // namespace polysketch::cli
