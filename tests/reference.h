@@ -21,6 +21,15 @@ std::vector<double> reference_phi(const AttentionT<T>& att, const std::vector<do
 
 std::vector<double> random_vector(size_t n, uint64_t seed, double scale = 1.0);
 
+// Adds N(0, 0.1^2) noise to every parameter (seeded), so no parameter sits at its trivial init.
+template <typename T>
+void perturb_params(AttentionT<T>& att, uint64_t seed) {
+  for (auto& p : att.params()) {
+    const auto noise = random_vector(p.value.size(), seed++, 0.1);
+    for (size_t i = 0; i < p.value.size(); ++i) p.value[i] += static_cast<T>(noise[i]);
+  }
+}
+
 template <typename T>
 std::vector<T> cast(const std::vector<double>& x) {
   return std::vector<T>(x.begin(), x.end());

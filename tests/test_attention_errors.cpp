@@ -4,18 +4,12 @@
 #include <functional>
 
 #include "polysketch/attention.h"
+#include "test_util.h"
 
 namespace polysketch {
 namespace {
 
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using test::expect_error;
 
 AttentionConfig sketch_config() {
   AttentionConfig c;

@@ -9,6 +9,7 @@
 #include <functional>
 
 #include "reference.h"
+#include "test_util.h"
 
 namespace polysketch::test {
 namespace {
@@ -63,11 +64,7 @@ void expect_close(const std::vector<double>& analytic, const std::vector<double>
 TEST_P(GradTest, MatchesFiniteDifferences) {
   const auto& c = GetParam();
   AttentionT<double> att(config_for(c), kH, kD);
-  uint64_t seed = 5;
-  for (auto& p : att.params()) {
-    const auto noise = random_vector(p.value.size(), seed++, 0.1);
-    for (size_t i = 0; i < p.value.size(); ++i) p.value[i] += noise[i];
-  }
+  perturb_params(att, 5);
   const AttentionShape shape{1, c.heads, kN, kH, kD};
   const size_t qs = static_cast<size_t>(c.heads * kN * kH), vs = static_cast<size_t>(c.heads * kN * kD);
   auto q = random_vector(qs, 11), k = random_vector(qs, 12), v = random_vector(vs, 13);
@@ -86,20 +83,7 @@ TEST_P(GradTest, MatchesFiniteDifferences) {
   att.backward(shape, q.data(), k.data(), v.data(), out.data(), weight.data(), saved, dq.data(),
                dk.data(), dv.data(), &dparams);
 
-  const double eps = 1e-6;
-  auto numeric = [&](std::vector<double>& x) {
-    std::vector<double> g(x.size());
-    for (size_t i = 0; i < x.size(); ++i) {
-      const double keep = x[i];
-      x[i] = keep + eps;
-      const double up = loss();
-      x[i] = keep - eps;
-      const double down = loss();
-      x[i] = keep;
-      g[i] = (up - down) / (2 * eps);
-    }
-    return g;
-  };
+  auto numeric = [&](std::vector<double>& x) { return numeric_grad(x, loss); };
   expect_close(dq, numeric(q), "dq");
   expect_close(dk, numeric(k), "dk");
   expect_close(dv, numeric(v), "dv");

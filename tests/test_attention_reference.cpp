@@ -85,12 +85,7 @@ double run_case(const Case& c) {
   cfg.threads = c.threads;
   const AttentionShape shape{c.batch, c.heads, c.n, 16, 8};
   AttentionT<T> att(cfg, shape.head_dim, shape.value_dim);
-  // Non-trivial LayerNorm parameters so that their use is checked too.
-  uint64_t seed = 77;
-  for (auto& p : att.params()) {
-    const auto noise = random_vector(p.value.size(), seed++, 0.1);
-    for (size_t i = 0; i < p.value.size(); ++i) p.value[i] += static_cast<T>(noise[i]);
-  }
+  perturb_params(att, 77);  // non-trivial LayerNorm parameters, so that their use is checked
   const size_t qs = static_cast<size_t>(c.batch * c.heads * c.n * 16);
   const size_t vs = static_cast<size_t>(c.batch * c.heads * c.n * 8);
   const auto q = cast<T>(random_vector(qs, 1)), k = cast<T>(random_vector(qs, 2)),

@@ -41,15 +41,6 @@ TEST(Shards, RoundTripBothWidths) {
   }
 }
 
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
 TEST(Shards, RejectsCorruptFiles) {
   TempDir dir;
   const auto path = dir.file("s.bin");

@@ -9,25 +9,10 @@
 #include "model/layers.h"
 #include "polysketch/model.h"
 #include "reference.h"
+#include "test_util.h"
 
 namespace polysketch::test {
 namespace {
-
-// Numeric gradient of scalar f() w.r.t. every entry of x.
-std::vector<double> numeric_grad(std::vector<double>& x, const std::function<double()>& f) {
-  const double eps = 1e-6;
-  std::vector<double> g(x.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double keep = x[i];
-    x[i] = keep + eps;
-    const double up = f();
-    x[i] = keep - eps;
-    const double down = f();
-    x[i] = keep;
-    g[i] = (up - down) / (2 * eps);
-  }
-  return g;
-}
 
 double weighted_sum(const std::vector<double>& y, const std::vector<double>& w) {
   double s = 0;

@@ -102,14 +102,6 @@ TEST(Checkpoint, RoundTripAndCorruptFilesRejected) {
   for (size_t i = 0; i < model.params().size(); ++i)
     EXPECT_EQ(copy.params()[i]->value, model.params()[i]->value);
 
-  auto expect_error = [](const std::function<void()>& f, const std::string& needle) {
-    try {
-      f();
-      ADD_FAILURE() << "no error; expected '" << needle << "'";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-  };
   const std::string weights = util::read_file(path + "/model.safetensors");
   util::write_file_atomic(path + "/model.safetensors", weights.substr(0, weights.size() / 2));
   expect_error([&] { train::load_checkpoint(path, false); }, "model.safetensors");

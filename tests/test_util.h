@@ -1,13 +1,43 @@
 // Helpers shared by the data and training tests.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "polysketch/attention.h"
+
 namespace polysketch::test {
+
+// f() must throw polysketch::Error whose message contains `needle`.
+inline void expect_error(const std::function<void()>& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+// Central differences of scalar f() w.r.t. every entry of x (step 1e-6, double precision).
+inline std::vector<double> numeric_grad(std::vector<double>& x, const std::function<double()>& f) {
+  const double eps = 1e-6;
+  std::vector<double> g(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double keep = x[i];
+    x[i] = keep + eps;
+    const double up = f();
+    x[i] = keep - eps;
+    const double down = f();
+    x[i] = keep;
+    g[i] = (up - down) / (2 * eps);
+  }
+  return g;
+}
 
 // A fresh directory removed at scope exit.
 class TempDir {

@@ -115,6 +115,24 @@ int scan_threads(int threads, int64_t blocks) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, blocks)));
 }
 
+// h [rp x dc] = pack(x)^T y, for x [m x r] and y [m x dc].
+template <typename T>
+void packed_transpose_product(Scratch<T>& sc, int64_t m, int64_t r, const T* x, const T* y,
+                              int64_t dc, T* h) {
+  const int64_t rp = kernels::packed_size(r);
+  T* xp = sc.get(sc.packed, m * rp);
+  kernels::pack_self_tensor(m, r, x, r, xp);
+  kernels::gemm<T>(true, false, rp, dc, m, T(1), xp, rp, y, dc, T(0), h, dc);
+}
+
+// The key-side state of block l: H_l = pack(B_l)^T C_l.
+template <typename T>
+void key_state(const SketchHead<T>& s, Scratch<T>& sc, int64_t l, T* h) {
+  const int64_t j0 = l * s.block, m = std::min(s.block, s.n - j0);
+  const T* c = build_c(sc, s.v + j0 * s.d, m, s.d);
+  packed_transpose_product(sc, m, s.r, s.b + j0 * s.r, c, s.d + 1, h);
+}
+
 }  // namespace
 
 template <typename T>
@@ -124,13 +142,8 @@ void sketch_forward(const SketchHead<T>& s, int threads, T* out, T* den) {
   const int nt = scan_threads(threads, blocks.count);
   std::vector<Scratch<T>> scratch(static_cast<size_t>(nt));
 
-  auto contrib = [&](int64_t l, T* h, int thread) {  // H_l = pack(B_l)^T C_l
-    auto& sc = scratch[static_cast<size_t>(thread)];
-    const int64_t j0 = blocks.begin(l), m = blocks.size(l);
-    T* c = build_c(sc, s.v + j0 * d, m, d);
-    T* bp = sc.get(sc.packed, m * rp);
-    kernels::pack_self_tensor(m, r, s.b + j0 * r, r, bp);
-    kernels::gemm<T>(true, false, rp, dc, m, T(1), bp, rp, c, dc, T(0), h, dc);
+  auto contrib = [&](int64_t l, T* h, int thread) {
+    key_state(s, scratch[static_cast<size_t>(thread)], l, h);
   };
   auto consume = [&](int64_t l, const T* z, int thread) {
     auto& sc = scratch[static_cast<size_t>(thread)];
@@ -175,12 +188,7 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
 
   // Scan 1, forward over Z: diagonal blocks, and dA from the off-diagonal part.
   auto contrib_z = [&](int64_t l, T* h, int thread) {
-    auto& sc = scratch[static_cast<size_t>(thread)];
-    const int64_t j0 = blocks.begin(l), m = blocks.size(l);
-    T* c = build_c(sc, s.v + j0 * d, m, d);
-    T* bp = sc.get(sc.packed, m * rp);
-    kernels::pack_self_tensor(m, r, s.b + j0 * r, r, bp);
-    kernels::gemm<T>(true, false, rp, dc, m, T(1), bp, rp, c, dc, T(0), h, dc);
+    key_state(s, scratch[static_cast<size_t>(thread)], l, h);
   };
   auto consume_z = [&](int64_t l, const T* z, int thread) {
     auto& sc = scratch[static_cast<size_t>(thread)];
@@ -208,10 +216,8 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
   auto contrib_u = [&](int64_t l, T* h, int thread) {
     auto& sc = scratch[static_cast<size_t>(thread)];
     const int64_t i0 = blocks.begin(l), m = blocks.size(l);
-    T* g = build_g(sc, out + i0 * d, dout + i0 * d, den + i0, m, d);
-    T* ap = sc.get(sc.packed, m * rp);
-    kernels::pack_self_tensor(m, r, s.a + i0 * r, r, ap);
-    kernels::gemm<T>(true, false, rp, dc, m, T(1), ap, rp, g, dc, T(0), h, dc);
+    const T* g = build_g(sc, out + i0 * d, dout + i0 * d, den + i0, m, d);
+    packed_transpose_product(sc, m, r, s.a + i0 * r, g, dc, h);  // E_l = pack(A_l)^T G_l
   };
   auto consume_u = [&](int64_t l, const T* u, int thread) {
     auto& sc = scratch[static_cast<size_t>(thread)];

@@ -3,6 +3,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 namespace polysketch::kernels {
 
@@ -88,19 +89,27 @@ void gelu_backward(int64_t n, const T* x, const T* dy, T* dx) {
   }
 }
 
+namespace {
+// Mean and 1/sqrt(variance + eps) of one row (two passes: stable for large means).
+template <typename T>
+std::pair<T, T> row_stats(const T* xr, int64_t dim) {
+  T mean = 0;
+#pragma omp simd reduction(+ : mean)
+  for (int64_t i = 0; i < dim; ++i) mean += xr[i];
+  mean /= static_cast<T>(dim);
+  T var = 0;
+#pragma omp simd reduction(+ : var)
+  for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+  return {mean, T(1) / std::sqrt(var / static_cast<T>(dim) + static_cast<T>(kLayerNormEps))};
+}
+}  // namespace
+
 template <typename T>
 void layernorm_forward(int64_t rows, int64_t dim, const T* x, const T* scale, const T* bias, T* y) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * dim;
     T* yr = y + r * dim;
-    T mean = 0;
-#pragma omp simd reduction(+ : mean)
-    for (int64_t i = 0; i < dim; ++i) mean += xr[i];
-    mean /= static_cast<T>(dim);
-    T var = 0;
-#pragma omp simd reduction(+ : var)
-    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-    const T rstd = T(1) / std::sqrt(var / static_cast<T>(dim) + static_cast<T>(kLayerNormEps));
+    const auto [mean, rstd] = row_stats(xr, dim);
 #pragma omp simd
     for (int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] - mean) * rstd * scale[i] + bias[i];
   }
@@ -113,14 +122,7 @@ void layernorm_backward(int64_t rows, int64_t dim, const T* x, const T* scale, c
     const T* xr = x + r * dim;
     const T* dyr = dy + r * dim;
     T* dxr = dx + r * dim;
-    T mean = 0;
-#pragma omp simd reduction(+ : mean)
-    for (int64_t i = 0; i < dim; ++i) mean += xr[i];
-    mean /= static_cast<T>(dim);
-    T var = 0;
-#pragma omp simd reduction(+ : var)
-    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-    const T rstd = T(1) / std::sqrt(var / static_cast<T>(dim) + static_cast<T>(kLayerNormEps));
+    const auto [mean, rstd] = row_stats(xr, dim);
     T mean_g = 0, mean_gx = 0;
 #pragma omp simd reduction(+ : mean_g, mean_gx)
     for (int64_t i = 0; i < dim; ++i) {

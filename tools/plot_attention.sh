@@ -3,12 +3,7 @@
 # per mechanism, forward+backward. Needs jq and gnuplot (installed here if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in jq gnuplot; do
-  command -v "$tool" >/dev/null || {
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get install -y -qq --no-install-recommends jq gnuplot-nox >/dev/null
-  }
-done
+source tools/ensure_plot_tools.sh
 src=${1:-docs/bench/scaling.jsonl}
 dst=${2:-docs/bench/attention_fwd_bwd.png}
 tmp=$(mktemp -d)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# End to end through the `polysketch` binary: prepare (default KJV corpus), a few training steps of
+# a tiny model, Ctrl-C-free resume, eval, generate; and clear errors with exit status 1 on bad input.
+set -euo pipefail
+bin=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+expect_fail() {  # expect_fail "needle" cmd...
+  local needle=$1; shift
+  if "$@" >"$tmp/out" 2>&1; then echo "FAIL: expected an error from: $*"; exit 1; fi
+  grep -q -- "$needle" "$tmp/out" || { echo "FAIL: '$needle' not in:"; cat "$tmp/out"; exit 1; }
+}
+
+$bin prepare --out "$tmp/data" --vocab-size 512 | tee "$tmp/prep"
+grep -q "King James Bible" "$tmp/prep"
+tiny=(--layers 1 --width 32 --heads 2 --context 32 --r 8 --block 8 --batch 2 --eval-batches 1)
+$bin train --data "$tmp/data" --out "$tmp/run" "${tiny[@]}" --steps 4 --checkpoint-every 2 --keep 5 2>/dev/null | tee "$tmp/train"
+grep -q "unigram baseline" "$tmp/train"
+test -L "$tmp/run/latest" && test -f "$tmp/run/step-00000004/model.safetensors"
+$bin train --out "$tmp/resumed" --resume "$tmp/run/step-00000002" 2>/dev/null | tee "$tmp/resume"
+grep -q "^step 4:" "$tmp/resume"
+$bin eval --checkpoint "$tmp/run" --data "$tmp/data" --context 16,32 --batch 2 --batches 1 | tee "$tmp/eval"
+test "$(grep -c perplexity "$tmp/eval")" = 2
+$bin generate --checkpoint "$tmp/run" --prompt "In the beginning" --max-tokens 5 --seed 3 > "$tmp/g1"
+$bin generate --checkpoint "$tmp/run" --prompt "In the beginning" --max-tokens 5 --seed 3 > "$tmp/g2"
+cmp "$tmp/g1" "$tmp/g2"  # same seed, same text
+
+printf 'ab\0cd' > "$tmp/binary.txt"
+expect_fail "NUL byte" $bin prepare --input "$tmp/binary.txt" --out "$tmp/x"
+expect_fail "cannot read" $bin prepare --input "$tmp/missing.txt" --out "$tmp/x"
+expect_fail "unknown attention mechanism 'flash'" $bin bench-attention --mechanism flash
+expect_fail "does not exist" $bin eval --checkpoint "$tmp/none" --data "$tmp/data"
+head -c 100 "$tmp/run/latest/model.safetensors" > "$tmp/trunc" && cp -r "$tmp/run/step-00000004" "$tmp/bad"
+cp "$tmp/trunc" "$tmp/bad/model.safetensors"
+expect_fail "model.safetensors" $bin generate --checkpoint "$tmp/bad" --prompt x
+expect_fail "wrong magic" bash -c "printf 'XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX' > '$tmp/data/val.bin'; $bin eval --checkpoint '$tmp/run' --data '$tmp/data'"
+echo "cli smoke: all checks passed"
