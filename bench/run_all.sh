@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Every benchmark behind docs/BENCHMARKS.md, in order: attention targets, attention scaling
-# (for the plot), training-step benchmark. Writes JSON lines into docs/bench/.
+# Every benchmark behind docs/BENCHMARKS.md, then the plot. Takes about 35 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash bench/attention_targets.sh
-./build/release/polysketch bench-train --json | tee docs/bench/train.jsonl.tmp
-mv docs/bench/train.jsonl.tmp docs/bench/train.jsonl
+bash bench/attention_scaling.sh
+bash bench/train_step.sh
 bash tools/plot_attention.sh

@@ -11,7 +11,7 @@
 #include "attention/dense_tiles.h"
 #include "attention/feature_maps.h"
 #include "attention/mechanism.h"
-#include "attention/parallel.h"
+#include "util/parallel.h"
 #include "attention/softmax.h"
 #include "kernels/vec.h"
 #include "util/memory.h"
@@ -19,6 +19,7 @@
 namespace polysketch {
 
 using namespace attention;
+using util::parallel_for;
 
 template <typename T>
 AttentionT<T>::AttentionT(const AttentionConfig& config, int64_t head_dim, int64_t value_dim)

@@ -4,11 +4,13 @@
 #include <vector>
 
 #include "attention/dense_tiles.h"
-#include "attention/parallel.h"
+#include "util/parallel.h"
 #include "kernels/gemm.h"
 #include "kernels/packing.h"
 
 namespace polysketch::attention {
+
+using util::parallel_for;
 
 namespace {
 

@@ -2,10 +2,13 @@
 
 #include <algorithm>
 
-#include "attention/parallel.h"
+#include "util/parallel.h"
 #include "kernels/gemm.h"
 
 namespace polysketch::attention {
+
+using util::parallel_for;
+using util::PerThread;
 
 namespace {
 

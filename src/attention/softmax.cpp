@@ -5,11 +5,14 @@
 #include <limits>
 #include <vector>
 
-#include "attention/parallel.h"
+#include "util/parallel.h"
 #include "kernels/gemm.h"
 #include "kernels/vec.h"
 
 namespace polysketch::attention {
+
+using util::parallel_for;
+using util::PerThread;
 
 namespace {
 constexpr int64_t kTileQ = 128;

@@ -20,12 +20,13 @@ struct BenchTrainOptions {
   std::vector<std::string> mechanisms{"softmax", "polysketch", "polysketch-learned-local"};
   std::vector<int64_t> ns{2048, 8192, 32768};
   int64_t layers = 4, width = 768, heads = 12, vocab = 4096, batch = 1;
-  int r = 32, block = 256, threads = 0, repeat = 1;
+  int r = 32, block = 256, threads = 0, repeat = 1, warmup = 1;
   bool json = false;
 };
 
 void run(const BenchTrainOptions& o) {
   if (o.repeat < 1) throw Error(fmt::format("--repeat must be >= 1, got {}", o.repeat));
+  if (o.warmup < 0) throw Error(fmt::format("--warmup must be >= 0, got {}", o.warmup));
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
   omp_set_num_threads(threads);
   kernels::set_blas_threads(threads);
@@ -54,12 +55,13 @@ void run(const BenchTrainOptions& o) {
       for (auto& t : x) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(o.vocab)));
       for (auto& t : y) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(o.vocab)));
       std::vector<double> times;
-      for (int i = 0; i < o.repeat; ++i) {
+      for (int i = 0; i < o.warmup + o.repeat; ++i) {  // warm-up steps first touch the buffers
         const auto t0 = std::chrono::steady_clock::now();
         model.forward(x.data(), y.data(), o.batch, n, true);
         model.backward(grads);
         opt.step(model.params(), grads, 1e-4);
-        times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        if (i >= o.warmup)
+          times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
       std::sort(times.begin(), times.end());
       const double sec = times[times.size() / 2];
@@ -95,6 +97,7 @@ void add_bench_train(CLI::App& app) {
   cmd->add_option("--block", o->block)->capture_default_str();
   cmd->add_option("--threads", o->threads, "0: all cores")->capture_default_str();
   cmd->add_option("--repeat", o->repeat, "timed steps (median reported)")->capture_default_str();
+  cmd->add_option("--warmup", o->warmup, "untimed steps before them")->capture_default_str();
   cmd->add_flag("--json", o->json, "one JSON object per measurement");
   cmd->callback([o] { run(*o); });
 }

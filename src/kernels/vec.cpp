@@ -1,9 +1,12 @@
 #include "kernels/vec.h"
 
+#include "util/parallel.h"
+
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 namespace polysketch::kernels {
 
@@ -106,19 +109,27 @@ std::pair<T, T> row_stats(const T* xr, int64_t dim) {
 
 template <typename T>
 void layernorm_forward(int64_t rows, int64_t dim, const T* x, const T* scale, const T* bias, T* y) {
-  for (int64_t r = 0; r < rows; ++r) {
+  util::parallel_ranges(rows, util::elementwise_threads(rows * dim), [&](int64_t r0, int64_t r1, int) {
+  for (int64_t r = r0; r < r1; ++r) {
     const T* xr = x + r * dim;
     T* yr = y + r * dim;
     const auto [mean, rstd] = row_stats(xr, dim);
 #pragma omp simd
     for (int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] - mean) * rstd * scale[i] + bias[i];
   }
+  });
 }
 
 template <typename T>
 void layernorm_backward(int64_t rows, int64_t dim, const T* x, const T* scale, const T* dy, T* dx,
                         T* dscale, T* dbias) {
-  for (int64_t r = 0; r < rows; ++r) {
+  // Rows split over threads; each thread sums its own dscale/dbias, added in thread order.
+  const int threads = util::elementwise_threads(rows * dim);
+  std::vector<T> partial(static_cast<size_t>(std::max(threads - 1, 0) * 2 * dim), T(0));
+  util::parallel_ranges(rows, threads, [&](int64_t r0, int64_t r1, int t) {
+  T* ds = t == 0 ? dscale : partial.data() + (t - 1) * 2 * dim;
+  T* db = t == 0 ? dbias : ds + dim;
+  for (int64_t r = r0; r < r1; ++r) {
     const T* xr = x + r * dim;
     const T* dyr = dy + r * dim;
     T* dxr = dx + r * dim;
@@ -137,11 +148,17 @@ void layernorm_backward(int64_t rows, int64_t dim, const T* x, const T* scale, c
     for (int64_t i = 0; i < dim; ++i) {
       const T xhat = (xr[i] - mean) * rstd;
       const T g = dyr[i];
-      dscale[i] += g * xhat;
-      dbias[i] += g;
+      ds[i] += g * xhat;
+      db[i] += g;
       dxr[i] = rstd * (g * scale[i] - mean_g - xhat * mean_gx);
     }
   }
+  });
+  for (int t = 1; t < threads; ++t)
+    for (int64_t i = 0; i < dim; ++i) {
+      dscale[i] += partial[(t - 1) * 2 * dim + i];
+      dbias[i] += partial[(t - 1) * 2 * dim + dim + i];
+    }
 }
 
 #define POLYSKETCH_INSTANTIATE(T)                                                              \

@@ -5,6 +5,7 @@
 
 #include "kernels/rng.h"
 #include "kernels/vec.h"
+#include "util/parallel.h"
 
 namespace polysketch::model {
 
@@ -126,28 +127,32 @@ void split_heads_grad(T* dout_heads, const T* dmerged, int64_t batch, int64_t le
 
 template <typename T>
 void glu_forward(T* g, const T* u, int64_t n, int64_t f) {
-  std::vector<T> act(static_cast<size_t>(f));
-  for (int64_t r = 0; r < n; ++r) {
-    const T* ur = u + r * 2 * f;
-    kernels::gelu_forward(f, ur + f, act.data());
-    for (int64_t i = 0; i < f; ++i) g[r * f + i] = ur[i] * act[i];
-  }
+  util::parallel_ranges(n, util::elementwise_threads(n * f), [&](int64_t r0, int64_t r1, int) {
+    std::vector<T> act(static_cast<size_t>(f));
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* ur = u + r * 2 * f;
+      kernels::gelu_forward(f, ur + f, act.data());
+      for (int64_t i = 0; i < f; ++i) g[r * f + i] = ur[i] * act[i];
+    }
+  });
 }
 
 template <typename T>
 void glu_backward(T* du, const T* dg, const T* u, int64_t n, int64_t f) {
-  std::vector<T> act(static_cast<size_t>(f)), tmp(static_cast<size_t>(f));
-  for (int64_t r = 0; r < n; ++r) {
-    const T* ur = u + r * 2 * f;
-    const T* dgr = dg + r * f;
-    T* dur = du + r * 2 * f;
-    kernels::gelu_forward(f, ur + f, act.data());
-    for (int64_t i = 0; i < f; ++i) {
-      dur[i] = dgr[i] * act[i];
-      tmp[i] = dgr[i] * ur[i];
+  util::parallel_ranges(n, util::elementwise_threads(n * f), [&](int64_t r0, int64_t r1, int) {
+    std::vector<T> act(static_cast<size_t>(f)), tmp(static_cast<size_t>(f));
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* ur = u + r * 2 * f;
+      const T* dgr = dg + r * f;
+      T* dur = du + r * 2 * f;
+      kernels::gelu_forward(f, ur + f, act.data());
+      for (int64_t i = 0; i < f; ++i) {
+        dur[i] = dgr[i] * act[i];
+        tmp[i] = dgr[i] * ur[i];
+      }
+      kernels::gelu_backward(f, ur + f, tmp.data(), dur + f);
     }
-    kernels::gelu_backward(f, ur + f, tmp.data(), dur + f);
-  }
+  });
 }
 
 template <typename T>
@@ -165,9 +170,13 @@ void dropout_mask(std::vector<T>& mask, int64_t count, double p, uint64_t seed, 
 template <typename T>
 double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t vocab,
                      T* dlogits) {
+  // Rows split over threads; per-thread sums added in thread order (deterministic).
+  const int threads = util::elementwise_threads(n * vocab);
+  std::vector<double> partial(static_cast<size_t>(threads), 0.0);
+  util::parallel_ranges(n, threads, [&](int64_t r0, int64_t r1, int t) {
   double total = 0;
   std::vector<T> e(static_cast<size_t>(vocab));
-  for (int64_t r = 0; r < n; ++r) {
+  for (int64_t r = r0; r < r1; ++r) {
     const T* l = logits + r * vocab;
     const T mx = *std::max_element(l, l + vocab);
     for (int64_t i = 0; i < vocab; ++i) e[i] = l[i] - mx;
@@ -182,6 +191,10 @@ double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t
       d[targets[r]] -= static_cast<T>(1.0 / static_cast<double>(n));
     }
   }
+  partial[static_cast<size_t>(t)] = total;
+  });
+  double total = 0;
+  for (double p : partial) total += p;
   return total / static_cast<double>(n);
 }
 

@@ -10,6 +10,7 @@
 #include "kernels/rng.h"
 #include "kernels/vec.h"
 #include "model/layers.h"
+#include "util/parallel.h"
 
 namespace polysketch {
 
@@ -32,6 +33,15 @@ struct ModelT<T>::Impl {
   std::vector<T> x_final, xf, dlogits;
   std::vector<int32_t> tokens;
   int64_t batch = 0, len = 0;
+  // Scratch kept across steps: fresh multi-hundred-megabyte buffers every step cost page faults
+  // and zero-filling (a quarter of a step at n = 32768). Also the position table for `pe_len`.
+  std::vector<T> qkv, proj, dx, tmp, dg, du, dy, dq, dk, dv, dqkv, pe;
+  int64_t pe_len = -1;
+  bool grads_ready = false;  // dlogits holds d loss / d logits of the last training forward
+  static T* sized(std::vector<T>& buf, int64_t size) {
+    if (static_cast<int64_t>(buf.size()) < size) buf.resize(static_cast<size_t>(size));
+    return buf.data();
+  }
 };
 
 namespace {
@@ -130,13 +140,18 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
     if (tokens[i] < 0 || tokens[i] >= cfg.vocab)
       throw Error(fmt::format("token id {} at position {} is outside the vocabulary [0, {})",
                               tokens[i], i, cfg.vocab));
-  const auto pe = model::sinusoidal_positions<T>(len, d);
+  if (m.pe_len != len) {
+    m.pe = model::sinusoidal_positions<T>(len, d);
+    m.pe_len = len;
+  }
   x.resize(static_cast<size_t>(n * d));
   model::embedding_forward(x.data(), tokens, m.embedding.value.data(),
-                           static_cast<T>(std::sqrt(static_cast<double>(d))), pe.data(), batch, len, d);
+                           static_cast<T>(std::sqrt(static_cast<double>(d))), m.pe.data(), batch,
+                           len, d);
   const AttentionShape shape{batch, h, len, hd, hd};
   typename Impl::LayerActs scratch;
-  std::vector<T> qkv(static_cast<size_t>(n * 3 * d)), proj(static_cast<size_t>(n * d));
+  T* qkv = Impl::sized(m.qkv, n * 3 * d);
+  T* proj = Impl::sized(m.proj, n * d);
   for (size_t li = 0; li < m.layers.size(); ++li) {
     auto& l = m.layers[li];
     auto& a = acts ? (*acts)[li] : scratch;
@@ -144,12 +159,12 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
     a.ln1.resize(x.size());
     kernels::layernorm_forward(n, d, x.data(), l.ln1_scale.value.data(), l.ln1_bias.value.data(),
                                a.ln1.data());
-    gemm<T>(false, false, n, 3 * d, d, T(1), a.ln1.data(), d, l.qkv.value.data(), 3 * d, T(0),
-            qkv.data(), 3 * d);
+    gemm<T>(false, false, n, 3 * d, d, T(1), a.ln1.data(), d, l.qkv.value.data(), 3 * d, T(0), qkv,
+            3 * d);
     a.q.resize(x.size());
     a.k.resize(x.size());
     a.v.resize(x.size());
-    model::split_heads(qkv.data(), a.q.data(), a.k.data(), a.v.data(), batch, len, h, hd);
+    model::split_heads(qkv, a.q.data(), a.k.data(), a.v.data(), batch, len, h, hd);
     model::rope_forward(a.q.data(), batch * h, len, hd);
     model::rope_forward(a.k.data(), batch * h, len, hd);
     a.o.resize(x.size());
@@ -157,8 +172,7 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
                     acts ? &a.saved : nullptr);
     a.merged.resize(x.size());
     model::merge_heads(a.merged.data(), a.o.data(), batch, len, h, hd);
-    gemm<T>(false, false, n, d, d, T(1), a.merged.data(), d, l.out.value.data(), d, T(0),
-            proj.data(), d);
+    gemm<T>(false, false, n, d, d, T(1), a.merged.data(), d, l.out.value.data(), d, T(0), proj, d);
     model::dropout_mask(a.mask1, n * d, train ? cfg.dropout : 0.0, dropout_seed, 2 * li);
     for (int64_t i = 0; i < n * d; ++i) x[i] += a.mask1.empty() ? proj[i] : proj[i] * a.mask1[i];
     a.x_mid = x;
@@ -170,8 +184,7 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
             a.u.data(), 2 * f);
     a.g.resize(static_cast<size_t>(n * f));
     model::glu_forward(a.g.data(), a.u.data(), n, f);
-    gemm<T>(false, false, n, d, f, T(1), a.g.data(), f, l.glu_out.value.data(), d, T(0),
-            proj.data(), d);
+    gemm<T>(false, false, n, d, f, T(1), a.g.data(), f, l.glu_out.value.data(), d, T(0), proj, d);
     model::dropout_mask(a.mask2, n * d, train ? cfg.dropout : 0.0, dropout_seed, 2 * li + 1);
     for (int64_t i = 0; i < n * d; ++i) x[i] += a.mask2.empty() ? proj[i] : proj[i] * a.mask2[i];
   }
@@ -180,13 +193,13 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
                              m.final_bias.value.data(), xf.data());
 }
 
+// logits [n x v] = xf E^T + bias
 template <typename T>
-std::vector<T> output_logits(const Param<T>& emb, const Param<T>& bias, const std::vector<T>& xf,
-                             int64_t n, int64_t d, int64_t v) {
-  std::vector<T> logits(static_cast<size_t>(n * v));
+void output_logits(const Param<T>& emb, const Param<T>& bias, const std::vector<T>& xf, int64_t n,
+                   int64_t d, int64_t v, std::vector<T>& logits) {
+  logits.resize(static_cast<size_t>(n * v));
   for (int64_t i = 0; i < n; ++i) std::copy(bias.value.begin(), bias.value.end(), logits.begin() + i * v);
   gemm<T>(false, true, n, v, d, T(1), xf.data(), d, emb.value.data(), d, T(1), logits.data(), v);
-  return logits;
 }
 
 }  // namespace
@@ -205,13 +218,14 @@ double ModelT<T>::forward(const int32_t* tokens, const int32_t* targets, int64_t
   std::vector<T> x, xf;
   run_trunk<T>(m, config_, tokens, batch, len, train, dropout_seed, train ? &m.acts : nullptr, x,
                xf);
-  auto logits = output_logits(m.embedding, m.output_bias, xf, n, config_.width, v);
+  auto& logits = m.dlogits;  // becomes d loss / d logits in place when training
+  output_logits(m.embedding, m.output_bias, xf, n, config_.width, v, logits);
   const double loss = model::cross_entropy(logits.data(), targets, n, v,
                                            train ? logits.data() : static_cast<T*>(nullptr));
+  m.grads_ready = train;
   if (train) {
     m.x_final = std::move(x);
     m.xf = std::move(xf);
-    m.dlogits = std::move(logits);
     m.tokens.assign(tokens, tokens + n);
     m.batch = batch;
     m.len = len;
@@ -226,13 +240,15 @@ std::vector<T> ModelT<T>::logits(const int32_t* tokens, int64_t batch, int64_t l
   auto& m = *impl_;
   std::vector<T> x, xf;
   run_trunk<T>(m, config_, tokens, batch, len, false, 0, nullptr, x, xf);
-  return output_logits(m.embedding, m.output_bias, xf, batch * len, config_.width, config_.vocab);
+  std::vector<T> out;
+  output_logits(m.embedding, m.output_bias, xf, batch * len, config_.width, config_.vocab, out);
+  return out;
 }
 
 template <typename T>
 void ModelT<T>::backward(std::vector<std::vector<T>>& grads) {
   auto& m = *impl_;
-  if (m.dlogits.empty()) throw Error("backward() needs a preceding forward(train=true)");
+  if (!m.grads_ready) throw Error("backward() needs a preceding forward(train=true)");
   const int64_t batch = m.batch, len = m.len, n = batch * len, d = config_.width,
                 h = config_.heads, hd = config_.head_dim(), f = config_.glu_hidden(),
                 v = config_.vocab;
@@ -249,17 +265,30 @@ void ModelT<T>::backward(std::vector<std::vector<T>>& grads) {
   auto& g_fb = grads[slot + 1];
 
   const T* dl = m.dlogits.data();
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < v; ++j) g_bias[j] += dl[i * v + j];
+  util::parallel_ranges(v, util::elementwise_threads(n * v), [&](int64_t j0, int64_t j1, int) {
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = j0; j < j1; ++j) g_bias[j] += dl[i * v + j];
+  });
   gemm<T>(true, false, v, d, n, T(1), dl, v, m.xf.data(), d, T(1), g_emb.data(), d);
-  std::vector<T> dx(static_cast<size_t>(n * d)), tmp(dx.size());
+  // Every scratch buffer below is fully overwritten before it is read.
+  auto scratch = [](std::vector<T>& buf, int64_t size) -> std::vector<T>& {
+    buf.resize(static_cast<size_t>(size));
+    return buf;
+  };
+  auto& dx = scratch(m.dx, n * d);
+  auto& tmp = scratch(m.tmp, n * d);
   gemm<T>(false, false, n, d, v, T(1), dl, v, m.embedding.value.data(), d, T(0), tmp.data(), d);
   kernels::layernorm_backward(n, d, m.x_final.data(), m.final_scale.value.data(), tmp.data(),
                               dx.data(), g_fs.data(), g_fb.data());
 
   const AttentionShape shape{batch, h, len, hd, hd};
-  std::vector<T> dg(static_cast<size_t>(n * f)), du(static_cast<size_t>(n * 2 * f)), dy(dx.size()),
-      dq(dx.size()), dk(dx.size()), dv(dx.size()), dqkv(static_cast<size_t>(n * 3 * d));
+  auto& dg = scratch(m.dg, n * f);
+  auto& du = scratch(m.du, n * 2 * f);
+  auto& dy = scratch(m.dy, n * d);
+  auto& dq = scratch(m.dq, n * d);
+  auto& dk = scratch(m.dk, n * d);
+  auto& dv = scratch(m.dv, n * d);
+  auto& dqkv = scratch(m.dqkv, n * 3 * d);
   for (size_t li = m.layers.size(); li-- > 0;) {
     auto& l = m.layers[li];
     auto& a = m.acts[li];
@@ -308,7 +337,7 @@ void ModelT<T>::backward(std::vector<std::vector<T>>& grads) {
   }
   model::embedding_backward(g_emb.data(), dx.data(), m.tokens.data(),
                             static_cast<T>(std::sqrt(static_cast<double>(d))), n, d);
-  m.dlogits.clear();
+  m.grads_ready = false;
 }
 
 template class ModelT<float>;

@@ -1,5 +1,7 @@
 #include "train/adamw.h"
 
+#include "util/parallel.h"
+
 #include <cmath>
 #include <numbers>
 
@@ -28,11 +30,14 @@ void AdamW::step(const std::vector<Param<float>*>& params,
     auto& m = m_[i];
     auto& v = v_[i];
     const float decay = decay_[i] ? static_cast<float>(1.0 - lr * cfg_.weight_decay) : 1.f;
-    for (size_t j = 0; j < w.size(); ++j) {
-      m[j] = b1 * m[j] + (1 - b1) * g[j];
-      v[j] = b2 * v[j] + (1 - b2) * g[j] * g[j];
-      w[j] = w[j] * decay - step_size * m[j] / (std::sqrt(v[j] * inv_bc2) + eps);
-    }
+    const auto size = static_cast<int64_t>(w.size());
+    util::parallel_ranges(size, util::elementwise_threads(size), [&](int64_t j0, int64_t j1, int) {
+      for (int64_t j = j0; j < j1; ++j) {
+        m[j] = b1 * m[j] + (1 - b1) * g[j];
+        v[j] = b2 * v[j] + (1 - b2) * g[j] * g[j];
+        w[j] = w[j] * decay - step_size * m[j] / (std::sqrt(v[j] * inv_bc2) + eps);
+      }
+    });
   }
 }
 

@@ -1,4 +1,4 @@
-// Internal threading helpers. Work is split statically (cyclically) so that, for a fixed thread
+// Threading helpers. Work is split statically (cyclically) so that, for a fixed thread
 // count, every item always runs on the same thread and every reduction happens in the same
 // order: results are deterministic.
 #pragma once
@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace polysketch::attention {
+namespace polysketch::util {
 
 // body(item, thread) for item in [0, count) on `threads` threads (no region when threads == 1,
 // so it nests inside an outer parallel loop at no cost).
@@ -21,6 +21,27 @@ void parallel_for(int64_t count, int threads, F&& body) {
   }
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
   for (int64_t i = 0; i < count; ++i) body(i, omp_get_thread_num());
+}
+
+// Threads for an elementwise pass over `work` values: every core outside our parallel regions
+// when the pass is large enough to pay for waking them, else one.
+inline int elementwise_threads(int64_t work) {
+  return work >= (int64_t{1} << 16) && !omp_in_parallel() ? omp_get_max_threads() : 1;
+}
+
+// body(begin, end, thread): [0, count) split into one contiguous range per thread (static, so the
+// split, and any per-thread partial result, depends only on the thread count).
+template <typename F>
+void parallel_ranges(int64_t count, int threads, F&& body) {
+  if (threads <= 1 || count <= 1) {
+    body(int64_t{0}, count, 0);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    body(count * t / nt, count * (t + 1) / nt, t);
+  }
 }
 
 // One accumulation buffer per thread; thread 0 writes straight into `primary`.
@@ -49,4 +70,4 @@ class PerThread {
   std::vector<std::vector<T>> extra_;
 };
 
-}  // namespace polysketch::attention
+}  // namespace polysketch::util
