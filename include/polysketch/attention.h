@@ -66,10 +66,13 @@ struct Param {
 };
 
 // What forward keeps for backward: one statistic per row (softmax: log-sum-exp; others: the
-// denominator 1 + sum_j w_ij). Everything else is recomputed, so memory stays O(n).
+// denominator 1 + sum_j w_ij) and, for learned sketches only, phi(q) and phi(k) (2 r values per
+// row: recomputing them would cost a whole pass of the sketch network). Everything else is
+// recomputed, so memory stays O(n).
 template <typename T>
 struct AttentionSaved {
   std::vector<T> row_stat;
+  std::vector<T> features;  // [batch*heads][2][n][r], learned sketches only
 };
 
 template <typename T>

@@ -180,9 +180,10 @@ T* ones_column(Workspace<T>& ws, int64_t n, int64_t d, const T* v) {
   return c;
 }
 
+// `features`, if not null, receives phi(q), phi(k) [2 x n x r] for backward.
 template <typename T>
 void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const T* k, const T* v,
-                  T* out, T* stat) {
+                  T* out, T* stat, T* features) {
   const auto& cfg = hc.cfg;
   const int64_t n = hc.n, h = hc.h, d = hc.d;
   if (cfg.mechanism == Mechanism::softmax) {
@@ -202,17 +203,16 @@ void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const 
     }
     return;
   }
-  T* a = Workspace<T>::sized(ws.a, n * hc.feature_dim);
-  T* b = Workspace<T>::sized(ws.b, n * hc.feature_dim);
+  T* a = features ? features : Workspace<T>::sized(ws.a, n * hc.feature_dim);
+  T* b = features ? features + n * hc.feature_dim : Workspace<T>::sized(ws.b, n * hc.feature_dim);
   hc.features(qn, kn, a, b);
   sketch_forward(hc.sketch_head(a, b, v, qn, kn), hc.threads, out, stat);
 }
 
 template <typename T>
 void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const T* k, const T* v,
-                   const T* out,
-                   const T* dout, const T* stat, T* dq, T* dk, T* dv,
-                   std::vector<std::vector<T>>* grads, int slot) {
+                   const T* out, const T* dout, const T* stat, const T* features, T* dq, T* dk,
+                   T* dv, std::vector<std::vector<T>>* grads, int slot) {
   const auto& cfg = hc.cfg;
   const int64_t n = hc.n, h = hc.h, d = hc.d;
   if (cfg.mechanism == Mechanism::softmax) {
@@ -241,11 +241,17 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
     for (int64_t i = 0; i < n; ++i) std::copy(dc + i * (d + 1), dc + i * (d + 1) + d, dv + i * d);
   } else {
     const int64_t r = hc.feature_dim;
-    T* a = Workspace<T>::sized(ws.a, n * r);
-    T* b = Workspace<T>::sized(ws.b, n * r);
+    const T* a = features;  // saved by forward (learned sketches), else recomputed
+    const T* b = features ? features + n * r : nullptr;
+    if (!features) {
+      T* wa = Workspace<T>::sized(ws.a, n * r);
+      T* wb = Workspace<T>::sized(ws.b, n * r);
+      hc.features(qn, kn, wa, wb);
+      a = wa;
+      b = wb;
+    }
     T* da = Workspace<T>::sized(ws.da, n * r);
     T* db = Workspace<T>::sized(ws.db, n * r);
-    hc.features(qn, kn, a, b);
     sketch_backward(hc.sketch_head(a, b, v, qn, kn), hc.threads, out, dout, stat, da, db, dv, dq,
                     dk);
     const auto fm = hc.feature_map();
@@ -274,10 +280,19 @@ void AttentionT<T>::forward(const AttentionShape& shape, const T* q, const T* k,
   std::vector<T> local_stat;
   std::vector<T>& stat = saved ? saved->row_stat : local_stat;
   stat.assign(static_cast<size_t>(heads * n), T(0));
+  const int64_t per_head = 2 * n * feature_dim_;  // saved phi(q), phi(k)
+  T* features = nullptr;
+  if (saved) {
+    saved->features.clear();
+    if (is_learned(config_.mechanism)) {
+      saved->features.resize(static_cast<size_t>(heads * per_head));
+      features = saved->features.data();
+    }
+  }
   std::vector<Workspace<T>> ws(static_cast<size_t>(outer));
   parallel_for(heads, outer, [&](int64_t i, int thread) {
-    head_forward(hc, ws[static_cast<size_t>(thread)], q + i * n * h, k + i * n * h, v + i * n * d, out + i * n * d,
-                 stat.data() + i * n);
+    head_forward(hc, ws[static_cast<size_t>(thread)], q + i * n * h, k + i * n * h, v + i * n * d,
+                 out + i * n * d, stat.data() + i * n, features ? features + i * per_head : nullptr);
   });
 }
 
@@ -301,6 +316,11 @@ void AttentionT<T>::backward(const AttentionShape& shape, const T* q, const T* k
         throw Error(fmt::format("backward: gradient buffer for '{}' has {} values, expected {}",
                                 params_[i].name, (*dparams)[i].size(), params_[i].value.size()));
   }
+  const int64_t per_head = 2 * n * feature_dim_;
+  const T* features = saved.features.empty() ? nullptr : saved.features.data();
+  if (features && static_cast<int64_t>(saved.features.size()) != heads * per_head)
+    throw Error("backward: saved features do not match the shape (pass the AttentionSaved of the "
+                "matching forward call)");
   const int outer = heads >= threads ? threads : 1;
   const HeadContext<T> hc{config_, n, h, d, params_, sketch_, feature_dim_,
                           outer == 1 ? threads : 1};
@@ -308,8 +328,9 @@ void AttentionT<T>::backward(const AttentionShape& shape, const T* q, const T* k
   std::vector<std::vector<std::vector<T>>> grads(static_cast<size_t>(threads), zero_grads());
   std::vector<Workspace<T>> ws(static_cast<size_t>(outer));
   parallel_for(heads, outer, [&](int64_t i, int thread) {
-    head_backward(hc, ws[static_cast<size_t>(thread)], q + i * n * h, k + i * n * h, v + i * n * d, out + i * n * d,
-                  dout + i * n * d, saved.row_stat.data() + i * n, dq + i * n * h, dk + i * n * h,
+    head_backward(hc, ws[static_cast<size_t>(thread)], q + i * n * h, k + i * n * h, v + i * n * d,
+                  out + i * n * d, dout + i * n * d, saved.row_stat.data() + i * n,
+                  features ? features + i * per_head : nullptr, dq + i * n * h, dk + i * n * h,
                   dv + i * n * d, grads.data(), outer == 1 ? 0 : thread);
   });
   for (const auto& g : grads)
