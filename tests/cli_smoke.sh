@@ -26,6 +26,15 @@ $bin generate --checkpoint "$tmp/run" --prompt "In the beginning" --max-tokens 5
 $bin generate --checkpoint "$tmp/run" --prompt "In the beginning" --max-tokens 5 --seed 3 > "$tmp/g2"
 cmp "$tmp/g1" "$tmp/g2"  # same seed, same text
 
+# Ctrl-C: saves a checkpoint and exits cleanly (status 0).
+$bin train --data "$tmp/data" --out "$tmp/int" "${tiny[@]}" --steps 1000000 > "$tmp/int.log" 2>&1 &
+pid=$!
+for _ in $(seq 50); do grep -q "^step [1-9]" "$tmp/int.log" 2>/dev/null && break; sleep 0.2; done
+kill -INT $pid
+wait $pid
+grep -q "interrupted" "$tmp/int.log"
+test -f "$tmp/int/latest/model.safetensors"
+
 printf 'ab\0cd' > "$tmp/binary.txt"
 expect_fail "NUL byte" $bin prepare --input "$tmp/binary.txt" --out "$tmp/x"
 expect_fail "cannot read" $bin prepare --input "$tmp/missing.txt" --out "$tmp/x"

@@ -1,9 +1,9 @@
 #include "train/trainer.h"
 
 #include <fmt/format.h>
-#include <omp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
