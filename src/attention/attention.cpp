@@ -11,6 +11,7 @@
 #include "attention/dense_tiles.h"
 #include "attention/feature_maps.h"
 #include "attention/mechanism.h"
+#include "attention/normalizer.h"
 #include "util/parallel.h"
 #include "attention/softmax.h"
 #include "kernels/vec.h"
@@ -173,10 +174,7 @@ struct Workspace {
 template <typename T>
 T* ones_column(Workspace<T>& ws, int64_t n, int64_t d, const T* v) {
   T* c = Workspace<T>::sized(ws.c, n * (d + 1));
-  for (int64_t i = 0; i < n; ++i) {
-    std::copy(v + i * d, v + (i + 1) * d, c + i * (d + 1));
-    c[i * (d + 1) + d] = T(1);
-  }
+  append_ones(n, d, v, c);
   return c;
 }
 
@@ -197,10 +195,7 @@ void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const 
     const T* c = ones_column(ws, n, d, v);
     T* num = Workspace<T>::sized(ws.num, n * (d + 1));
     poly_attention_forward(n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, hc.threads, num);
-    for (int64_t i = 0; i < n; ++i) {
-      stat[i] = T(1) + num[i * (d + 1) + d];
-      for (int64_t j = 0; j < d; ++j) out[i * d + j] = num[i * (d + 1) + j] / stat[i];
-    }
+    normalize_rows(n, d, num, out, stat);
     return;
   }
   T* a = features ? features : Workspace<T>::sized(ws.a, n * hc.feature_dim);
@@ -229,14 +224,7 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
     const T* c = ones_column(ws, n, d, v);
     T* g = Workspace<T>::sized(ws.g, n * (d + 1));
     T* dc = Workspace<T>::sized(ws.num, n * (d + 1));
-    for (int64_t i = 0; i < n; ++i) {
-      T dot = 0;
-      for (int64_t j = 0; j < d; ++j) {
-        g[i * (d + 1) + j] = dout[i * d + j] / stat[i];
-        dot += dout[i * d + j] * out[i * d + j];
-      }
-      g[i * (d + 1) + d] = -dot / stat[i];
-    }
+    normalizer_grad(n, d, out, dout, stat, g);
     poly_attention_backward(n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, hc.threads, g, dq, dk, dc);
     for (int64_t i = 0; i < n; ++i) std::copy(dc + i * (d + 1), dc + i * (d + 1) + d, dv + i * d);
   } else {

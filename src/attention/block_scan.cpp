@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "attention/dense_tiles.h"
+#include "attention/normalizer.h"
 #include "util/parallel.h"
 #include "kernels/gemm.h"
 #include "kernels/packing.h"
@@ -86,30 +87,17 @@ void block_scan(int64_t count, int64_t state_size, bool causal, bool reverse, in
   });
 }
 
-// C_l = [v_l | 1]
 template <typename T>
 T* build_c(Scratch<T>& s, const T* v, int64_t m, int64_t d) {
   T* c = s.get(s.c, m * (d + 1));
-  for (int64_t i = 0; i < m; ++i) {
-    std::copy(v + i * d, v + (i + 1) * d, c + i * (d + 1));
-    c[i * (d + 1) + d] = T(1);
-  }
+  append_ones(m, d, v, c);
   return c;
 }
 
-// G_l = dL/dN_l: [dO_i, -<dO_i, o_i>] / den_i  (N's last column is den - 1).
 template <typename T>
 T* build_g(Scratch<T>& s, const T* out, const T* dout, const T* den, int64_t m, int64_t d) {
   T* g = s.get(s.g, m * (d + 1));
-  for (int64_t i = 0; i < m; ++i) {
-    const T inv = T(1) / den[i];
-    T dot = 0;
-    for (int64_t c = 0; c < d; ++c) {
-      g[i * (d + 1) + c] = dout[i * d + c] * inv;
-      dot += dout[i * d + c] * out[i * d + c];
-    }
-    g[i * (d + 1) + d] = -dot * inv;
-  }
+  normalizer_grad(m, d, out, dout, den, g);
   return g;
 }
 
@@ -163,12 +151,7 @@ void sketch_forward(const SketchHead<T>& s, int threads, T* out, T* den) {
     T* ap = sc.get(sc.packed, m * rp);
     kernels::pack_self_tensor(m, r, s.a + i0 * r, r, ap);
     kernels::gemm<T>(false, false, m, dc, rp, T(1), ap, rp, z, dc, T(1), nl, dc);
-    for (int64_t i = 0; i < m; ++i) {
-      const T dn = T(1) + nl[i * dc + d];
-      den[i0 + i] = dn;
-      const T inv = T(1) / dn;
-      for (int64_t k = 0; k < d; ++k) out[(i0 + i) * d + k] = nl[i * dc + k] * inv;
-    }
+    normalize_rows(m, d, nl, out + i0 * d, den + i0);
   };
   block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, contrib, consume);
 }
