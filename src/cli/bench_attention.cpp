@@ -81,8 +81,19 @@ void run(const BenchOptions& o) {
       throw Error(fmt::format("--pass must be fwd or fwd+bwd, got '{}'", pass));
   for (int64_t n : o.ns)
     if (n < 1) throw Error(fmt::format("--n values must be >= 1, got {}", n));
-  std::vector<Mechanism> mechs;
-  for (const auto& m : o.mechanisms) mechs.push_back(parse_mechanism(m));
+  std::vector<AttentionConfig> configs;
+  for (const auto& name : o.mechanisms) {
+    AttentionConfig cfg;
+    cfg.mechanism = parse_mechanism(name);
+    cfg.causal = o.causal;
+    cfg.p = o.p;
+    cfg.r = o.r;
+    cfg.block = o.block;
+    cfg.sketch = parse_sketch_type(o.sketch);
+    cfg.threads = threads;
+    const Attention check(cfg, o.head_dim, o.head_dim);  // invalid flags fail before any timing
+    configs.push_back(cfg);
+  }
   omp_set_num_threads(threads);
   const double sgemm = bench::measure_sgemm_gflops(threads);
   if (!o.json) {
@@ -93,16 +104,9 @@ void run(const BenchOptions& o) {
                "seconds", "tokens/s", "GFLOP/s", "%sgemm", "peak MB");
   }
   for (const auto& pass : o.passes)
-    for (Mechanism m : mechs)
+    for (const AttentionConfig& cfg : configs)
       for (int64_t n : o.ns) {
-        AttentionConfig cfg;
-        cfg.mechanism = m;
-        cfg.causal = o.causal;
-        cfg.p = o.p;
-        cfg.r = o.r;
-        cfg.block = o.block;
-        cfg.sketch = parse_sketch_type(o.sketch);
-        cfg.threads = threads;
+        const Mechanism m = cfg.mechanism;
         const AttentionShape shape{o.batch, o.heads, n, o.head_dim, o.head_dim};
         const bool bwd = pass == "fwd+bwd";
         const auto meas = run_one(cfg, shape, bwd, o.repeat);

@@ -21,6 +21,7 @@ struct PrepareOptions {
 };
 
 void run(const PrepareOptions& o) {
+  if (o.vocab_size < 16) throw Error(fmt::format("--vocab-size must be >= 16, got {}", o.vocab_size));
   std::string text;
   std::string source;
   if (o.inputs.empty()) {
