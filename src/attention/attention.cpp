@@ -15,6 +15,7 @@
 #include "util/parallel.h"
 #include "attention/softmax.h"
 #include "kernels/vec.h"
+#include "util/buffer.h"
 #include "util/memory.h"
 
 namespace polysketch {
@@ -59,11 +60,7 @@ template <typename T>
 void AttentionT<T>::feature_map(int64_t rows, const T* x, T* phi) const {
   if (!uses_sketch(config_.mechanism))
     throw Error(fmt::format("{} has no sketch feature map", mechanism_name(config_.mechanism)));
-  const FeatureMap<T> fm{&config_, head_dim_, feature_dim_, &sketch_,
-                         is_learned(config_.mechanism)
-                             ? &params_[learned_index(config_.mechanism)]
-                             : nullptr};
-  phi_forward(fm, rows, x, phi);
+  phi_forward(make_feature_map(config_, head_dim_, feature_dim_, sketch_, params_), rows, x, phi);
 }
 
 template <typename T>
@@ -108,8 +105,7 @@ struct HeadContext {
   int64_t rows_per_task() const { return std::max<int64_t>(cfg.block, 64); }
   int64_t tasks() const { return (n + rows_per_task() - 1) / rows_per_task(); }
   FeatureMap<T> feature_map() const {
-    return {&cfg, h, feature_dim, &sketch,
-            is_learned(cfg.mechanism) ? &params[learned_index(cfg.mechanism)] : nullptr};
+    return make_feature_map(cfg, h, feature_dim, sketch, params);
   }
   // body(row0, rows, thread) over row ranges, in parallel.
   template <typename F>
@@ -164,16 +160,12 @@ struct HeadContext {
 template <typename T>
 struct Workspace {
   std::vector<T> qn, kn, a, b, da, db, c, num, g;
-  static T* sized(std::vector<T>& buf, int64_t size) {
-    if (static_cast<int64_t>(buf.size()) < size) buf.resize(static_cast<size_t>(size));
-    return buf.data();
-  }
 };
 
 // C = [v | 1]
 template <typename T>
 T* ones_column(Workspace<T>& ws, int64_t n, int64_t d, const T* v) {
-  T* c = Workspace<T>::sized(ws.c, n * (d + 1));
+  T* c = util::grown(ws.c, n * (d + 1));
   append_ones(n, d, v, c);
   return c;
 }
@@ -188,18 +180,18 @@ void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const 
     softmax_forward(n, h, d, q, k, v, cfg.causal, hc.threads, out, stat);
     return;
   }
-  T* qn = Workspace<T>::sized(ws.qn, n * h);
-  T* kn = Workspace<T>::sized(ws.kn, n * h);
+  T* qn = util::grown(ws.qn, n * h);
+  T* kn = util::grown(ws.kn, n * h);
   hc.normalize(q, k, qn, kn);
   if (cfg.mechanism == Mechanism::polynomial) {
     const T* c = ones_column(ws, n, d, v);
-    T* num = Workspace<T>::sized(ws.num, n * (d + 1));
+    T* num = util::grown(ws.num, n * (d + 1));
     poly_attention_forward(n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, hc.threads, num);
     normalize_rows(n, d, num, out, stat);
     return;
   }
-  T* a = features ? features : Workspace<T>::sized(ws.a, n * hc.feature_dim);
-  T* b = features ? features + n * hc.feature_dim : Workspace<T>::sized(ws.b, n * hc.feature_dim);
+  T* a = features ? features : util::grown(ws.a, n * hc.feature_dim);
+  T* b = features ? features + n * hc.feature_dim : util::grown(ws.b, n * hc.feature_dim);
   hc.features(qn, kn, a, b);
   sketch_forward(hc.sketch_head(a, b, v, qn, kn), hc.threads, out, stat);
 }
@@ -214,16 +206,16 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
     softmax_backward(n, h, d, q, k, v, out, dout, stat, cfg.causal, hc.threads, dq, dk, dv);
     return;
   }
-  T* qn = Workspace<T>::sized(ws.qn, n * h);
-  T* kn = Workspace<T>::sized(ws.kn, n * h);
+  T* qn = util::grown(ws.qn, n * h);
+  T* kn = util::grown(ws.kn, n * h);
   hc.normalize(q, k, qn, kn);
   // dq, dk first hold the gradients w.r.t. the LayerNormed qn, kn.
   std::fill(dq, dq + n * h, T(0));
   std::fill(dk, dk + n * h, T(0));
   if (cfg.mechanism == Mechanism::polynomial) {
     const T* c = ones_column(ws, n, d, v);
-    T* g = Workspace<T>::sized(ws.g, n * (d + 1));
-    T* dc = Workspace<T>::sized(ws.num, n * (d + 1));
+    T* g = util::grown(ws.g, n * (d + 1));
+    T* dc = util::grown(ws.num, n * (d + 1));
     normalizer_grad(n, d, out, dout, stat, g);
     poly_attention_backward(n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, hc.threads, g, dq, dk, dc);
     for (int64_t i = 0; i < n; ++i) std::copy(dc + i * (d + 1), dc + i * (d + 1) + d, dv + i * d);
@@ -232,14 +224,14 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
     const T* a = features;  // saved by forward (learned sketches), else recomputed
     const T* b = features ? features + n * r : nullptr;
     if (!features) {
-      T* wa = Workspace<T>::sized(ws.a, n * r);
-      T* wb = Workspace<T>::sized(ws.b, n * r);
+      T* wa = util::grown(ws.a, n * r);
+      T* wb = util::grown(ws.b, n * r);
       hc.features(qn, kn, wa, wb);
       a = wa;
       b = wb;
     }
-    T* da = Workspace<T>::sized(ws.da, n * r);
-    T* db = Workspace<T>::sized(ws.db, n * r);
+    T* da = util::grown(ws.da, n * r);
+    T* db = util::grown(ws.db, n * r);
     sketch_backward(hc.sketch_head(a, b, v, qn, kn), hc.threads, out, dout, stat, da, db, dv, dq,
                     dk);
     const auto fm = hc.feature_map();

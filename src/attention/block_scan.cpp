@@ -5,6 +5,7 @@
 
 #include "attention/dense_tiles.h"
 #include "attention/normalizer.h"
+#include "util/buffer.h"
 #include "util/parallel.h"
 #include "kernels/gemm.h"
 #include "kernels/packing.h"
@@ -15,14 +16,10 @@ using util::parallel_for;
 
 namespace {
 
-// Per-thread buffers, sized on first use.
+// Per-thread buffers (util::grown).
 template <typename T>
 struct Scratch {
-  std::vector<T> c, g, packed, dpacked, h, state, n, dc, tile;
-  T* get(std::vector<T>& buf, int64_t size) {
-    if (static_cast<int64_t>(buf.size()) < size) buf.resize(static_cast<size_t>(size));
-    return buf.data();
-  }
+  std::vector<T> c, g, packed, dpacked, n, dc, tile;
 };
 
 template <typename T>
@@ -89,14 +86,14 @@ void block_scan(int64_t count, int64_t state_size, bool causal, bool reverse, in
 
 template <typename T>
 T* build_c(Scratch<T>& s, const T* v, int64_t m, int64_t d) {
-  T* c = s.get(s.c, m * (d + 1));
+  T* c = util::grown(s.c, m * (d + 1));
   append_ones(m, d, v, c);
   return c;
 }
 
 template <typename T>
 T* build_g(Scratch<T>& s, const T* out, const T* dout, const T* den, int64_t m, int64_t d) {
-  T* g = s.get(s.g, m * (d + 1));
+  T* g = util::grown(s.g, m * (d + 1));
   normalizer_grad(m, d, out, dout, den, g);
   return g;
 }
@@ -110,7 +107,7 @@ template <typename T>
 void packed_transpose_product(Scratch<T>& sc, int64_t m, int64_t r, const T* x, const T* y,
                               int64_t dc, T* h) {
   const int64_t rp = kernels::packed_size(r);
-  T* xp = sc.get(sc.packed, m * rp);
+  T* xp = util::grown(sc.packed, m * rp);
   kernels::pack_self_tensor(m, r, x, r, xp);
   kernels::gemm<T>(true, false, rp, dc, m, T(1), xp, rp, y, dc, T(0), h, dc);
 }
@@ -139,7 +136,7 @@ void sketch_forward(const SketchHead<T>& s, int threads, T* out, T* den) {
     auto& sc = scratch[static_cast<size_t>(thread)];
     const int64_t i0 = blocks.begin(l), m = blocks.size(l);
     T* c = build_c(sc, s.v + i0 * d, m, d);
-    T* nl = sc.get(sc.n, m * dc);
+    T* nl = util::grown(sc.n, m * dc);
     std::fill(nl, nl + m * dc, T(0));
     const TileMask mask{s.causal, 0};
     if (s.qn) {
@@ -148,7 +145,7 @@ void sketch_forward(const SketchHead<T>& s, int threads, T* out, T* den) {
     } else {
       poly_tile_forward<T>(m, m, r, s.a + i0 * r, r, s.b + i0 * r, r, c, dc, 2, mask, nl, sc.tile);
     }
-    T* ap = sc.get(sc.packed, m * rp);
+    T* ap = util::grown(sc.packed, m * rp);
     kernels::pack_self_tensor(m, r, s.a + i0 * r, r, ap);
     kernels::gemm<T>(false, false, m, dc, rp, T(1), ap, rp, z, dc, T(1), nl, dc);
     normalize_rows(m, d, nl, out + i0 * d, den + i0);
@@ -180,7 +177,7 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
     const int64_t i0 = blocks.begin(l), m = blocks.size(l);
     T* c = build_c(sc, s.v + i0 * d, m, d);
     T* g = build_g(sc, out + i0 * d, dout + i0 * d, den + i0, m, d);
-    T* dcl = sc.get(sc.dc, m * dc);
+    T* dcl = util::grown(sc.dc, m * dc);
     std::fill(dcl, dcl + m * dc, T(0));
     const TileMask mask{s.causal, 0};
     if (s.qn) {
@@ -191,7 +188,7 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
                             da + i0 * r, r, db + i0 * r, r, dcl, sc.tile);
     }
     add_dv(dcl, i0, m);
-    T* dap = sc.get(sc.dpacked, m * rp);  // d pack(A_l) = G_l Z^T
+    T* dap = util::grown(sc.dpacked, m * rp);  // d pack(A_l) = G_l Z^T
     kernels::gemm<T>(false, true, m, rp, dc, T(1), g, dc, z, dc, T(0), dap, rp);
     kernels::pack_self_tensor_backward(m, r, s.a + i0 * r, r, dap, da + i0 * r, r);
   };
@@ -208,12 +205,12 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
     auto& sc = scratch[static_cast<size_t>(thread)];
     const int64_t j0 = blocks.begin(l), m = blocks.size(l);
     T* c = build_c(sc, s.v + j0 * d, m, d);
-    T* bp = sc.get(sc.packed, m * rp);
+    T* bp = util::grown(sc.packed, m * rp);
     kernels::pack_self_tensor(m, r, s.b + j0 * r, r, bp);
-    T* dbp = sc.get(sc.dpacked, m * rp);  // d pack(B_l) = C_l U^T
+    T* dbp = util::grown(sc.dpacked, m * rp);  // d pack(B_l) = C_l U^T
     kernels::gemm<T>(false, true, m, rp, dc, T(1), c, dc, u, dc, T(0), dbp, rp);
     kernels::pack_self_tensor_backward(m, r, s.b + j0 * r, r, dbp, db + j0 * r, r);
-    T* dcl = sc.get(sc.dc, m * dc);  // dC_l = pack(B_l) U
+    T* dcl = util::grown(sc.dc, m * dc);  // dC_l = pack(B_l) U
     kernels::gemm<T>(false, false, m, dc, rp, T(1), bp, rp, u, dc, T(0), dcl, dc);
     add_dv(dcl, j0, m);
   };

@@ -143,6 +143,14 @@ struct TreeWalk {
 }  // namespace
 
 template <typename T>
+FeatureMap<T> make_feature_map(const AttentionConfig& cfg, int64_t in_dim, int64_t out_dim,
+                               const std::vector<std::vector<T>>& sketch,
+                               const std::vector<Param<T>>& params) {
+  return {&cfg, in_dim, out_dim, &sketch,
+          is_learned(cfg.mechanism) ? &params[learned_index(cfg.mechanism)] : nullptr};
+}
+
+template <typename T>
 void phi_forward(const FeatureMap<T>& fm, int64_t rows, const T* x, T* out) {
   if (fm.learned) {
     learned_phi_forward(fm, rows, x, out);
@@ -167,6 +175,12 @@ void phi_backward(const FeatureMap<T>& fm, int64_t rows, const T* x, const T* dp
 
 template std::vector<std::vector<float>> draw_random_sketch<float>(const AttentionConfig&, int64_t);
 template std::vector<std::vector<double>> draw_random_sketch<double>(const AttentionConfig&, int64_t);
+template FeatureMap<float> make_feature_map<float>(const AttentionConfig&, int64_t, int64_t,
+                                                   const std::vector<std::vector<float>>&,
+                                                   const std::vector<Param<float>>&);
+template FeatureMap<double> make_feature_map<double>(const AttentionConfig&, int64_t, int64_t,
+                                                     const std::vector<std::vector<double>>&,
+                                                     const std::vector<Param<double>>&);
 template void phi_forward<float>(const FeatureMap<float>&, int64_t, const float*, float*);
 template void phi_forward<double>(const FeatureMap<double>&, int64_t, const double*, double*);
 template void phi_backward<float>(const FeatureMap<float>&, int64_t, const float*, const float*,

@@ -29,6 +29,12 @@ struct FeatureMap {
   const Param<T>* learned;                    // first learned parameter, or null
 };
 
+// The feature map of a mechanism's configuration, sketch matrices and parameter list.
+template <typename T>
+FeatureMap<T> make_feature_map(const AttentionConfig& cfg, int64_t in_dim, int64_t out_dim,
+                               const std::vector<std::vector<T>>& sketch,
+                               const std::vector<Param<T>>& params);
+
 // phi(x) for rows of x [rows x in_dim] -> out [rows x out_dim].
 template <typename T>
 void phi_forward(const FeatureMap<T>& fm, int64_t rows, const T* x, T* out);

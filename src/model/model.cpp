@@ -10,6 +10,7 @@
 #include "kernels/rng.h"
 #include "kernels/vec.h"
 #include "model/layers.h"
+#include "util/buffer.h"
 #include "util/parallel.h"
 
 namespace polysketch {
@@ -38,10 +39,6 @@ struct ModelT<T>::Impl {
   std::vector<T> qkv, proj, dx, tmp, dg, du, dy, dq, dk, dv, dqkv, pe;
   int64_t pe_len = -1;
   bool grads_ready = false;  // dlogits holds d loss / d logits of the last training forward
-  static T* sized(std::vector<T>& buf, int64_t size) {
-    if (static_cast<int64_t>(buf.size()) < size) buf.resize(static_cast<size_t>(size));
-    return buf.data();
-  }
 };
 
 namespace {
@@ -150,8 +147,8 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
                            len, d);
   const AttentionShape shape{batch, h, len, hd, hd};
   typename Impl::LayerActs scratch;
-  T* qkv = Impl::sized(m.qkv, n * 3 * d);
-  T* proj = Impl::sized(m.proj, n * d);
+  T* qkv = util::grown(m.qkv, n * 3 * d);
+  T* proj = util::grown(m.proj, n * d);
   for (size_t li = 0; li < m.layers.size(); ++li) {
     auto& l = m.layers[li];
     auto& a = acts ? (*acts)[li] : scratch;
