@@ -7,6 +7,7 @@ packages=(
   libgtest-dev             # tests
   libcli11-dev nlohmann-json3-dev libfmt-dev
   libsentencepiece-dev     # tokenizer
+  zlib1g-dev               # CRC-32 checksums of checkpoint tensors
   bible-kjv                # the default corpus (King James Bible)
 )
 missing=()

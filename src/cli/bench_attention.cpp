@@ -10,9 +10,11 @@
 
 #include "bench/flops.h"
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "kernels/gemm.h"
 #include "kernels/rng.h"
 #include "polysketch/attention.h"
+#include "util/check.h"
 #include "util/memory.h"
 
 namespace polysketch::cli {
@@ -74,13 +76,23 @@ Measurement run_one(const AttentionConfig& cfg, const AttentionShape& shape, boo
 }
 
 void run(const BenchOptions& o) {
+  util::check_range("--repeat", int64_t{o.repeat}, 1, 1000);
+  util::check_range("--threads", int64_t{o.threads}, 0, 4096);
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
-  if (o.repeat < 1) throw Error(fmt::format("--repeat must be >= 1, got {}", o.repeat));
   for (const auto& pass : o.passes)
     if (pass != "fwd" && pass != "fwd+bwd")
       throw Error(fmt::format("--pass must be fwd or fwd+bwd, got '{}'", pass));
-  for (int64_t n : o.ns)
-    if (n < 1) throw Error(fmt::format("--n values must be >= 1, got {}", n));
+  for (int64_t n : o.ns) {
+    util::check_range("--n", n, 1, int64_t{1} << 30);
+    // q, k, v, out (and dout, dq, dk, dv for the backward), float32, before allocating them.
+    const double bytes = 8.0 * static_cast<double>(o.batch * o.heads) * static_cast<double>(n) *
+                         static_cast<double>(o.head_dim) * 4;
+    const double have = static_cast<double>(util::physical_memory_bytes());
+    if (have > 0 && bytes > have)
+      throw Error(fmt::format("--n {} with --batch {} --heads {} --head-dim {} needs about {:.1f} "
+                              "GiB, more than this machine's {:.1f} GiB",
+                              n, o.batch, o.heads, o.head_dim, bytes / (1 << 30), have / (1 << 30)));
+  }
   std::vector<AttentionConfig> configs;
   for (const auto& name : o.mechanisms) {
     AttentionConfig cfg;
@@ -94,7 +106,7 @@ void run(const BenchOptions& o) {
     const Attention check(cfg, o.head_dim, o.head_dim);  // invalid flags fail before any timing
     configs.push_back(cfg);
   }
-  omp_set_num_threads(threads);
+  set_threads(threads);
   const double sgemm = bench::measure_sgemm_gflops(threads);
   if (!o.json) {
     fmt::print("sgemm (OpenBLAS, {} threads): {:.1f} GFLOP/s\n", threads, sgemm);
@@ -142,9 +154,9 @@ void add_bench_attention(CLI::App& app) {
            "polysketch-learned-local");
   add_list(cmd, "--n", opts->ns, "context lengths");
   add_list(cmd, "--pass", opts->passes, "fwd or fwd+bwd");
-  cmd->add_option("--batch", opts->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--heads", opts->heads, "attention heads")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--head-dim", opts->head_dim, "head size h (= value size)")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", opts->batch, "batch size")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  cmd->add_option("--heads", opts->heads, "attention heads")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+  cmd->add_option("--head-dim", opts->head_dim, "head size h (= value size)")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   cmd->add_option("--r", opts->r, "sketch size")->capture_default_str();
   cmd->add_option("--block", opts->block, "block size b")->capture_default_str();
   cmd->add_option("--p", opts->p, "polynomial degree")->capture_default_str();

@@ -7,10 +7,11 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "kernels/gemm.h"
+#include "cli/common.h"
 #include "kernels/rng.h"
 #include "polysketch/model.h"
 #include "train/adamw.h"
+#include "util/check.h"
 #include "util/memory.h"
 
 namespace polysketch::cli {
@@ -24,12 +25,28 @@ struct BenchTrainOptions {
   bool json = false;
 };
 
+ModelConfig config_for(const BenchTrainOptions& o, const std::string& mechanism, int64_t n) {
+  ModelConfig cfg;
+  cfg.vocab = o.vocab;
+  cfg.layers = o.layers;
+  cfg.width = o.width;
+  cfg.heads = o.heads;
+  cfg.context = n;
+  cfg.attention.mechanism = parse_mechanism(mechanism);
+  cfg.attention.r = o.r;
+  cfg.attention.block = o.block;
+  cfg.validate();
+  return cfg;
+}
+
 void run(const BenchTrainOptions& o) {
-  if (o.repeat < 1) throw Error(fmt::format("--repeat must be >= 1, got {}", o.repeat));
-  if (o.warmup < 0) throw Error(fmt::format("--warmup must be >= 0, got {}", o.warmup));
-  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
-  omp_set_num_threads(threads);
-  kernels::set_blas_threads(threads);
+  util::check_range("--repeat", int64_t{o.repeat}, 1, 1000);
+  util::check_range("--warmup", int64_t{o.warmup}, 0, 1000);
+  util::check_range("--batch", o.batch, 1, int64_t{1} << 20);
+  for (int64_t n : o.ns) util::check_range("--n", n, 1, int64_t{1} << 30);
+  for (const auto& name : o.mechanisms)  // every configuration checked before any timing
+    for (int64_t n : o.ns) config_for(o, name, n).check_fits_in_memory(o.batch * n);
+  const int threads = set_threads(o.threads);
   if (!o.json)
     fmt::print("model: {} layers, width {}, {} heads, vocab {}, batch {}, r {}, block {}, {} threads\n\n"
                "{:<26} {:>7} {:>12} {:>10} {:>9}\n",
@@ -38,16 +55,7 @@ void run(const BenchTrainOptions& o) {
   for (const auto& name : o.mechanisms)
     for (int64_t n : o.ns) {
       util::reset_peak_rss();
-      ModelConfig cfg;
-      cfg.vocab = o.vocab;
-      cfg.layers = o.layers;
-      cfg.width = o.width;
-      cfg.heads = o.heads;
-      cfg.context = n;
-      cfg.attention.mechanism = parse_mechanism(name);
-      cfg.attention.r = o.r;
-      cfg.attention.block = o.block;
-      Model model(cfg);
+      Model model(config_for(o, name, n));
       train::AdamW opt(model.params(), {});
       auto grads = model.zero_grads();
       kernels::Rng rng(7);

@@ -8,9 +8,11 @@
 #include <numeric>
 
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "data/tokenizer.h"
 #include "kernels/rng.h"
 #include "train/checkpoint.h"
+#include "util/check.h"
 
 namespace polysketch::cli {
 
@@ -20,6 +22,7 @@ struct GenerateOptions {
   int64_t max_tokens = 200, top_k = 0;
   double temperature = 0.8, top_p = 1.0;
   uint64_t seed = 1;
+  int threads = 0;
 };
 
 int32_t sample(std::vector<float> logits, const GenerateOptions& o, kernels::Rng& rng) {
@@ -51,9 +54,11 @@ int32_t sample(std::vector<float> logits, const GenerateOptions& o, kernels::Rng
 }
 
 void run(const GenerateOptions& o) {
-  if (o.max_tokens < 0) throw Error(fmt::format("--max-tokens must be >= 0, got {}", o.max_tokens));
-  if (o.top_p <= 0 || o.top_p > 1) throw Error(fmt::format("--top-p must be in (0, 1], got {}", o.top_p));
-  if (o.temperature < 0) throw Error(fmt::format("--temperature must be >= 0, got {}", o.temperature));
+  util::check_range("--max-tokens", o.max_tokens, 0, int64_t{1} << 30);
+  util::check_positive("--top-p", o.top_p, 1.0);
+  util::check_range("--temperature", o.temperature, 0.0, 1e3);
+  util::check_range("--top-k", o.top_k, 0, int64_t{1} << 31);
+  set_threads(o.threads);
   const auto ck = train::load_checkpoint(o.checkpoint, false);
   Model model(ck.config);
   train::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
@@ -91,6 +96,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--top-k", o->top_k, "0: off")->capture_default_str();
   cmd->add_option("--top-p", o->top_p)->capture_default_str();
   cmd->add_option("--seed", o->seed)->capture_default_str();
+  cmd->add_option("--threads", o->threads, "0: all cores")->capture_default_str();
   cmd->callback([o] { run(*o); });
 }
 

@@ -1,11 +1,25 @@
 // polysketch: one program, one subcommand per job. Thin: parse flags, call the library.
+// Every error is one `error: ...` line on stderr and exit status 1 (README, "Errors").
 #include <fmt/core.h>
 
 #include <CLI/CLI.hpp>
 #include <exception>
+#include <string>
 
 #include "cli/commands.h"
 #include "polysketch/attention.h"
+
+namespace {
+int fail(const std::string& message) {
+  fmt::print(stderr, "error: {}\n", message);
+  return 1;
+}
+
+std::string command_of(const CLI::App& app) {
+  for (const auto* sub : app.get_subcommands()) return "polysketch " + sub->get_name();
+  return "polysketch";
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"polysketch: PolySketchFormer, linear-time polynomial attention, in C++"};
@@ -19,16 +33,19 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
+    std::string msg = e.what();
+    if (dynamic_cast<const CLI::ExcludesError*>(&e))
+      msg += " (with --resume the checkpoint's model and training options are used; with "
+             "--config the file's model)";
+    return fail(fmt::format("{} (see `{} --help`)", msg, command_of(app)));
   } catch (const polysketch::Error& e) {
-    fmt::print(stderr, "error: {}\n", e.what());
-    return 1;
+    return fail(e.what());
   } catch (const std::bad_alloc&) {
-    fmt::print(stderr, "error: out of memory\n");
-    return 1;
+    return fail(fmt::format("out of memory in `{}` (a smaller model, --batch or --context needs less)",
+                            command_of(app)));
   } catch (const std::exception& e) {
-    fmt::print(stderr, "error: {}\n", e.what());
-    return 1;
+    return fail(e.what());
   }
   return 0;
 }

@@ -10,6 +10,7 @@
 #include "data/tokenizer.h"
 #include "polysketch/attention.h"
 #include "util/atomic_file.h"
+#include "util/check.h"
 
 namespace polysketch::cli {
 
@@ -21,7 +22,7 @@ struct PrepareOptions {
 };
 
 void run(const PrepareOptions& o) {
-  if (o.vocab_size < 16) throw Error(fmt::format("--vocab-size must be >= 16, got {}", o.vocab_size));
+  util::check_range("--vocab-size", int64_t{o.vocab_size}, 16, int64_t{1} << 20);
   std::string text;
   std::string source;
   if (o.inputs.empty()) {

@@ -1,27 +1,20 @@
 // polysketch train / eval: thin wrappers over train::run_training and train::evaluate.
 #include <fmt/core.h>
-#include <omp.h>
 
 #include <cmath>
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "data/shards.h"
-#include "kernels/gemm.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 #include "util/atomic_file.h"
+#include "util/check.h"
 
 namespace polysketch::cli {
 
 namespace {
-
-void set_threads(int threads) {
-  if (threads < 0) throw Error(fmt::format("--threads must be >= 0, got {}", threads));
-  const int t = threads > 0 ? threads : omp_get_max_threads();
-  omp_set_num_threads(t);
-  kernels::set_blas_threads(t);
-}
 
 struct TrainCli {
   train::TrainOptions o;
@@ -31,12 +24,18 @@ struct TrainCli {
 };
 
 void run_train(TrainCli& c) {
-  set_threads(c.threads);
-  if (!c.config_file.empty())
-    c.o.model = ModelConfig::from_json(util::read_file(c.config_file), c.config_file);
-  else
-    c.o.model.attention.mechanism = parse_mechanism(c.mechanism);
+  util::check_range("--time-budget", c.time_budget_min, 0.0, 1e7);
   c.o.time_budget_s = c.time_budget_min * 60;
+  train::validate_options(c.o);
+  set_threads(c.threads);
+  if (!c.config_file.empty()) {
+    c.o.model = ModelConfig::from_json(util::read_file(c.config_file), c.config_file);
+  } else {
+    c.o.model.attention.mechanism = parse_mechanism(c.mechanism);
+    c.o.model.seed = c.o.seed;  // --seed: initialisation and sketches too, not only data order
+    c.o.model.vocab = 1;        // taken from the data; validated here for every other field
+    c.o.model.validate();
+  }
   const auto r = train::run_training(c.o);
   fmt::print("step {}: train loss {:.4f}, validation loss {:.4f} (perplexity {:.2f}); unigram "
              "baseline loss {:.4f} (perplexity {:.2f})\n",
@@ -53,6 +52,9 @@ struct EvalCli {
 };
 
 void run_eval(const EvalCli& e) {
+  util::check_range("--batch", e.batch, 1, int64_t{1} << 20);
+  util::check_range("--batches", e.batches, 1, int64_t{1} << 20);
+  for (int64_t ctx : e.contexts) util::check_range("--context", ctx, 1, int64_t{1} << 30);
   set_threads(e.threads);
   const auto ck = train::load_checkpoint(e.checkpoint, false);
   Model model(ck.config);
@@ -60,8 +62,9 @@ void run_eval(const EvalCli& e) {
   const auto val = data::read_shard((std::filesystem::path(e.data) / "val.bin").string(), ck.config.vocab);
   auto contexts = e.contexts.empty() ? std::vector<int64_t>{ck.config.context} : e.contexts;
   for (int64_t ctx : contexts) {
-    if (ctx < 1) throw Error(fmt::format("--context must be >= 1, got {}", ctx));
     const double loss = train::evaluate(model, val, ctx, e.batch, e.batches);
+    if (!std::isfinite(loss))
+      throw Error(fmt::format("context {}: validation loss is {} (the model's outputs overflow)", ctx, loss));
     fmt::print("context {}: validation loss {:.4f}, perplexity {:.2f}\n", ctx, loss, std::exp(loss));
   }
 }
@@ -80,33 +83,37 @@ void add_train(CLI::App& app) {
   m.attention.r = 32;
   m.attention.block = 64;
   auto* cmd = app.add_subcommand("train", "Train a PolySketchFormer language model");
-  cmd->add_option("--data", o.data_dir, "directory made by `polysketch prepare`");
-  cmd->add_option("--out", o.out_dir, "checkpoint directory (step-N/ + latest)")->required();
-  cmd->add_option("--resume", o.resume, "continue bit-exactly from this checkpoint (or its root)");
-  cmd->add_option("--config", c->config_file, "model config.json (instead of the model flags)");
-  cmd->add_option("--mechanism", c->mechanism, "attention mechanism")->capture_default_str();
-  cmd->add_option("--layers", m.layers)->capture_default_str();
-  cmd->add_option("--width", m.width)->capture_default_str();
-  cmd->add_option("--heads", m.heads)->capture_default_str();
-  cmd->add_option("--context", m.context)->capture_default_str();
-  cmd->add_option("--r", m.attention.r, "sketch size")->capture_default_str();
-  cmd->add_option("--block", m.attention.block, "block size b")->capture_default_str();
-  cmd->add_option("--p", m.attention.p, "polynomial degree")->capture_default_str();
-  cmd->add_option("--dropout", m.dropout)->capture_default_str();
-  cmd->add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str();
-  cmd->add_option("--accum", o.accum, "micro-batches per step")->capture_default_str();
-  cmd->add_option("--steps", o.steps, "optimizer steps (default 1000; when resuming: the original run's)");
-  cmd->add_option("--warmup", o.warmup)->capture_default_str();
-  cmd->add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
-  cmd->add_option("--min-lr-ratio", o.min_lr_ratio)->capture_default_str();
-  cmd->add_option("--clip", o.clip, "max gradient norm (0: off)")->capture_default_str();
-  cmd->add_option("--weight-decay", o.weight_decay)->capture_default_str();
-  cmd->add_option("--eval-every", o.eval_every)->capture_default_str();
+  cmd->add_option("--data", o.data_dir, "directory made by `polysketch prepare` (when resuming: the run's own by default)");
+  cmd->add_option("--out", o.out_dir, "run directory (step-N/ + latest + metrics.jsonl); locked while training")->required();
+  auto* resume = cmd->add_option("--resume", o.resume, "continue bit-exactly from this checkpoint (or its run directory)");
+  auto* config = cmd->add_option("--config", c->config_file, "model config.json (instead of the model flags)");
+  // Model flags conflict with --config (which names the model) and --resume (the checkpoint's
+  // model is used); training options conflict with --resume. Nothing is ignored silently.
+  auto model_flag = [&](CLI::Option* opt) { opt->capture_default_str()->excludes(config)->excludes(resume); };
+  auto run_flag = [&](CLI::Option* opt) { opt->capture_default_str()->excludes(resume); };
+  model_flag(cmd->add_option("--mechanism", c->mechanism, "attention mechanism"));
+  model_flag(cmd->add_option("--layers", m.layers));
+  model_flag(cmd->add_option("--width", m.width));
+  model_flag(cmd->add_option("--heads", m.heads));
+  model_flag(cmd->add_option("--context", m.context));
+  model_flag(cmd->add_option("--r", m.attention.r, "sketch size"));
+  model_flag(cmd->add_option("--block", m.attention.block, "block size b"));
+  model_flag(cmd->add_option("--p", m.attention.p, "polynomial degree"));
+  model_flag(cmd->add_option("--dropout", m.dropout));
+  run_flag(cmd->add_option("--batch", o.batch, "sequences per micro-batch"));
+  run_flag(cmd->add_option("--accum", o.accum, "micro-batches per step"));
+  cmd->add_option("--steps", o.steps, "optimizer steps (default 1000; when resuming: the original run's, or more to extend it)")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  run_flag(cmd->add_option("--warmup", o.warmup));
+  run_flag(cmd->add_option("--lr", o.lr, "peak learning rate"));
+  run_flag(cmd->add_option("--min-lr-ratio", o.min_lr_ratio));
+  run_flag(cmd->add_option("--clip", o.clip, "max gradient norm (0: off)"));
+  run_flag(cmd->add_option("--weight-decay", o.weight_decay));
+  run_flag(cmd->add_option("--seed", o.seed, "data order, dropout, and (without --config) parameter initialisation and sketches"));
+  cmd->add_option("--eval-every", o.eval_every, "steps between validations (0: only at the end)")->capture_default_str();
   cmd->add_option("--eval-batches", o.eval_batches)->capture_default_str();
-  cmd->add_option("--checkpoint-every", o.checkpoint_every)->capture_default_str();
-  cmd->add_option("--keep", o.keep, "checkpoints kept")->capture_default_str();
-  cmd->add_option("--time-budget", c->time_budget_min, "stop after this many minutes (0: none)")->capture_default_str();
-  cmd->add_option("--seed", o.seed)->capture_default_str();
+  cmd->add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (0: only at the end)")->capture_default_str();
+  cmd->add_option("--keep", o.keep, "checkpoints kept (0: all)")->capture_default_str();
+  cmd->add_option("--time-budget", c->time_budget_min, "stop (and save) after this many minutes (0: none)")->capture_default_str();
   cmd->add_option("--threads", c->threads, "0: all cores")->capture_default_str();
   cmd->callback([c] { run_train(*c); });
 

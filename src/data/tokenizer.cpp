@@ -4,6 +4,8 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <regex>
+
 #include "polysketch/attention.h"
 #include "util/atomic_file.h"
 
@@ -45,9 +47,19 @@ std::string Tokenizer::train(const std::vector<std::string>& lines, int vocab_si
        {"eos_id", "-1"},
        {"minloglevel", "1"}},
       &it, &model);
-  if (!status.ok())
-    throw Error(fmt::format("tokenizer training failed: {} (a smaller --vocab-size may help)",
-                            status.ToString()));
+  if (!status.ok()) {
+    // Turn sentencepiece's two size complaints into advice in terms of --vocab-size.
+    const std::string msg = status.ToString();
+    std::smatch m;
+    if (std::regex_search(msg, m, std::regex(R"(smaller than required_chars\. \d+ vs (\d+))")))
+      throw Error(fmt::format("--vocab-size {} is too small for this text: it needs at least {} "
+                              "pieces (one per distinct character, the 256 byte pieces and <unk>)",
+                              vocab_size, m[1].str()));
+    if (std::regex_search(msg, m, std::regex(R"(Please set it to a value <= (\d+))")))
+      throw Error(fmt::format("--vocab-size {} is too large for this text: at most {}", vocab_size,
+                              m[1].str()));
+    throw Error(fmt::format("tokenizer training failed: {}", msg));
+  }
   return model;
 }
 

@@ -1,32 +1,69 @@
 // ModelConfig: validation and config.json (every field named; unknown fields are rejected so a
-// typo never silently falls back to a default).
+// typo never silently falls back to a default; missing fields and inexact types are errors too).
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <type_traits>
 
+#include "attention/mechanism.h"
 #include "polysketch/model.h"
+#include "util/memory.h"
 
 namespace polysketch {
 
 void ModelConfig::validate() const {
-  auto positive = [](const char* what, int64_t v) {
-    if (v < 1) throw Error(fmt::format("model config: {} must be >= 1, got {}", what, v));
+  auto in_range = [](const char* what, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo || v > hi)
+      throw Error(fmt::format("model config: {} must be in [{}, {}], got {}", what, lo, hi, v));
   };
-  positive("vocab", vocab);
-  positive("layers", layers);
-  positive("width", width);
-  positive("heads", heads);
-  positive("context", context);
-  if (vocab > (int64_t{1} << 31) - 1)
-    throw Error(fmt::format("model config: vocab={} is too large", vocab));
+  // Upper bounds keep every size product far from int64 overflow; the memory check below is
+  // what refuses models too large for the machine.
+  in_range("vocab", vocab, 1, (int64_t{1} << 31) - 1);
+  in_range("layers", layers, 1, 4096);
+  in_range("width", width, 2, 65536);
+  in_range("heads", heads, 1, width);
+  in_range("context", context, 1, int64_t{1} << 30);
   if (width % heads != 0)
     throw Error(fmt::format("model config: width={} is not divisible by heads={}", width, heads));
   if (head_dim() % 2 != 0)
     throw Error(fmt::format("model config: head size width/heads={} must be even (RoPE)", head_dim()));
-  if (width % 2 != 0) throw Error(fmt::format("model config: width={} must be even", width));
   if (!(dropout >= 0.0 && dropout < 1.0))
     throw Error(fmt::format("model config: dropout must be in [0, 1), got {}", dropout));
+  in_range("block", attention.block, 1, 1 << 20);
+  attention::validate_config(attention, head_dim(), head_dim());
+}
+
+int64_t ModelConfig::parameter_count() const {
+  const int64_t d = width, f = glu_hidden();
+  const int64_t h = head_dim(), r = attention.r, hid = int64_t{attention.hidden_mult} * r;
+  int64_t attn = 0;  // the mechanism's own parameters (LayerNorms, learned sketch): small
+  if (attention.mechanism != Mechanism::softmax) attn += 4 * h;
+  if (attention.mechanism == Mechanism::polysketch_learned ||
+      attention.mechanism == Mechanism::polysketch_learned_local)
+    attn += 2 * attention.sketch_levels * (2 * std::max(h, int64_t{r}) + 2 * hid * std::max(h, int64_t{r}));
+  return vocab * d + vocab + 2 * d + layers * (4 * d + 4 * d * d + 3 * d * f + attn);
+}
+
+void ModelConfig::check_fits_in_memory(int64_t train_tokens) const {
+  const double gib = 1024.0 * 1024 * 1024;
+  const double params = static_cast<double>(parameter_count());
+  // Weights; for training also gradients and AdamW's m and v, and the activations kept for
+  // backward (about 32 values per token per layer and width unit, plus the logits).
+  double bytes = 4 * params;
+  if (train_tokens > 0)
+    bytes = 4 * (4 * params + static_cast<double>(train_tokens) *
+                                  (32.0 * static_cast<double>(layers * width) + 2.0 * static_cast<double>(vocab)));
+  const double have = static_cast<double>(util::physical_memory_bytes());
+  if (have > 0 && bytes > have)
+    throw Error(fmt::format(
+        "model config: {} layers of width {} with vocab {} ({:.3g} parameters){} need about {:.1f} "
+        "GiB, more than this machine's {:.1f} GiB",
+        layers, width, vocab, params,
+        train_tokens > 0 ? fmt::format(", trained on {} tokens per micro-batch,", train_tokens) : "",
+        bytes / gib, have / gib));
 }
 
 std::string ModelConfig::to_json() const {
@@ -53,28 +90,49 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& w
                                            "block", "sketch", "sketch_levels", "hidden_mult"};
   for (const auto& [key, value] : j.items())
     if (!known.count(key)) throw Error(fmt::format("{}: unknown field '{}'", where, key));
+  std::vector<std::string> missing;
+  for (const auto& key : known)
+    if (!j.contains(key)) missing.push_back(key);
+  if (!missing.empty())
+    throw Error(fmt::format("{}: missing field(s) {}", where, fmt::join(missing, ", ")));
   ModelConfig c;
+  // Exact types: 2.5 is not an integer layer count and 1e300 is not a width.
+  auto integer = [&](const char* key, auto& field, int64_t lo, int64_t hi) {
+    const auto& v = j.at(key);
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)) ||
+        v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+      throw Error(fmt::format("{}: '{}' must be an integer in [{}, {}], got {}", where, key, lo, hi,
+                              v.dump()));
+    field = static_cast<std::remove_reference_t<decltype(field)>>(v.get<int64_t>());
+  };
+  auto string_field = [&](const char* key) {
+    if (!j.at(key).is_string())
+      throw Error(fmt::format("{}: '{}' must be a string, got {}", where, key, j.at(key).dump()));
+    return j.at(key).get<std::string>();
+  };
+  constexpr int64_t kBig = int64_t{1} << 31;
+  integer("vocab", c.vocab, 1, kBig - 1);
+  integer("layers", c.layers, 1, 4096);
+  integer("width", c.width, 2, 65536);
+  integer("heads", c.heads, 1, 65536);
+  integer("context", c.context, 1, int64_t{1} << 30);
+  integer("p", c.attention.p, 2, 64);
+  integer("r", c.attention.r, 1, 4096);
+  integer("block", c.attention.block, 1, 1 << 20);
+  integer("sketch_levels", c.attention.sketch_levels, 1, 16);
+  integer("hidden_mult", c.attention.hidden_mult, 1, 256);
+  if (!j.at("seed").is_number_unsigned() && !(j.at("seed").is_number_integer() && j.at("seed").get<int64_t>() >= 0))
+    throw Error(fmt::format("{}: 'seed' must be a non-negative integer, got {}", where, j.at("seed").dump()));
+  c.seed = j.at("seed").get<uint64_t>();
+  if (!j.at("dropout").is_number())
+    throw Error(fmt::format("{}: 'dropout' must be a number, got {}", where, j.at("dropout").dump()));
+  c.dropout = j.at("dropout").get<double>();
+  if (!j.at("causal").is_boolean())
+    throw Error(fmt::format("{}: 'causal' must be true or false, got {}", where, j.at("causal").dump()));
+  c.attention.causal = j.at("causal").get<bool>();
   try {
-    auto get = [&](const char* key, auto& field) {
-      if (j.contains(key)) j.at(key).get_to(field);
-    };
-    get("vocab", c.vocab);
-    get("layers", c.layers);
-    get("width", c.width);
-    get("heads", c.heads);
-    get("context", c.context);
-    get("dropout", c.dropout);
-    get("seed", c.seed);
-    get("causal", c.attention.causal);
-    get("p", c.attention.p);
-    get("r", c.attention.r);
-    get("block", c.attention.block);
-    get("sketch_levels", c.attention.sketch_levels);
-    get("hidden_mult", c.attention.hidden_mult);
-    if (j.contains("mechanism")) c.attention.mechanism = parse_mechanism(j.at("mechanism").get<std::string>());
-    if (j.contains("sketch")) c.attention.sketch = parse_sketch_type(j.at("sketch").get<std::string>());
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: wrong type for a field ({})", where, e.what()));
+    c.attention.mechanism = parse_mechanism(string_field("mechanism"));
+    c.attention.sketch = parse_sketch_type(string_field("sketch"));
   } catch (const Error& e) {
     throw Error(fmt::format("{}: {}", where, e.what()));
   }

@@ -61,8 +61,10 @@ void add_into(std::vector<T>& dst, const std::vector<T>& src) {
 }  // namespace
 
 template <typename T>
-ModelT<T>::ModelT(const ModelConfig& config) : config_(config), impl_(new Impl) {
+ModelT<T>::ModelT(const ModelConfig& config) : config_(config) {
   config_.validate();
+  config_.check_fits_in_memory(0);
+  impl_ = std::make_unique<Impl>();
   const int64_t d = config_.width, f = config_.glu_hidden(), v = config_.vocab;
   auto rng = kernels::Rng::derive(config_.seed, 0x30de1, 0);
   auto& m = *impl_;
@@ -91,9 +93,7 @@ ModelT<T>::ModelT(const ModelConfig& config) : config_(config), impl_(new Impl) 
 }
 
 template <typename T>
-ModelT<T>::~ModelT() {
-  delete impl_;
-}
+ModelT<T>::~ModelT() = default;
 
 template <typename T>
 std::vector<Param<T>*> ModelT<T>::params() {

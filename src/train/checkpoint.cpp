@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "util/atomic_file.h"
@@ -12,6 +14,17 @@ namespace polysketch::train {
 namespace fs = std::filesystem;
 
 namespace {
+// "step-00000042" -> 42; -1 for any other name.
+int64_t step_of(const std::string& name) {
+  if (name.size() <= 5 || name.compare(0, 5, "step-") != 0 || name.size() > 5 + 18) return -1;
+  int64_t step = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return -1;
+    step = step * 10 + (name[i] - '0');
+  }
+  return step;
+}
+
 std::string encode_params(const std::vector<Param<float>*>& params,
                           const std::vector<std::vector<float>>* values, const char* suffix) {
   std::vector<model::Tensor> tensors;
@@ -31,19 +44,51 @@ void copy_checked(Param<float>& p, const std::map<std::string, model::Tensor>& t
   if (it->second.shape != p.shape)
     throw Error(fmt::format("{}: tensor '{}' has shape [{}], the model expects [{}]", where, key,
                             fmt::join(it->second.shape, ","), fmt::join(p.shape, ",")));
+  for (size_t i = 0; i < it->second.data.size(); ++i)
+    if (!std::isfinite(it->second.data[i]))
+      throw Error(fmt::format("{}: tensor '{}' holds NaN or Inf (element {}): a diverged or "
+                              "damaged checkpoint",
+                              where, key, i));
   dst = it->second.data;
+}
+
+// state.json: `step` (and `adam_steps`, needed to resume) are exact non-negative integers that
+// agree with each other and with the directory's name.
+void validate_state(const nlohmann::json& st, const std::string& dir_name, bool with_optimizer,
+                    const std::string& where) {
+  auto count = [&](const char* key) -> int64_t {
+    if (!st.is_object() || !st.contains(key))
+      throw Error(fmt::format("{}: missing field '{}'", where, key));
+    const auto& v = st.at(key);
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > (int64_t{1} << 48))
+      throw Error(fmt::format("{}: '{}' must be a non-negative integer, got {}", where, key, v.dump()));
+    return v.get<int64_t>();
+  };
+  const int64_t step = count("step");
+  const int64_t named = step_of(dir_name);
+  if (named >= 0 && named != step)
+    throw Error(fmt::format("{}: step {} does not match the directory {}", where, step, dir_name));
+  if (with_optimizer && count("adam_steps") != step)
+    throw Error(fmt::format("{}: adam_steps {} does not match step {}", where,
+                            st.at("adam_steps").dump(), step));
 }
 }  // namespace
 
 std::string save_checkpoint(const std::string& root, int64_t step, Model& model, AdamW* optimizer,
                             const std::string& tokenizer_bytes, const nlohmann::json& state) {
+  const auto params = model.params();
+  for (const auto* p : params)
+    for (float v : p->value)
+      if (!std::isfinite(v))
+        throw Error(fmt::format("step {}: tensor '{}' holds NaN or Inf; not saved (the previous "
+                                "checkpoint is kept; lower --lr?)",
+                                step, p->name));
   fs::create_directories(root);
   const std::string name = fmt::format("step-{:08d}", step);
   const fs::path final_dir = fs::path(root) / name;
   const fs::path tmp = fs::path(root) / fmt::format(".{}.tmp-{}", name, getpid());
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  const auto params = model.params();
   util::write_file_atomic(tmp / "model.safetensors", encode_params(params, nullptr, ""));
   if (optimizer) {
     util::write_file_atomic(tmp / "optimizer_m.safetensors",
@@ -57,19 +102,64 @@ std::string save_checkpoint(const std::string& root, int64_t step, Model& model,
   st["step"] = step;
   if (optimizer) st["adam_steps"] = optimizer->steps();
   util::write_file_atomic(tmp / "state.json", st.dump(2) + "\n");
-  fs::remove_all(final_dir);  // re-saving the same step
-  fs::rename(tmp, final_dir);
+  util::fsync_dir(tmp.string());
+  if (!fs::exists(final_dir)) {
+    fs::rename(tmp, final_dir);
+  } else if (util::exchange_paths(tmp.string(), final_dir.string())) {
+    fs::remove_all(tmp);  // re-saving a step: swapped in one step, tmp now holds the old save
+  } else {
+    // No atomic exchange on this file system: a kill between these two renames loses this step
+    // (the directory of another step, if any, is untouched).
+    const fs::path old = fs::path(root) / fmt::format(".{}.tmp-{}-old", name, getpid());
+    fs::rename(final_dir, old);
+    fs::rename(tmp, final_dir);
+    fs::remove_all(old);
+  }
+  util::fsync_dir(root);
   const fs::path link_tmp = fs::path(root) / fmt::format(".latest.tmp-{}", getpid());
   fs::remove(link_tmp);
   fs::create_directory_symlink(name, link_tmp);
   fs::rename(link_tmp, fs::path(root) / "latest");
+  util::fsync_dir(root);
   return final_dir.string();
+}
+
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& root) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    const auto step = step_of(name);
+    if (step >= 0 && e.is_directory()) out.emplace_back(step, e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void prune_checkpoints(const std::string& root, int64_t keep) {
+  if (keep < 1) return;
+  std::error_code ec;
+  const fs::path latest = fs::read_symlink(fs::path(root) / "latest", ec);
+  auto all = list_checkpoints(root);
+  // Never the one `latest` names, whatever its step; then the oldest steps go first.
+  std::erase_if(all, [&](const auto& c) { return !ec && fs::path(c.second).filename() == latest; });
+  const int64_t excess = static_cast<int64_t>(all.size()) - (keep - (ec ? 0 : 1));
+  for (int64_t i = 0; i < excess; ++i) fs::remove_all(all[static_cast<size_t>(i)].second);
 }
 
 LoadedCheckpoint load_checkpoint(const std::string& path, bool with_optimizer) {
   fs::path dir = path;
   if (!fs::exists(dir)) throw Error(fmt::format("checkpoint {} does not exist", path));
-  if (!fs::exists(dir / "config.json") && fs::exists(dir / "latest")) dir = fs::canonical(dir / "latest");
+  if (!fs::is_directory(dir))
+    throw Error(fmt::format("checkpoint {} is not a directory (give a run directory or its step-N)", path));
+  std::error_code ec;
+  if (!fs::exists(dir / "config.json") && fs::is_symlink(dir / "latest", ec)) {
+    if (!fs::exists(dir / "latest"))
+      throw Error(fmt::format("{}/latest points to {}, which does not exist (give one of the "
+                              "run's step-N directories instead)",
+                              path, fs::read_symlink(dir / "latest", ec).string()));
+    dir = fs::canonical(dir / "latest");
+  }
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.model", "state.json"})
     if (!fs::exists(dir / f))
       throw Error(fmt::format("{}: not a polysketch checkpoint (missing {})", dir.string(), f));
@@ -84,6 +174,7 @@ LoadedCheckpoint load_checkpoint(const std::string& path, bool with_optimizer) {
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("{}: corrupt state ({})", st_path, e.what()));
   }
+  validate_state(c.state, dir.filename().string(), with_optimizer, st_path);
   const auto w_path = (dir / "model.safetensors").string();
   c.weights = model::safetensors_decode(util::read_file(w_path), w_path);
   if (with_optimizer) {

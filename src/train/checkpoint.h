@@ -7,6 +7,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "model/safetensors.h"
 #include "polysketch/model.h"
@@ -14,10 +16,16 @@
 
 namespace polysketch::train {
 
-// Returns the directory written.
+// Returns the directory written. Refuses (Error) weights holding NaN or Inf. Re-saving an
+// existing step swaps the new directory in atomically (renameat2 RENAME_EXCHANGE).
 std::string save_checkpoint(const std::string& root, int64_t step, Model& model,
                             AdamW* optimizer, const std::string& tokenizer_bytes,
                             const nlohmann::json& state);
+
+// ROOT's step-N directories, (N, path) in increasing N.
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& root);
+// Removes the oldest step-N directories until `keep` remain; never the one ROOT/latest names.
+void prune_checkpoints(const std::string& root, int64_t keep);
 
 struct LoadedCheckpoint {
   std::string dir;

@@ -4,19 +4,20 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
-#include <fstream>
 
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "kernels/rng.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/run_dir.h"
 #include "util/atomic_file.h"
+#include "util/check.h"
 
 namespace polysketch::train {
 
@@ -24,8 +25,32 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) { g_interrupted = true; }
+// SIGINT, SIGTERM and SIGHUP only raise this flag while training and saving: the loop stops at
+// the end of the current step and the final checkpoint is written before the handlers go.
+volatile std::sig_atomic_t g_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_signal = sig; }
+
+class StopSignals {
+ public:
+  StopSignals() {
+    g_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < kSignals.size(); ++i) sigaction(kSignals[i], &sa, &old_[i]);
+  }
+  ~StopSignals() { restore(); }
+  void restore() {
+    if (restored_) return;
+    for (size_t i = 0; i < kSignals.size(); ++i) sigaction(kSignals[i], &old_[i], nullptr);
+    restored_ = true;
+  }
+
+ private:
+  static constexpr std::array<int, 3> kSignals{SIGINT, SIGTERM, SIGHUP};
+  std::array<struct sigaction, 3> old_{};
+  bool restored_ = false;
+};
 
 // Fills batch windows for training step `step`, micro-batch `micro`: a pure function of
 // (seed, step, micro), which is what makes resuming bit-exact without saving a data cursor.
@@ -50,31 +75,40 @@ nlohmann::json options_json(const TrainOptions& o) {
           {"weight_decay", o.weight_decay}, {"seed", o.seed}, {"data_dir", o.data_dir}};
 }
 
-void options_from_json(const nlohmann::json& j, TrainOptions& o) {
-  j.at("batch").get_to(o.batch);
-  j.at("accum").get_to(o.accum);
-  j.at("steps").get_to(o.steps);
-  j.at("warmup").get_to(o.warmup);
-  j.at("lr").get_to(o.lr);
-  j.at("min_lr_ratio").get_to(o.min_lr_ratio);
-  j.at("clip").get_to(o.clip);
-  j.at("weight_decay").get_to(o.weight_decay);
-  j.at("seed").get_to(o.seed);
+void options_from_json(const nlohmann::json& j, TrainOptions& o, const std::string& where) {
+  auto integer = [&](const char* key, int64_t& field) {
+    if (!j.contains(key) || !j.at(key).is_number_integer())
+      throw Error(fmt::format("{}: options.{} must be an integer", where, key));
+    field = j.at(key).get<int64_t>();
+  };
+  auto real = [&](const char* key, double& field) {
+    if (!j.contains(key) || !j.at(key).is_number())
+      throw Error(fmt::format("{}: options.{} must be a number", where, key));
+    field = j.at(key).get<double>();
+  };
+  if (!j.is_object()) throw Error(fmt::format("{}: missing training options", where));
+  integer("batch", o.batch);
+  integer("accum", o.accum);
+  integer("steps", o.steps);
+  integer("warmup", o.warmup);
+  real("lr", o.lr);
+  real("min_lr_ratio", o.min_lr_ratio);
+  real("clip", o.clip);
+  real("weight_decay", o.weight_decay);
+  if (!j.contains("seed") || !j.at("seed").is_number_unsigned())
+    throw Error(fmt::format("{}: options.seed must be a non-negative integer", where));
+  o.seed = j.at("seed").get<uint64_t>();
+  if (o.data_dir.empty()) {
+    if (!j.contains("data_dir") || !j.at("data_dir").is_string())
+      throw Error(fmt::format("{}: options.data_dir must be a string", where));
+    o.data_dir = j.at("data_dir").get<std::string>();
+  }
 }
 
 std::string duration(double s) {
   const auto t = static_cast<int64_t>(s);
   return t >= 3600 ? fmt::format("{}h{:02d}m", t / 3600, t / 60 % 60)
                    : fmt::format("{}m{:02d}s", t / 60, t % 60);
-}
-
-void prune_checkpoints(const std::string& root, int64_t keep) {
-  if (keep < 1) return;
-  std::vector<fs::path> dirs;
-  for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end());
-  for (size_t i = 0; i + static_cast<size_t>(keep) < dirs.size(); ++i) fs::remove_all(dirs[i]);
 }
 
 }  // namespace
@@ -115,36 +149,68 @@ double unigram_loss(const std::vector<int32_t>& train, const std::vector<int32_t
   return loss / static_cast<double>(eval.size());
 }
 
+void validate_options(const TrainOptions& o) {
+  util::check_range("--batch", o.batch, 1, int64_t{1} << 20);
+  util::check_range("--accum", o.accum, 1, int64_t{1} << 20);
+  if (o.steps != 0) util::check_range("--steps", o.steps, 1, int64_t{1} << 40);
+  util::check_range("--warmup", o.warmup, 0, int64_t{1} << 40);
+  util::check_positive("--lr", o.lr, 10.0);
+  util::check_range("--min-lr-ratio", o.min_lr_ratio, 0.0, 1.0);
+  util::check_range("--clip", o.clip, 0.0, 1e12);
+  util::check_range("--weight-decay", o.weight_decay, 0.0, 10.0);
+  util::check_range("--eval-every", o.eval_every, 0, int64_t{1} << 40);
+  util::check_range("--eval-batches", o.eval_batches, 1, int64_t{1} << 20);
+  util::check_range("--checkpoint-every", o.checkpoint_every, 0, int64_t{1} << 40);
+  util::check_range("--keep", o.keep, 0, int64_t{1} << 20);
+  util::check_range("--time-budget (seconds)", o.time_budget_s, 0.0, 1e9);
+}
+
 TrainResult run_training(const TrainOptions& opts_in) {
   TrainOptions o = opts_in;
+  validate_options(o);
   if (o.out_dir.empty()) throw Error("--out is required");
+  if (o.resume.empty() && o.data_dir.empty())
+    throw Error("--data is required (a directory made by `polysketch prepare`)");
+  // One trainer per run directory; what killed trainers left behind is removed under the lock.
+  fs::create_directories(o.out_dir);
+  RunLock lock(o.out_dir);
+  remove_orphans(o.out_dir);
   // Resume: model, optimizer and training options come from the checkpoint.
   std::unique_ptr<LoadedCheckpoint> ckpt;
+  bool same_run = false;  // resuming a checkpoint of o.out_dir itself
   if (!o.resume.empty()) {
     ckpt = std::make_unique<LoadedCheckpoint>(load_checkpoint(o.resume, true));
+    const auto st_path = ckpt->dir + "/state.json";
+    options_from_json(ckpt->state.contains("options") ? ckpt->state.at("options") : nlohmann::json(),
+                      o, st_path);
     try {
-      options_from_json(ckpt->state.at("options"), o);
-      if (o.data_dir.empty()) ckpt->state.at("options").at("data_dir").get_to(o.data_dir);
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(fmt::format("{}/state.json: missing or invalid training options ({})", ckpt->dir, e.what()));
+      validate_options(o);
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}: invalid training options ({})", st_path, e.what()));
     }
     if (opts_in.steps > 0) o.steps = opts_in.steps;  // e.g. to extend a finished run
+    std::error_code ec;
+    same_run = fs::equivalent(fs::path(ckpt->dir).parent_path(), o.out_dir, ec);
   } else if (o.steps == 0) {
     o.steps = 1000;
   }
-  if (o.batch < 1 || o.accum < 1 || o.steps < 1)
-    throw Error(fmt::format("--batch, --accum and --steps must be >= 1 (got {}, {}, {})", o.batch,
-                            o.accum, o.steps));
-  if (o.lr <= 0) throw Error(fmt::format("--lr must be > 0, got {}", o.lr));
-  if (o.data_dir.empty()) throw Error("--data is required (a directory made by `polysketch prepare`)");
+  const auto existing = list_checkpoints(o.out_dir);
+  if (!existing.empty() && !same_run)
+    throw Error(fmt::format("{} already holds checkpoints (newest: {}); continue that run with "
+                            "--resume {}, or choose another --out",
+                            o.out_dir, existing.back().second, o.out_dir));
+  const int64_t start_step = ckpt ? ckpt->state.at("step").get<int64_t>() : 0;
+  if (start_step > o.steps)
+    throw Error(fmt::format("the checkpoint is at step {}, past --steps {}", start_step, o.steps));
   const auto tok_path = (fs::path(o.data_dir) / "tokenizer.model").string();
   const auto tokenizer = data::Tokenizer::from_file(tok_path);
   int64_t vocab = 0;
-  const auto train_tokens = data::read_shard((fs::path(o.data_dir) / "train.bin").string(), -1, &vocab);
-  const auto val_tokens = data::read_shard((fs::path(o.data_dir) / "val.bin").string(), vocab);
+  const auto train_path = (fs::path(o.data_dir) / "train.bin").string();
+  const auto train_tokens = data::read_shard(train_path, -1, &vocab);
   if (vocab != tokenizer.vocab_size())
-    throw Error(fmt::format("{}: vocab {} does not match the shards' {}", tok_path,
-                            tokenizer.vocab_size(), vocab));
+    throw Error(fmt::format("{}: vocab {} does not match the tokenizer's {} ({})", train_path,
+                            vocab, tokenizer.vocab_size(), tok_path));
+  const auto val_tokens = data::read_shard((fs::path(o.data_dir) / "val.bin").string(), vocab);
 
   ModelConfig mc = ckpt ? ckpt->config : o.model;
   if (!ckpt) mc.vocab = vocab;
@@ -154,17 +220,19 @@ TrainResult run_training(const TrainOptions& opts_in) {
   if (static_cast<int64_t>(train_tokens.size()) < ctx + 1)
     throw Error(fmt::format("training data has {} tokens, fewer than context+1 = {}",
                             train_tokens.size(), ctx + 1));
+  mc.validate();
+  mc.check_fits_in_memory(o.batch * ctx);
   Model model(mc);
   AdamW opt(model.params(), {0.9, 0.95, 1e-8, o.weight_decay});
-  int64_t step = 0;
+  int64_t step = 0, saved_step = -1;
   if (ckpt) {
     load_weights(model, ckpt->weights, ckpt->dir + "/model.safetensors");
     load_optimizer(opt, model, ckpt->optimizer, ckpt->dir + "/optimizer_*.safetensors");
-    step = ckpt->state.at("step").get<int64_t>();
-    opt.set_steps(ckpt->state.at("adam_steps").get<int64_t>());
+    step = start_step;
+    opt.set_steps(step);
+    if (same_run) saved_step = step;
   }
-  fs::create_directories(o.out_dir);
-  std::ofstream metrics(fs::path(o.out_dir) / "metrics.jsonl", std::ios::app);
+  MetricsLog metrics((fs::path(o.out_dir) / "metrics.jsonl").string(), step);
   TrainResult res;
   res.unigram_loss = unigram_loss(train_tokens, val_tokens, vocab);
   if (o.progress)
@@ -180,19 +248,17 @@ TrainResult run_training(const TrainOptions& opts_in) {
   auto save = [&] {
     res.checkpoint = save_checkpoint(o.out_dir, step, model, &opt, tokenizer.model_bytes(), state_json());
     prune_checkpoints(o.out_dir, o.keep);
+    saved_step = step;
   };
   auto log_eval = [&] {
     res.val_loss = evaluate(model, val_tokens, ctx, o.batch, o.eval_batches);
-    metrics << nlohmann::json{{"step", step}, {"val_loss", res.val_loss},
-                              {"val_ppl", std::exp(res.val_loss)}}.dump() << "\n";
-    metrics.flush();
+    metrics.write({{"step", step}, {"val_loss", res.val_loss}, {"val_ppl", std::exp(res.val_loss)}});
     if (o.progress)
       fmt::print(stderr, "\nstep {}: validation loss {:.4f}, perplexity {:.2f}\n", step,
                  res.val_loss, std::exp(res.val_loss));
   };
 
-  g_interrupted = false;
-  auto old_handler = std::signal(SIGINT, on_sigint);
+  StopSignals signals;
   const bool tty = isatty(2);
   auto grads = model.zero_grads();
   std::vector<int32_t> x, y;
@@ -212,8 +278,11 @@ TrainResult run_training(const TrainOptions& opts_in) {
     if (o.accum > 1)
       for (auto& g : grads)
         for (float& v : g) v /= static_cast<float>(o.accum);
-    if (!std::isfinite(loss)) throw Error(fmt::format("training diverged: loss {} at step {} (lower --lr?)", loss, step));
     const double norm = clip_grad_norm(grads, o.clip);
+    if (!std::isfinite(loss) || !std::isfinite(norm))
+      throw Error(fmt::format("training diverged at step {}: loss {}, gradient norm {} (lower "
+                              "--lr?); nothing saved for this run after step {}",
+                              step + 1, loss, norm, saved_step < 0 ? first : saved_step));
     const double lr = learning_rate(step, o.steps, o.warmup, o.lr, o.min_lr_ratio);
     opt.step(model.params(), grads, lr);
     ++step;
@@ -223,8 +292,8 @@ TrainResult run_training(const TrainOptions& opts_in) {
     const double elapsed = std::chrono::duration<double>(now - t0).count();
     const double step_s = std::chrono::duration<double>(now - ts).count();
     const double tok_s = static_cast<double>(o.batch * o.accum * ctx) / step_s;
-    metrics << nlohmann::json{{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
-                              {"tokens_per_s", tok_s}, {"elapsed_s", elapsed}}.dump() << "\n";
+    metrics.write({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+                   {"tokens_per_s", tok_s}, {"elapsed_s", elapsed}});
     if (o.progress && (tty || step % 10 == 0 || step == o.steps)) {
       const double eta = elapsed / static_cast<double>(step - first) * static_cast<double>(o.steps - step);
       const int width = 24, filled = static_cast<int>(width * step / o.steps);
@@ -233,10 +302,11 @@ TrainResult run_training(const TrainOptions& opts_in) {
                  std::string(width - filled, '.'), loss, tok_s, duration(eta), tty ? "   " : "\n");
     }
     const bool out_of_time = o.time_budget_s > 0 && elapsed >= o.time_budget_s;
-    if (o.eval_every > 0 && step % o.eval_every == 0 && step < o.steps && !out_of_time) log_eval();
+    if (o.eval_every > 0 && step % o.eval_every == 0 && step < o.steps && !out_of_time && !g_signal) log_eval();
     if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && step < o.steps) save();
-    if (g_interrupted) {
+    if (g_signal) {
       res.interrupted = true;
+      if (o.progress) fmt::print(stderr, "\nsignal {} received: saving step {}\n", static_cast<int>(g_signal), step);
       break;
     }
     if (out_of_time) {
@@ -244,10 +314,13 @@ TrainResult run_training(const TrainOptions& opts_in) {
       break;
     }
   }
-  std::signal(SIGINT, old_handler);
   res.step = step;
+  if (saved_step != step) save();
+  res.checkpoint = (fs::path(o.out_dir) / fmt::format("step-{:08d}", step)).string();
+  // The checkpoint is safe: from here a second Ctrl-C may end the process at once.
+  signals.restore();
+  res.interrupted = res.interrupted || g_signal;
   log_eval();
-  save();
   if (o.progress)
     fmt::print(stderr, "{}checkpoint: {}\n", res.interrupted ? "interrupted; " : "", res.checkpoint);
   return res;

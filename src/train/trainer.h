@@ -10,13 +10,15 @@
 
 namespace polysketch::train {
 
+// Field names follow the `polysketch train` flags; error messages name the flags.
 struct TrainOptions {
   std::string data_dir, out_dir, resume;
   ModelConfig model;  // vocab is taken from the data; ignored when resuming
   int64_t batch = 8, accum = 1, warmup = 50;
   int64_t steps = 0;  // 0: 1000 for a new run, the original run's when resuming
   double lr = 1e-3, min_lr_ratio = 0.1, clip = 1.0, weight_decay = 0.1;
-  int64_t eval_every = 100, eval_batches = 16, checkpoint_every = 250, keep = 2;
+  int64_t eval_every = 100, eval_batches = 16, checkpoint_every = 250;
+  int64_t keep = 2;  // checkpoints kept (0: all); the one `latest` names is never removed
   double time_budget_s = 0;  // stop early (and save) after this much training time; 0: none
   uint64_t seed = 1;
   bool progress = true;
@@ -30,6 +32,13 @@ struct TrainResult {
   bool interrupted = false;
 };
 
+// Throws Error naming the flag of the first invalid value.
+void validate_options(const TrainOptions& options);
+
+// Trains into options.out_dir, which it locks (one trainer per directory). A new run refuses a
+// directory that already holds checkpoints; resuming into the checkpoint's own directory
+// continues it. SIGINT, SIGTERM and SIGHUP stop training after the current step and save.
+// A diverged step (non-finite loss or gradient) throws Error; nothing non-finite is saved.
 TrainResult run_training(const TrainOptions& options);
 
 // Windows of context+1 tokens: deterministic, evenly spaced over the data.
