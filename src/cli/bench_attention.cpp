@@ -96,7 +96,7 @@ void run(const BenchOptions& o) {
   std::vector<AttentionConfig> configs;
   for (const auto& name : o.mechanisms) {
     AttentionConfig cfg;
-    cfg.mechanism = parse_mechanism(name);
+    cfg.mechanism = mechanism_flag(name);
     cfg.causal = o.causal;
     cfg.p = o.p;
     cfg.r = o.r;

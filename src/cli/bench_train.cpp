@@ -32,10 +32,11 @@ ModelConfig config_for(const BenchTrainOptions& o, const std::string& mechanism,
   cfg.width = o.width;
   cfg.heads = o.heads;
   cfg.context = n;
-  cfg.attention.mechanism = parse_mechanism(mechanism);
+  cfg.attention.mechanism = mechanism_flag(mechanism);
   cfg.attention.r = o.r;
   cfg.attention.block = o.block;
-  cfg.validate();
+  check_model_flags(cfg);
+  util::check_range("--vocab", cfg.vocab, 1, (int64_t{1} << 31) - 1);
   return cfg;
 }
 

@@ -8,3 +8,18 @@ namespace polysketch::cli {
 int set_threads(int threads);
 
 }  // namespace polysketch::cli
+
+#include <string>
+
+#include "polysketch/model.h"
+
+namespace polysketch::cli {
+
+// parse_mechanism with the flag's name in the error.
+Mechanism mechanism_flag(const std::string& name);
+
+// Checks a model given by flags (--layers, --width, --heads, --context, --r, --block, --p,
+// --dropout), naming the flag of the first invalid value; then the rules between values.
+void check_model_flags(const ModelConfig& m);
+
+}  // namespace polysketch::cli

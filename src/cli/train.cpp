@@ -31,10 +31,10 @@ void run_train(TrainCli& c) {
   if (!c.config_file.empty()) {
     c.o.model = ModelConfig::from_json(util::read_file(c.config_file), c.config_file);
   } else {
-    c.o.model.attention.mechanism = parse_mechanism(c.mechanism);
+    c.o.model.attention.mechanism = mechanism_flag(c.mechanism);
     c.o.model.seed = c.o.seed;  // --seed: initialisation and sketches too, not only data order
     c.o.model.vocab = 1;        // taken from the data; validated here for every other field
-    c.o.model.validate();
+    check_model_flags(c.o.model);
   }
   const auto r = train::run_training(c.o);
   fmt::print("step {}: train loss {:.4f}, validation loss {:.4f} (perplexity {:.2f}); unigram "

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Every command's bad flags, one table: each row must exit with status 1, print one line
+# starting with `error:` that names the flag, and do no work (nothing written under --out).
+set -euo pipefail
+bin=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+bible 'Gen1:1-Gen40:1' > "$tmp/text.txt"
+$bin prepare --input "$tmp/text.txt" --out "$tmp/data" --vocab-size 400 >/dev/null
+$bin train --data "$tmp/data" --out "$tmp/run" --layers 1 --width 32 --heads 2 --context 16 \
+  --r 8 --block 8 --batch 1 --steps 2 --eval-batches 1 >/dev/null 2>&1
+D="--data $tmp/data"
+TR="train $D --out $tmp/new"
+C="--checkpoint $tmp/run"
+# needle | command line (word-split)
+cases=$(cat <<ROWS
+--steps|$TR --steps 0
+--steps|$TR --steps -3
+--warmup|$TR --warmup -1
+--clip|$TR --clip -1
+--clip|$TR --clip nan
+--weight-decay|$TR --weight-decay -0.1
+--keep|$TR --keep -1
+--eval-every|$TR --eval-every -5
+--eval-batches|$TR --eval-batches 0
+--checkpoint-every|$TR --checkpoint-every -1
+--time-budget|$TR --time-budget -1
+--time-budget|$TR --time-budget inf
+--lr|$TR --lr nan
+--lr|$TR --lr inf
+--lr|$TR --lr 0
+--lr|$TR --lr -1
+--min-lr-ratio|$TR --min-lr-ratio nan
+--min-lr-ratio|$TR --min-lr-ratio 2
+--batch|$TR --batch 0
+--accum|$TR --accum 0
+--threads|$TR --threads -1
+--layers|$TR --layers 0
+--layers|$TR --layers 1000000
+--layers|$TR --layers 2.5
+--width|$TR --width 1048576
+--heads|$TR --heads 3 --width 32
+--dropout|$TR --dropout 1
+--mechanism|$TR --mechanism flash
+--p|$TR --p 3
+--r|$TR --r 0
+--block|$TR --block 0
+--layers|train --resume $tmp/run --out $tmp/run --layers 2
+--lr|train --resume $tmp/run --out $tmp/run --lr 0.1
+--mechanism|train $D --out $tmp/new --config $tmp/run/latest/config.json --mechanism softmax
+--out|train $D
+--bogus|train $D --out $tmp/new --bogus 1
+--context|eval $C $D --context 0
+--batch|eval $C $D --batch 0
+--batches|eval $C $D --batches -1
+--threads|eval $C $D --threads -1
+--max-tokens|generate $C --max-tokens -1
+--temperature|generate $C --temperature nan
+--temperature|generate $C --temperature -1
+--top-p|generate $C --top-p 0
+--top-p|generate $C --top-p nan
+--top-p|generate $C --top-p 1.5
+--top-k|generate $C --top-k -1
+--threads|generate $C --threads -1
+--checkpoint|generate --max-tokens 3
+--vocab-size|prepare --out $tmp/new --input $tmp/text.txt --vocab-size 100
+--vocab-size|prepare --out $tmp/new --input $tmp/text.txt --vocab-size 0
+--input|prepare --out $tmp/new --input
+--n|bench-attention --n 0
+--n|bench-attention --n 1073741824 --heads 65536
+--repeat|bench-attention --repeat 0
+--threads|bench-attention --threads -1
+--pass|bench-attention --pass backward
+--mechanism|bench-attention --mechanism flash
+--heads|bench-attention --heads 0
+--n|bench-train --n 0
+--repeat|bench-train --repeat 0
+--warmup|bench-train --warmup -1
+--threads|bench-train --threads -1
+--layers|bench-train --layers 100000
+ROWS
+)
+failed=0 count=0
+while IFS='|' read -r needle cmd; do
+  count=$((count + 1))
+  rm -rf "$tmp/new"
+  # shellcheck disable=SC2086
+  if timeout 60 $bin $cmd >"$tmp/out" 2>"$tmp/err"; then status=0; else status=$?; fi
+  if [ $status -ne 1 ] || ! head -1 "$tmp/err" | grep -q "^error: .*$needle" || [ -e "$tmp/new/step-00000001" ]; then
+    echo "FAIL (exit $status): polysketch $cmd"; cat "$tmp/err"; failed=$((failed + 1))
+  fi
+done <<< "$cases"
+echo "$((count - failed)) passed, $failed failed"
+[ $failed -eq 0 ]
