@@ -35,6 +35,9 @@ struct ModelConfig {
 };
 
 template <typename T>
+class DecodeStateT;  // polysketch/decode.h
+
+template <typename T>
 class ModelT {
  public:
   explicit ModelT(const ModelConfig& config);
@@ -58,6 +61,16 @@ class ModelT {
 
   // Logits [batch x len x vocab] for tokens [batch x len] (no dropout, nothing kept).
   std::vector<T> logits(const int32_t* tokens, int64_t batch, int64_t len);
+
+  // Decoding (polysketch/decode.h). prefill: consumes n >= 1 tokens into `state` and returns the
+  // logits [vocab] of the last one. From an empty state it is one pass of the block algorithm;
+  // a non-empty state (a loaded snapshot) is advanced token by token.
+  std::vector<T> prefill(DecodeStateT<T>& state, const int32_t* tokens, int64_t n);
+  // Advances states[0..batch) (distinct, each at its own position) by tokens[b] each, in one
+  // batched pass; returns logits [batch x vocab]. Positions may pass config().context.
+  std::vector<T> step(DecodeStateT<T>* const* states, const int32_t* tokens, int64_t batch);
+  // Identifies these weights and this configuration (CRC-32s): what a state snapshot is tied to.
+  std::string identity();
 
  private:
   struct Impl;

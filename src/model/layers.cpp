@@ -10,14 +10,18 @@
 namespace polysketch::model {
 
 template <typename T>
+void sinusoidal_row(int64_t t, int64_t width, T* pe) {
+  for (int64_t i = 0; 2 * i < width; ++i) {
+    const double w = std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(width));
+    pe[2 * i] = static_cast<T>(std::sin(static_cast<double>(t) * w));
+    if (2 * i + 1 < width) pe[2 * i + 1] = static_cast<T>(std::cos(static_cast<double>(t) * w));
+  }
+}
+
+template <typename T>
 std::vector<T> sinusoidal_positions(int64_t len, int64_t width) {
   std::vector<T> pe(static_cast<size_t>(len * width));
-  for (int64_t t = 0; t < len; ++t)
-    for (int64_t i = 0; 2 * i < width; ++i) {
-      const double w = std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(width));
-      pe[t * width + 2 * i] = static_cast<T>(std::sin(static_cast<double>(t) * w));
-      if (2 * i + 1 < width) pe[t * width + 2 * i + 1] = static_cast<T>(std::cos(static_cast<double>(t) * w));
-    }
+  for (int64_t t = 0; t < len; ++t) sinusoidal_row(t, width, pe.data() + t * width);
   return pe;
 }
 
@@ -45,14 +49,14 @@ void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, T scale
 
 namespace {
 template <typename T>
-void rope_rotate(T* x, int64_t heads_total, int64_t len, int64_t hd, double sign) {
+void rope_rotate(T* x, int64_t heads_total, int64_t len, int64_t hd, double sign, int64_t t0 = 0) {
   std::vector<double> freq(static_cast<size_t>(hd / 2));
   for (int64_t i = 0; i < hd / 2; ++i)
     freq[i] = std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(hd));
   for (int64_t t = 0; t < len; ++t)
     for (int64_t i = 0; i < hd / 2; ++i) {
-      const T c = static_cast<T>(std::cos(t * freq[i]));
-      const T s = static_cast<T>(sign * std::sin(t * freq[i]));
+      const T c = static_cast<T>(std::cos(static_cast<double>(t0 + t) * freq[i]));
+      const T s = static_cast<T>(sign * std::sin(static_cast<double>(t0 + t) * freq[i]));
       for (int64_t h = 0; h < heads_total; ++h) {
         T* row = x + (h * len + t) * hd;
         const T x0 = row[2 * i], x1 = row[2 * i + 1];
@@ -66,6 +70,10 @@ void rope_rotate(T* x, int64_t heads_total, int64_t len, int64_t hd, double sign
 template <typename T>
 void rope_forward(T* x, int64_t heads_total, int64_t len, int64_t hd) {
   rope_rotate(x, heads_total, len, hd, 1.0);
+}
+template <typename T>
+void rope_forward_at(T* x, int64_t rows, int64_t hd, int64_t position) {
+  rope_rotate(x, rows, 1, hd, 1.0, position);
 }
 template <typename T>
 void rope_backward(T* dx, int64_t heads_total, int64_t len, int64_t hd) {
@@ -200,6 +208,8 @@ double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t
 
 #define POLYSKETCH_INSTANTIATE(T)                                                                  \
   template std::vector<T> sinusoidal_positions<T>(int64_t, int64_t);                               \
+  template void sinusoidal_row<T>(int64_t, int64_t, T*);                                           \
+  template void rope_forward_at<T>(T*, int64_t, int64_t, int64_t);                                 \
   template void embedding_forward<T>(T*, const int32_t*, const T*, T, const T*, int64_t, int64_t,  \
                                      int64_t);                                                     \
   template void embedding_backward<T>(T*, const T*, const int32_t*, T, int64_t, int64_t);          \

@@ -11,6 +11,8 @@ namespace polysketch::model {
 // pe[t][2i] = sin(t w_i), pe[t][2i+1] = cos(t w_i), w_i = 10000^(-2i/width).
 template <typename T>
 std::vector<T> sinusoidal_positions(int64_t len, int64_t width);
+template <typename T>
+void sinusoidal_row(int64_t t, int64_t width, T* pe);  // row t of that table
 
 // out[b,t] = scale * E[tokens[b,t]] + pe[t]. The model uses scale = sqrt(width) as the original
 // Transformer does: E (std 1/sqrt(width), tied with the output layer) then contributes as much as
@@ -28,6 +30,9 @@ template <typename T>
 void rope_forward(T* x, int64_t heads_total, int64_t len, int64_t hd);
 template <typename T>
 void rope_backward(T* dx, int64_t heads_total, int64_t len, int64_t hd);
+// RoPE on `rows` rows of hd values that are all at one position (decoding).
+template <typename T>
+void rope_forward_at(T* x, int64_t rows, int64_t hd, int64_t position);
 
 // qkv [batch*len x 3D] -> q, k, v [batch, heads, len, hd]; and the reverse (gradients).
 template <typename T>

@@ -4,42 +4,21 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <functional>
 #include <memory>
 
 #include "kernels/gemm.h"
 #include "kernels/rng.h"
 #include "kernels/vec.h"
 #include "model/layers.h"
+#include "model/decode_state.h"
+#include "model/model_impl.h"
 #include "util/buffer.h"
 #include "util/parallel.h"
 
 namespace polysketch {
 
 using kernels::gemm;
-
-template <typename T>
-struct ModelT<T>::Impl {
-  struct Layer {
-    Param<T> ln1_scale, ln1_bias, qkv, out, ln2_scale, ln2_bias, glu_in, glu_out;
-    std::unique_ptr<AttentionT<T>> attn;
-  };
-  struct LayerActs {  // kept by forward(train) for backward
-    std::vector<T> x_in, ln1, q, k, v, o, merged, mask1, x_mid, ln2, u, g, mask2;
-    AttentionSaved<T> saved;
-  };
-  Param<T> embedding, output_bias, final_scale, final_bias;
-  std::vector<Layer> layers;
-  // Cache of the last training forward.
-  std::vector<LayerActs> acts;
-  std::vector<T> x_final, xf, dlogits;
-  std::vector<int32_t> tokens;
-  int64_t batch = 0, len = 0;
-  // Scratch kept across steps: fresh multi-hundred-megabyte buffers every step cost page faults
-  // and zero-filling (a quarter of a step at n = 32768). Also the position table for `pe_len`.
-  std::vector<T> qkv, proj, dx, tmp, dg, du, dy, dq, dk, dv, dqkv, pe;
-  int64_t pe_len = -1;
-  bool grads_ready = false;  // dlogits holds d loss / d logits of the last training forward
-};
 
 namespace {
 template <typename T>
@@ -125,12 +104,16 @@ int64_t ModelT<T>::parameter_count() {
 
 namespace {
 
+// Keys and values [batch, heads, len, hd] of one layer (after RoPE), for the decoding state.
+template <typename T>
+using KvHook = std::function<void(size_t layer, const T* k, const T* v)>;
+
 // Runs the network up to the final LayerNorm output xf [N x D]. When acts is non-null, keeps
 // every activation backward needs.
 template <typename T, typename Impl>
 void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t batch, int64_t len,
                bool train, uint64_t dropout_seed, std::vector<typename Impl::LayerActs>* acts,
-               std::vector<T>& x, std::vector<T>& xf) {
+               std::vector<T>& x, std::vector<T>& xf, const KvHook<T>* on_kv = nullptr) {
   const int64_t n = batch * len, d = cfg.width, h = cfg.heads, hd = cfg.head_dim(),
                 f = cfg.glu_hidden();
   for (int64_t i = 0; i < n; ++i)
@@ -164,6 +147,7 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
     model::split_heads(qkv, a.q.data(), a.k.data(), a.v.data(), batch, len, h, hd);
     model::rope_forward(a.q.data(), batch * h, len, hd);
     model::rope_forward(a.k.data(), batch * h, len, hd);
+    if (on_kv) (*on_kv)(li, a.k.data(), a.v.data());
     a.o.resize(x.size());
     l.attn->forward(shape, a.q.data(), a.k.data(), a.v.data(), a.o.data(),
                     acts ? &a.saved : nullptr);
@@ -188,15 +172,6 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
   xf.resize(x.size());
   kernels::layernorm_forward(n, d, x.data(), m.final_scale.value.data(),
                              m.final_bias.value.data(), xf.data());
-}
-
-// logits [n x v] = xf E^T + bias
-template <typename T>
-void output_logits(const Param<T>& emb, const Param<T>& bias, const std::vector<T>& xf, int64_t n,
-                   int64_t d, int64_t v, std::vector<T>& logits) {
-  logits.resize(static_cast<size_t>(n * v));
-  for (int64_t i = 0; i < n; ++i) std::copy(bias.value.begin(), bias.value.end(), logits.begin() + i * v);
-  gemm<T>(false, true, n, v, d, T(1), xf.data(), d, emb.value.data(), d, T(1), logits.data(), v);
 }
 
 }  // namespace
@@ -239,6 +214,39 @@ std::vector<T> ModelT<T>::logits(const int32_t* tokens, int64_t batch, int64_t l
   run_trunk<T>(m, config_, tokens, batch, len, false, 0, nullptr, x, xf);
   std::vector<T> out;
   output_logits(m.embedding, m.output_bias, xf, batch * len, config_.width, config_.vocab, out);
+  return out;
+}
+
+template <typename T>
+std::vector<T> ModelT<T>::prefill(DecodeStateT<T>& state, const int32_t* tokens, int64_t n) {
+  if (n < 1) throw Error(fmt::format("prefill needs at least one token, got {}", n));
+  check_decode_state(config_, state);
+  if (state.position() > 0) {  // continue a snapshot: token by token
+    std::vector<T> last;
+    DecodeStateT<T>* one = &state;
+    for (int64_t i = 0; i < n; ++i) last = step(&one, tokens + i, 1);
+    return last;
+  }
+  auto& m = *impl_;
+  const int64_t h = config_.heads, hd = config_.head_dim();
+  auto& heads = state.impl().heads;
+  const double kv_bytes = 2.0 * sizeof(T) * static_cast<double>(config_.layers * h * hd) * static_cast<double>(n);
+  if (!attention::has_constant_state(config_.attention.mechanism) && kv_bytes > static_cast<double>(state.max_bytes))
+    throw Error(fmt::format("{} KV cache for a prompt of {} tokens would need {:.1f} MiB, over its "
+                            "limit of {:.1f} MiB (the sketch mechanisms decode in constant memory)",
+                            mechanism_name(config_.attention.mechanism), n, kv_bytes / 1048576.0,
+                            static_cast<double>(state.max_bytes) / 1048576.0));
+  const KvHook<T> hook = [&](size_t li, const T* k, const T* v) {
+    util::parallel_for(h, omp_in_parallel() ? 1 : omp_get_max_threads(), [&](int64_t hh, int) {
+      attention::prefill_head(*m.layers[li].attn, hd, heads[li * h + hh], n, k + hh * n * hd,
+                              v + hh * n * hd);
+    });
+  };
+  std::vector<T> x, xf;
+  run_trunk<T>(m, config_, tokens, 1, n, false, 0, nullptr, x, xf, &hook);
+  state.advance(n);
+  std::vector<T> last(xf.end() - config_.width, xf.end()), out;
+  output_logits(m.embedding, m.output_bias, last, 1, config_.width, config_.vocab, out);
   return out;
 }
 

@@ -1,0 +1,57 @@
+// Decoding state of one sequence: owned by the caller and separate from the model's weights (as
+// gemma.cpp's KV cache is), so one loaded model serves many sequences at once.
+//
+//   polysketch::Model model(config);                 // weights loaded
+//   polysketch::DecodeState s(model.config());       // empty, position 0
+//   auto logits = model.prefill(s, prompt.data(), prompt.size());   // block algorithm, one pass
+//   std::vector<polysketch::DecodeState*> batch{&s, &t};
+//   auto next = model.step(batch.data(), tokens, 2); // [2 x vocab], each at its own position
+//
+// Sketch mechanisms keep, per layer and head, the packed prefix state of the completed blocks
+// (r(r+1)/2 x (h+1)) and the current partial block: the state's size does not depend on the
+// position. softmax and polynomial keep a KV cache, which grows until `max_bytes`.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "polysketch/model.h"
+
+namespace polysketch {
+
+template <typename T>
+class DecodeStateT {
+ public:
+  // Throws Error for a non-causal model (it cannot be decoded token by token).
+  explicit DecodeStateT(const ModelConfig& config);
+  ~DecodeStateT();
+  DecodeStateT(DecodeStateT&&) noexcept;
+  DecodeStateT& operator=(DecodeStateT&&) noexcept;
+
+  const ModelConfig& config() const { return config_; }
+  int64_t position() const { return position_; }  // tokens consumed so far
+  int64_t bytes() const;                           // memory held by the state's tensors
+  // softmax / polynomial: a step that would grow the KV cache past this throws Error.
+  // Default: half of the machine's physical memory.
+  int64_t max_bytes;
+
+  // Snapshot: magic, version, the model's identity (Model::identity()), position, every tensor,
+  // CRC-32. load() rejects another model's state, a truncated or corrupt file, with Error.
+  void save(const std::string& path, const std::string& model_identity) const;
+  static DecodeStateT load(const std::string& path, const ModelConfig& config,
+                           const std::string& model_identity);
+
+  struct Impl;  // internal (src/model/decode_state.h)
+  Impl& impl() { return *impl_; }
+  void advance(int64_t tokens) { position_ += tokens; }
+
+ private:
+  ModelConfig config_;
+  int64_t position_ = 0;
+  std::unique_ptr<Impl> impl_;
+};
+
+using DecodeState = DecodeStateT<float>;
+
+}  // namespace polysketch

@@ -1,0 +1,170 @@
+#include "attention/decode.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "attention/mechanism.h"
+#include "attention/normalizer.h"
+#include "kernels/gemm.h"
+#include "kernels/packing.h"
+#include "kernels/vec.h"
+
+namespace polysketch::attention {
+
+bool has_constant_state(Mechanism m) { return uses_sketch(m); }
+
+namespace {
+
+template <typename T>
+void layernorm(const AttentionT<T>& att, size_t index, int64_t rows, int64_t h, const T* x, T* y) {
+  const auto& p = att.params();
+  kernels::layernorm_forward(rows, h, x, p[index].value.data(), p[index + 1].value.data(), y);
+}
+
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  T s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+template <typename T>
+T power(T x, int p) {
+  T y = 1;
+  for (int i = 0; i < p; ++i) y *= x;
+  return y;
+}
+
+// z += pack(feats[0:m])^T [vals[0:m] | 1]
+template <typename T>
+void fold_block(HeadState<T>& s, int64_t m, int64_t r, int64_t d, std::vector<T>& scratch) {
+  const int64_t rp = kernels::packed_size(r);
+  scratch.resize(static_cast<size_t>(m * (rp + d + 1)));
+  T* packed = scratch.data();
+  T* c = packed + m * rp;
+  kernels::pack_self_tensor(m, r, s.feats.data(), r, packed);
+  append_ones(m, d, s.vals.data(), c);
+  kernels::gemm<T>(true, false, rp, d + 1, m, T(1), packed, rp, c, d + 1, T(1), s.z.data(), d + 1);
+}
+
+}  // namespace
+
+template <typename T>
+void init_head_state(const AttentionConfig& cfg, int64_t h, HeadState<T>& s) {
+  // phi's width: r, or h for the random sketch of degree p = 2 (phi is the identity).
+  const int64_t d = h, b = cfg.block, r = is_learned(cfg.mechanism) || cfg.p > 2 ? cfg.r : h;
+  s = HeadState<T>();
+  if (!uses_sketch(cfg.mechanism)) return;
+  s.z.assign(static_cast<size_t>(kernels::packed_size(r) * (d + 1)), T(0));
+  s.feats.assign(static_cast<size_t>(b * r), T(0));
+  s.vals.assign(static_cast<size_t>(b * d), T(0));
+  if (is_local(cfg.mechanism)) s.keys.assign(static_cast<size_t>(b * h), T(0));
+}
+
+template <typename T>
+void prefill_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, int64_t n, const T* k,
+                  const T* v) {
+  const auto& cfg = att.config();
+  const Mechanism m = cfg.mechanism;
+  const int64_t d = h;
+  init_head_state(cfg, h, s);
+  if (m == Mechanism::softmax || m == Mechanism::polynomial) {
+    s.keys.resize(static_cast<size_t>(n * h));
+    if (m == Mechanism::softmax)
+      std::copy(k, k + n * h, s.keys.begin());
+    else
+      layernorm(att, ln_k_index(m), n, h, k, s.keys.data());
+    s.vals.assign(v, v + n * d);
+    s.count = n;
+    return;
+  }
+  const int64_t b = cfg.block, r = att.feature_dim(), full = n / b * b;
+  std::vector<T> kn(static_cast<size_t>(n * h)), feats(static_cast<size_t>(n * r)), scratch;
+  layernorm(att, ln_k_index(m), n, h, k, kn.data());
+  att.feature_map(n, kn.data(), feats.data());
+  // Completed blocks: one product over all of them (the sum of the per-block products).
+  for (int64_t j0 = 0; j0 < full; j0 += b) {
+    std::copy(feats.begin() + j0 * r, feats.begin() + (j0 + b) * r, s.feats.begin());
+    std::copy(v + j0 * d, v + (j0 + b) * d, s.vals.begin());
+    fold_block(s, b, r, d, scratch);
+  }
+  s.count = n - full;
+  std::copy(feats.begin() + full * r, feats.end(), s.feats.begin());
+  std::copy(v + full * d, v + n * d, s.vals.begin());
+  if (is_local(m)) std::copy(kn.begin() + full * h, kn.end(), s.keys.begin());
+}
+
+template <typename T>
+void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q, const T* k,
+               const T* v, T* out, std::vector<T>& scratch) {
+  const auto& cfg = att.config();
+  const Mechanism m = cfg.mechanism;
+  const int64_t d = h;
+  std::vector<T> num(static_cast<size_t>(d + 1), T(0));
+  if (m == Mechanism::softmax) {
+    s.keys.insert(s.keys.end(), k, k + h);
+    s.vals.insert(s.vals.end(), v, v + d);
+    const int64_t n = ++s.count;
+    scratch.resize(static_cast<size_t>(n));
+    const T scale = T(1) / std::sqrt(static_cast<T>(h));
+    T mx = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, scratch[j] = dot(q, &s.keys[j * h], h) * scale);
+    T sum = 0;
+    std::fill(out, out + d, T(0));
+    for (int64_t j = 0; j < n; ++j) {
+      const T w = std::exp(scratch[j] - mx);
+      sum += w;
+      for (int64_t c = 0; c < d; ++c) out[c] += w * s.vals[j * d + c];
+    }
+    for (int64_t c = 0; c < d; ++c) out[c] /= sum;
+    return;
+  }
+  std::vector<T> qn(static_cast<size_t>(h)), kn(static_cast<size_t>(h));
+  layernorm(att, ln_q_index(), 1, h, q, qn.data());
+  layernorm(att, ln_k_index(m), 1, h, k, kn.data());
+  auto add = [&](T w, const T* vrow) {
+    for (int64_t c = 0; c < d; ++c) num[c] += w * vrow[c];
+    num[d] += w;
+  };
+  if (m == Mechanism::polynomial) {
+    s.keys.insert(s.keys.end(), kn.begin(), kn.end());
+    s.vals.insert(s.vals.end(), v, v + d);
+    const int64_t n = ++s.count;
+    for (int64_t j = 0; j < n; ++j) add(power(dot(qn.data(), &s.keys[j * h], h), cfg.p), &s.vals[j * d]);
+  } else {
+    const int64_t r = att.feature_dim(), rp = kernels::packed_size(r), b = cfg.block;
+    std::vector<T> a(static_cast<size_t>(r)), ap(static_cast<size_t>(rp));
+    att.feature_map(1, qn.data(), a.data());
+    const int64_t j = s.count++;
+    att.feature_map(1, kn.data(), &s.feats[j * r]);
+    std::copy(v, v + d, &s.vals[j * d]);
+    if (is_local(m)) std::copy(kn.begin(), kn.end(), &s.keys[j * h]);
+    // Earlier blocks through z, then this block's tokens exactly as the block algorithm's
+    // diagonal product: <phi q, phi k>^2, or the exact local <qn, kn>^p.
+    kernels::pack_self_tensor(1, r, a.data(), r, ap.data());
+    kernels::gemm<T>(false, false, 1, d + 1, rp, T(1), ap.data(), rp, s.z.data(), d + 1, T(0), num.data(), d + 1);
+    for (int64_t i = 0; i <= j; ++i) {
+      const T w = is_local(m) ? power(dot(qn.data(), &s.keys[i * h], h), cfg.p)
+                              : power(dot(a.data(), &s.feats[i * r], r), 2);
+      add(w, &s.vals[i * d]);
+    }
+    if (s.count == b) {
+      fold_block(s, b, r, d, scratch);
+      s.count = 0;
+    }
+  }
+  T den;
+  normalize_rows(1, d, num.data(), out, &den);
+}
+
+#define POLYSKETCH_INSTANTIATE(T)                                                                 \
+  template void init_head_state<T>(const AttentionConfig&, int64_t, HeadState<T>&);              \
+  template void prefill_head<T>(const AttentionT<T>&, int64_t, HeadState<T>&, int64_t, const T*, \
+                                const T*);                                                         \
+  template void step_head<T>(const AttentionT<T>&, int64_t, HeadState<T>&, const T*, const T*,   \
+                             const T*, T*, std::vector<T>&);
+POLYSKETCH_INSTANTIATE(float)
+POLYSKETCH_INSTANTIATE(double)
+#undef POLYSKETCH_INSTANTIATE
+
+}  // namespace polysketch::attention

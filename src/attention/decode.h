@@ -1,0 +1,42 @@
+// Decoding one attention head token by token (POLYSKETCH.md section 2, last paragraph).
+//   sketch mechanisms: z = packed prefix state of the completed blocks, sum_m pack(B_m)^T [V_m|1]
+//     (r(r+1)/2 x (d+1)), plus the current partial block: its keys' features phi(kn), values
+//     and, for *-local, the LayerNormed keys kn for the exact local part. A full block is folded
+//     into z with one matrix product. Size independent of the position.
+//   softmax: a KV cache of the (RoPE'd) keys and values; polynomial: of kn and values. O(n).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "polysketch/attention.h"
+
+namespace polysketch::attention {
+
+template <typename T>
+struct HeadState {
+  std::vector<T> z;      // sketch: [r(r+1)/2 x (d+1)]
+  std::vector<T> keys;   // softmax: k; polynomial: kn [count x h]; *-local: kn of the block [b x h]
+  std::vector<T> feats;  // sketch: phi(kn) of the current block [b x r]
+  std::vector<T> vals;   // [count x d] (sketch: [b x d])
+  int64_t count = 0;     // rows in use in keys/vals: the position, or the position mod b
+};
+
+// True when the state has a fixed size (the sketch mechanisms).
+bool has_constant_state(Mechanism m);
+
+// An empty state (position 0), buffers at their fixed capacity for the sketch mechanisms.
+template <typename T>
+void init_head_state(const AttentionConfig& cfg, int64_t head_dim, HeadState<T>& s);
+
+// The state after the prompt k [n x h], v [n x d] (one head, after RoPE) from an empty one.
+template <typename T>
+void prefill_head(const AttentionT<T>& att, int64_t head_dim, HeadState<T>& s, int64_t n,
+                  const T* k, const T* v);
+
+// Appends the token's k [h], v [d] and writes the attention output of its query q [h] to out [d].
+template <typename T>
+void step_head(const AttentionT<T>& att, int64_t head_dim, HeadState<T>& s, const T* q,
+               const T* k, const T* v, T* out, std::vector<T>& scratch);
+
+}  // namespace polysketch::attention

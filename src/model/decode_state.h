@@ -1,0 +1,21 @@
+// Internal: what a DecodeState holds (one attention::HeadState per layer and head), and the
+// check that a state belongs to a model's configuration.
+#pragma once
+
+#include <vector>
+
+#include "attention/decode.h"
+#include "polysketch/decode.h"
+
+namespace polysketch {
+
+template <typename T>
+struct DecodeStateT<T>::Impl {
+  std::vector<attention::HeadState<T>> heads;  // [layers * heads], layer-major
+};
+
+// Throws Error unless `state` was made for this configuration.
+template <typename T>
+void check_decode_state(const ModelConfig& config, DecodeStateT<T>& state);
+
+}  // namespace polysketch

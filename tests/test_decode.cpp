@@ -1,0 +1,179 @@
+// Decoding: prefill + token-by-token steps give the logits of one full forward pass, for every
+// mechanism and prompt lengths around the block size; batched steps equal single ones; snapshots
+// round-trip and damaged or foreign ones are rejected; the sketch state has a constant size.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/rng.h"
+#include "polysketch/decode.h"
+#include "polysketch/model.h"
+#include "test_util.h"
+#include "util/atomic_file.h"
+
+namespace polysketch::test {
+namespace {
+
+constexpr int64_t kBlock = 4;
+
+ModelConfig config_for(Mechanism m, uint64_t seed = 3) {
+  ModelConfig c;
+  c.vocab = 40;
+  c.layers = 2;
+  c.width = 16;
+  c.heads = 2;
+  c.context = 64;
+  c.seed = seed;
+  c.attention.mechanism = m;
+  c.attention.r = 4;
+  c.attention.block = kBlock;
+  return c;
+}
+
+std::vector<int32_t> random_tokens(int64_t n, uint64_t seed) {
+  kernels::Rng rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = static_cast<int32_t>(rng.below(40));
+  return t;
+}
+
+// Every parameter nudged off its initial value so LayerNorms and biases are not trivial.
+void perturb(Model& model) {
+  kernels::Rng rng(99);
+  for (auto* p : model.params())
+    for (auto& v : p->value) v += static_cast<float>(0.05 * rng.normal());
+}
+
+// Float32 against float32: the two paths sum in different orders (z over whole blocks vs the
+// block scan's tiles), so agreement is to float rounding of O(1) logits.
+void expect_close(const float* got, const float* want, int64_t n, const std::string& what) {
+  float scale = 1;
+  for (int64_t i = 0; i < n; ++i) scale = std::max(scale, std::abs(want[i]));
+  for (int64_t i = 0; i < n; ++i)
+    ASSERT_NEAR(got[i], want[i], 2e-4f * scale) << what << " logit " << i;
+}
+
+class DecodeParity : public ::testing::TestWithParam<Mechanism> {};
+
+TEST_P(DecodeParity, PrefillThenStepsMatchOneFullForward) {
+  const auto cfg = config_for(GetParam());
+  Model model(cfg);
+  perturb(model);
+  const int64_t total = 3 * kBlock + 7;  // steps cross several block boundaries
+  const auto tokens = random_tokens(total, 5);
+  const auto full = model.logits(tokens.data(), 1, total);
+  const int64_t v = cfg.vocab;
+  for (int64_t prompt : {int64_t{1}, kBlock - 1, kBlock, 2 * kBlock, 2 * kBlock + 3}) {
+    DecodeState state(cfg);
+    auto logits = model.prefill(state, tokens.data(), prompt);
+    expect_close(logits.data(), &full[(prompt - 1) * v], v, "prefill " + std::to_string(prompt));
+    DecodeState* one = &state;
+    for (int64_t t = prompt; t < total; ++t) {
+      logits = model.step(&one, &tokens[t], 1);
+      expect_close(logits.data(), &full[t * v], v,
+                   "prompt " + std::to_string(prompt) + " step at " + std::to_string(t));
+    }
+    EXPECT_EQ(state.position(), total);
+  }
+}
+
+TEST_P(DecodeParity, BatchedStepsEqualSingleStepsAtMixedPositions) {
+  const auto cfg = config_for(GetParam());
+  Model model(cfg);
+  perturb(model);
+  const auto tokens = random_tokens(40, 8);
+  const std::vector<int64_t> prompts{1, kBlock, 2 * kBlock + 1};
+  std::vector<DecodeState> batched, single;
+  for (int64_t p : prompts) {
+    batched.emplace_back(cfg);
+    single.emplace_back(cfg);
+    model.prefill(batched.back(), tokens.data(), p);
+    model.prefill(single.back(), tokens.data(), p);
+  }
+  std::vector<DecodeState*> ptrs;
+  for (auto& s : batched) ptrs.push_back(&s);
+  for (int step = 0; step < 6; ++step) {
+    std::vector<int32_t> next;
+    for (size_t b = 0; b < prompts.size(); ++b) next.push_back(tokens[static_cast<size_t>(prompts[b] + step)]);
+    const auto got = model.step(ptrs.data(), next.data(), static_cast<int64_t>(ptrs.size()));
+    for (size_t b = 0; b < prompts.size(); ++b) {
+      DecodeState* one = &single[b];
+      const auto want = model.step(&one, &next[b], 1);
+      expect_close(&got[b * cfg.vocab], want.data(), cfg.vocab, "sequence " + std::to_string(b));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Mechanisms, DecodeParity, ::testing::ValuesIn(all_mechanisms()),
+                         [](const auto& info) {
+                           auto name = mechanism_name(info.param);
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+TEST(DecodeState, SketchStateSizeIsConstantKvCacheGrows) {
+  for (Mechanism m : {Mechanism::polysketch, Mechanism::polysketch_learned_local, Mechanism::softmax}) {
+    const auto cfg = config_for(m);
+    Model model(cfg);
+    const auto tokens = random_tokens(3 * cfg.context, 2);
+    DecodeState a(cfg), b(cfg);
+    model.prefill(a, tokens.data(), 5);
+    model.prefill(b, tokens.data(), 2 * cfg.context);  // past the training context
+    DecodeState* one = &b;
+    for (int i = 0; i < 3; ++i) model.step(&one, &tokens[static_cast<size_t>(i)], 1);
+    if (m == Mechanism::softmax)
+      EXPECT_GT(b.bytes(), a.bytes());
+    else
+      EXPECT_EQ(b.bytes(), a.bytes()) << mechanism_name(m);
+  }
+  auto cfg = config_for(Mechanism::softmax);
+  Model model(cfg);
+  DecodeState s(cfg);
+  s.max_bytes = 1024;
+  const auto tokens = random_tokens(8, 1);
+  expect_error([&] { model.prefill(s, tokens.data(), 8); }, "KV cache");
+}
+
+TEST(DecodeState, SnapshotRoundTripAndRejection) {
+  TempDir dir;
+  const auto cfg = config_for(Mechanism::polysketch_learned_local);
+  Model model(cfg);
+  perturb(model);
+  const auto tokens = random_tokens(20, 4);
+  DecodeState live(cfg);
+  model.prefill(live, tokens.data(), 2 * kBlock + 2);
+  const auto path = dir.file("state.bin");
+  live.save(path, model.identity());
+  auto loaded = DecodeState::load(path, cfg, model.identity());
+  EXPECT_EQ(loaded.position(), live.position());
+  DecodeState* a = &live;
+  DecodeState* b = &loaded;
+  for (int t = 10; t < 16; ++t)
+    EXPECT_EQ(model.step(&a, &tokens[t], 1), model.step(&b, &tokens[t], 1));  // identical
+  // The file's size does not depend on how long the prompt was.
+  DecodeState longer(cfg);
+  model.prefill(longer, tokens.data(), 19);
+  longer.save(dir.file("long.bin"), model.identity());
+  EXPECT_EQ(util::read_file(path).size(), util::read_file(dir.file("long.bin")).size());
+
+  const std::string bytes = util::read_file(path);
+  auto flipped = bytes;
+  flipped[bytes.size() / 2] ^= 1;
+  util::write_file_atomic(dir.file("flip.bin"), flipped);
+  expect_error([&] { DecodeState::load(dir.file("flip.bin"), cfg, model.identity()); }, "checksum");
+  util::write_file_atomic(dir.file("short.bin"), bytes.substr(0, bytes.size() - 9));
+  expect_error([&] { DecodeState::load(dir.file("short.bin"), cfg, model.identity()); }, "corrupt or truncated");
+  util::write_file_atomic(dir.file("junk.bin"), "hello");
+  expect_error([&] { DecodeState::load(dir.file("junk.bin"), cfg, model.identity()); }, "not a polysketch decoding state");
+  Model other(config_for(Mechanism::polysketch_learned_local, 4));
+  expect_error([&] { DecodeState::load(path, cfg, other.identity()); }, "another model");
+  // A state cannot be used with a model of another configuration.
+  auto cfg2 = config_for(Mechanism::polysketch);
+  Model model2(cfg2);
+  DecodeState* wrong = &live;
+  expect_error([&] { model2.step(&wrong, &tokens[0], 1); }, "different model configuration");
+}
+
+}  // namespace
+}  // namespace polysketch::test
