@@ -25,6 +25,12 @@ test "$(grep -c perplexity "$tmp/eval")" = 2
 $bin generate --checkpoint "$tmp/run" --prompt "In the beginning" --max-tokens 5 --seed 3 > "$tmp/g1"
 $bin generate --checkpoint "$tmp/run" --prompt "In the beginning" --max-tokens 5 --seed 3 > "$tmp/g2"
 cmp "$tmp/g1" "$tmp/g2"  # same seed, same text
+# A decoding-state snapshot continues exactly: 6 + 6 greedy tokens through a file = 12 at once.
+$bin generate --checkpoint "$tmp/run" --prompt "In the beginning" --max-tokens 12 --temperature 0 2>/dev/null > "$tmp/g12"
+$bin generate --checkpoint "$tmp/run" --prompt "In the beginning" --max-tokens 6 --temperature 0 --save-state "$tmp/s.bin" 2>/dev/null > "$tmp/g6"
+$bin generate --checkpoint "$tmp/run" --load-state "$tmp/s.bin" --max-tokens 6 --temperature 0 2>"$tmp/g6b.err" > "$tmp/g6b"
+grep -q "decode: 6 tokens" "$tmp/g6b.err"
+[ "$(tr -d '\n ' < "$tmp/g6")$(tr -d '\n ' < "$tmp/g6b")" = "$(tr -d '\n ' < "$tmp/g12")" ] || { echo "FAIL: snapshot continuation differs"; exit 1; }
 
 # Ctrl-C: saves a checkpoint and exits cleanly (status 0).
 $bin train --data "$tmp/data" --out "$tmp/int" "${tiny[@]}" --steps 1000000 > "$tmp/int.log" 2>&1 &
@@ -44,4 +50,6 @@ head -c 100 "$tmp/run/latest/model.safetensors" > "$tmp/trunc" && cp -r "$tmp/ru
 cp "$tmp/trunc" "$tmp/bad/model.safetensors"
 expect_fail "model.safetensors" $bin generate --checkpoint "$tmp/bad" --prompt x
 expect_fail "wrong magic" bash -c "printf 'XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX' > '$tmp/data/val.bin'; $bin eval --checkpoint '$tmp/run' --data '$tmp/data'"
+printf 'garbage' > "$tmp/bad.bin"
+expect_fail "not a polysketch decoding state" $bin generate --checkpoint "$tmp/run" --load-state "$tmp/bad.bin"
 echo "cli smoke: all checks passed"

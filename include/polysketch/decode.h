@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "polysketch/model.h"
 
@@ -26,12 +27,16 @@ class DecodeStateT {
   // Throws Error for a non-causal model (it cannot be decoded token by token).
   explicit DecodeStateT(const ModelConfig& config);
   ~DecodeStateT();
+  DecodeStateT(const DecodeStateT& other);  // a deep copy: fork a sequence
   DecodeStateT(DecodeStateT&&) noexcept;
   DecodeStateT& operator=(DecodeStateT&&) noexcept;
 
   const ModelConfig& config() const { return config_; }
   int64_t position() const { return position_; }  // tokens consumed so far
   int64_t bytes() const;                           // memory held by the state's tensors
+  // Logits [vocab] that followed the last token consumed (empty at position 0); kept in
+  // snapshots, so a loaded state can be continued without any new token.
+  const std::vector<T>& last_logits() const;
   // softmax / polynomial: a step that would grow the KV cache past this throws Error.
   // Default: half of the machine's physical memory.
   int64_t max_bytes;

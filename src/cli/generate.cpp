@@ -1,15 +1,18 @@
 // polysketch generate: sample text from a checkpoint (temperature, top-k, top-p, seed), streamed.
-// Each token runs a full forward over the last `context` tokens (fast decoding is future work).
+// The prompt is consumed by one pass of the block algorithm (prefill), then each token is one
+// step against the decoding state: constant time and memory per token for the sketch mechanisms.
 #include <fmt/core.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "data/tokenizer.h"
+#include "polysketch/decode.h"
 #include "kernels/rng.h"
 #include "train/checkpoint.h"
 #include "util/check.h"
@@ -23,9 +26,10 @@ struct GenerateOptions {
   double temperature = 0.8, top_p = 1.0;
   uint64_t seed = 1;
   int threads = 0;
+  std::string save_state, load_state;
 };
 
-int32_t sample(std::vector<float> logits, const GenerateOptions& o, kernels::Rng& rng) {
+int32_t sample(const std::vector<float>& logits, const GenerateOptions& o, kernels::Rng& rng) {
   const int64_t v = static_cast<int64_t>(logits.size());
   if (o.temperature <= 0) return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   std::vector<int32_t> order(static_cast<size_t>(v));
@@ -63,18 +67,23 @@ void run(const GenerateOptions& o) {
   Model model(ck.config);
   train::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
   const auto tok = data::Tokenizer::from_bytes(ck.tokenizer_bytes, ck.dir + "/tokenizer.model");
+  const std::string identity = model.identity();
+  auto state = o.load_state.empty() ? DecodeState(ck.config)
+                                    : DecodeState::load(o.load_state, ck.config, identity);
   std::vector<int32_t> ids = tok.encode(o.prompt);
-  if (ids.empty()) ids.push_back(0);
+  if (ids.empty() && state.position() == 0) ids.push_back(0);  // something to condition on
   auto rng = kernels::Rng::derive(o.seed, 0x6e4e, 0);
   std::string shown = tok.decode(ids);
   fmt::print("{}", shown);
   std::fflush(stdout);
-  const int64_t v = ck.config.vocab, ctx = ck.config.context;
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!ids.empty()) model.prefill(state, ids.data(), static_cast<int64_t>(ids.size()));
+  const auto t1 = std::chrono::steady_clock::now();
+  const size_t prompt_tokens = ids.size();
+  DecodeState* one = &state;
   for (int64_t i = 0; i < o.max_tokens; ++i) {
-    const int64_t start = std::max<int64_t>(0, static_cast<int64_t>(ids.size()) - ctx);
-    const int64_t len = static_cast<int64_t>(ids.size()) - start;
-    const auto logits = model.logits(ids.data() + start, 1, len);
-    ids.push_back(sample(std::vector<float>(logits.end() - v, logits.end()), o, rng));
+    ids.push_back(sample(state.last_logits(), o, rng));
+    model.step(&one, &ids.back(), 1);  // the state always holds every token shown
     const std::string text = tok.decode(ids);  // decode whole: pieces may merge across tokens
     if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
       fmt::print("{}", text.substr(shown.size()));
@@ -82,7 +91,16 @@ void run(const GenerateOptions& o) {
       shown = text;
     }
   }
+  const auto t2 = std::chrono::steady_clock::now();
   fmt::print("\n");
+  if (!o.save_state.empty()) state.save(o.save_state, identity);
+  const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
+  const double decode_s = std::chrono::duration<double>(t2 - t1).count();
+  fmt::print(stderr, "prefill: {} tokens in {:.3f} s ({:.0f} tokens/s); decode: {} tokens in {:.3f} s "
+             "({:.1f} tokens/s); position {}, state {:.2f} MiB{}\n",
+             prompt_tokens, prefill_s, prompt_tokens / std::max(prefill_s, 1e-9), o.max_tokens,
+             decode_s, o.max_tokens / std::max(decode_s, 1e-9), state.position(),
+             state.bytes() / 1048576.0, o.save_state.empty() ? "" : ", saved to " + o.save_state);
 }
 }  // namespace
 
@@ -97,6 +115,8 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--top-p", o->top_p)->capture_default_str();
   cmd->add_option("--seed", o->seed)->capture_default_str();
   cmd->add_option("--threads", o->threads, "0: all cores")->capture_default_str();
+  cmd->add_option("--save-state", o->save_state, "write the decoding state at the end to this file");
+  cmd->add_option("--load-state", o->load_state, "continue from a saved decoding state (the prompt, if any, is appended)");
   cmd->callback([o] { run(*o); });
 }
 

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   polysketch::cli::add_generate(app);
   polysketch::cli::add_bench_attention(app);
   polysketch::cli::add_bench_train(app);
+  polysketch::cli::add_bench_decode(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -36,6 +36,12 @@ DecodeStateT<T>::DecodeStateT(const ModelConfig& config)
 template <typename T>
 DecodeStateT<T>::~DecodeStateT() = default;
 template <typename T>
+DecodeStateT<T>::DecodeStateT(const DecodeStateT& other)
+    : max_bytes(other.max_bytes),
+      config_(other.config_),
+      position_(other.position_),
+      impl_(std::make_unique<Impl>(*other.impl_)) {}
+template <typename T>
 DecodeStateT<T>::DecodeStateT(DecodeStateT&&) noexcept = default;
 template <typename T>
 DecodeStateT<T>& DecodeStateT<T>::operator=(DecodeStateT&&) noexcept = default;
@@ -46,6 +52,11 @@ int64_t DecodeStateT<T>::bytes() const {
   for (const auto& h : impl_->heads)
     n += static_cast<int64_t>((h.z.size() + h.keys.size() + h.feats.size() + h.vals.size()) * sizeof(T));
   return n;
+}
+
+template <typename T>
+const std::vector<T>& DecodeStateT<T>::last_logits() const {
+  return impl_->logits;
 }
 
 template <typename T>
@@ -124,6 +135,7 @@ void DecodeStateT<T>::save(const std::string& path, const std::string& model_ide
     w.array(h.feats);
     w.array(h.vals);
   }
+  w.array(impl_->logits);
   w.put<uint32_t>(crc(w.out.data(), w.out.size()));
   util::write_file_atomic(path, w.out);
 }
@@ -171,6 +183,7 @@ DecodeStateT<T> DecodeStateT<T>::load(const std::string& path, const ModelConfig
     r.array(head.feats, empty.feats.size(), true);
     r.array(head.vals, fixed ? empty.vals.size() : rows * h, true);
   }
+  r.array(s.impl_->logits, s.position_ > 0 ? static_cast<size_t>(config.vocab) : 0, true);
   if (s.position_ < 0 || r.at != body.size())
     throw Error(fmt::format("{}: corrupt decoding state", path));
   return s;
@@ -246,7 +259,10 @@ std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* to
   kernels::layernorm_forward(batch, d, x.data(), m.final_scale.value.data(), m.final_bias.value.data(), y.data());
   std::vector<T> logits;
   output_logits(m.embedding, m.output_bias, y, batch, d, v, logits);
-  for (int64_t b = 0; b < batch; ++b) states[b]->advance(1);
+  for (int64_t b = 0; b < batch; ++b) {
+    states[b]->advance(1);
+    states[b]->impl().logits.assign(logits.begin() + b * v, logits.begin() + (b + 1) * v);
+  }
   return logits;
 }
 

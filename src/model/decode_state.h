@@ -12,6 +12,7 @@ namespace polysketch {
 template <typename T>
 struct DecodeStateT<T>::Impl {
   std::vector<attention::HeadState<T>> heads;  // [layers * heads], layer-major
+  std::vector<T> logits;                       // after the last token consumed
 };
 
 // Throws Error unless `state` was made for this configuration.

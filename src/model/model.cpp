@@ -247,6 +247,7 @@ std::vector<T> ModelT<T>::prefill(DecodeStateT<T>& state, const int32_t* tokens,
   state.advance(n);
   std::vector<T> last(xf.end() - config_.width, xf.end()), out;
   output_logits(m.embedding, m.output_bias, last, 1, config_.width, config_.vocab, out);
+  state.impl().logits = out;
   return out;
 }
 

@@ -1,0 +1,163 @@
+// polysketch bench-decode: prefill time, decode tokens/s (all sequences together), state bytes per
+// sequence and peak RSS, per mechanism, context length and batch; table or --json lines.
+#include <fmt/core.h>
+
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "kernels/rng.h"
+#include "model/decode_state.h"
+#include "polysketch/decode.h"
+#include "util/check.h"
+#include "util/memory.h"
+
+namespace polysketch::cli {
+
+namespace {
+struct BenchDecodeOptions {
+  std::vector<std::string> mechanisms{"softmax", "polysketch", "polysketch-learned-local"};
+  std::vector<int64_t> contexts{1024, 4096, 16384, 65536}, batches{1, 16};
+  int64_t layers = 4, width = 768, heads = 12, vocab = 4096, decode = 64, real_kv_prefill = 4096;
+  int r = 32, block = 256, threads = 0;
+  bool json = false;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// A KV cache of `n` random keys and values: what a prefill of n tokens leaves behind, in size and
+// in decode cost, for the quadratic mechanisms whose real prefill at long context takes minutes.
+void fill_kv_cache(DecodeState& s, int64_t n, int64_t head_dim, int64_t vocab, kernels::Rng& rng) {
+  for (auto& h : s.impl().heads) {
+    h.keys.resize(static_cast<size_t>(n * head_dim));
+    h.vals.resize(h.keys.size());
+    for (auto& x : h.keys) x = static_cast<float>(rng.normal() * 0.5);
+    for (auto& x : h.vals) x = static_cast<float>(rng.normal());
+    h.count = n;
+  }
+  s.impl().logits.assign(static_cast<size_t>(vocab), 0.f);
+  s.advance(n);
+}
+
+void run(const BenchDecodeOptions& o) {
+  util::check_range("--decode", o.decode, 1, 1 << 20);
+  for (int64_t c : o.contexts) util::check_range("--context", c, 1, int64_t{1} << 26);
+  for (int64_t b : o.batches) util::check_range("--batch", b, 1, 4096);
+  const int threads = set_threads(o.threads);
+  std::vector<ModelConfig> configs;
+  for (const auto& name : o.mechanisms) {
+    ModelConfig c;
+    c.vocab = o.vocab;
+    c.layers = o.layers;
+    c.width = o.width;
+    c.heads = o.heads;
+    c.attention.mechanism = mechanism_flag(name);
+    c.attention.r = o.r;
+    c.attention.block = o.block;
+    check_model_flags(c);
+    configs.push_back(c);
+  }
+  if (!o.json)
+    fmt::print("model: {} layers, width {}, {} heads, vocab {}, r {}, block {}, {} threads; {} decode "
+               "tokens per sequence after the context\n\n{:<26} {:>7} {:>5} {:>10} {:>11} {:>12} "
+               "{:>12} {:>8}  {}\n",
+               o.layers, o.width, o.heads, o.vocab, o.r, o.block, threads, o.decode, "mechanism",
+               "context", "batch", "prefill s", "prefill t/s", "decode tok/s", "state bytes",
+               "peak MB", "context made by");
+  const double physical = static_cast<double>(util::physical_memory_bytes());
+  for (const auto& cfg : configs) {
+    Model model(cfg);
+    const bool sketch = attention::has_constant_state(cfg.attention.mechanism);
+    for (int64_t ctx : o.contexts) {
+      // One context per (mechanism, length), forked for every batch size.
+      std::unique_ptr<DecodeState> first;
+      double prefill_s = 0;
+      const bool real = sketch || ctx <= o.real_kv_prefill;
+      kernels::Rng rng(11);
+      for (int64_t batch : o.batches) {
+        util::reset_peak_rss();
+        const double kv_bytes = 2.0 * 4 * static_cast<double>(cfg.layers * cfg.width) * static_cast<double>(ctx + o.decode);
+        const std::string name = mechanism_name(cfg.attention.mechanism);
+        if (!sketch && kv_bytes * static_cast<double>(batch) > 0.6 * physical) {
+          const std::string why = fmt::format("skipped: {} KV caches of {:.1f} GiB exceed 60% of memory",
+                                              batch, kv_bytes / (1 << 30));
+          if (o.json)
+            fmt::print("{}\n", nlohmann::json{{"mechanism", name}, {"context", ctx}, {"batch", batch}, {"skipped", why}}.dump());
+          else
+            fmt::print("{:<26} {:>7} {:>5}  {}\n", name, ctx, batch, why);
+          continue;
+        }
+        if (!first) {
+          first = std::make_unique<DecodeState>(cfg);
+          if (real) {
+            std::vector<int32_t> prompt(static_cast<size_t>(ctx));
+            for (auto& t : prompt) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(cfg.vocab)));
+            const auto t0 = std::chrono::steady_clock::now();
+            model.prefill(*first, prompt.data(), ctx);
+            prefill_s = seconds_since(t0);
+          } else {
+            fill_kv_cache(*first, ctx, cfg.head_dim(), cfg.vocab, rng);
+          }
+        }
+        std::vector<DecodeState> states(static_cast<size_t>(batch), *first);  // forks of one context
+        std::vector<DecodeState*> ptrs;
+        for (auto& s : states) ptrs.push_back(&s);
+        std::vector<int32_t> next(static_cast<size_t>(batch));
+        for (auto& t : next) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(cfg.vocab)));
+        model.step(ptrs.data(), next.data(), batch);  // warm-up: first touch of the buffers
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int64_t i = 0; i < o.decode; ++i) model.step(ptrs.data(), next.data(), batch);
+        const double decode_tps = static_cast<double>(batch * o.decode) / seconds_since(t0);
+        const int64_t state_bytes = states[0].bytes();
+        const double rss = util::peak_rss_mb();
+        const std::string method = real ? "prefill" : "synthetic KV cache";
+        if (o.json) {
+          nlohmann::json j{{"mechanism", name}, {"context", ctx}, {"batch", batch},
+                           {"decode_tokens", o.decode}, {"threads", threads},
+                           {"decode_tokens_per_s", decode_tps}, {"state_bytes", state_bytes},
+                           {"peak_rss_mb", rss}, {"context_method", method}};
+          if (real) {
+            j["prefill_seconds"] = prefill_s;
+            j["prefill_tokens_per_s"] = static_cast<double>(ctx) / prefill_s;
+          }
+          fmt::print("{}\n", j.dump());
+        } else {
+          fmt::print("{:<26} {:>7} {:>5} {:>10} {:>11} {:>12.1f} {:>12} {:>8.0f}  {}\n", name, ctx, batch,
+                     real ? fmt::format("{:.3f}", prefill_s) : "-",
+                     real ? fmt::format("{:.0f}", static_cast<double>(ctx) / prefill_s) : "-",
+                     decode_tps, state_bytes, rss, method);
+        }
+        std::fflush(stdout);
+      }
+    }
+  }
+}
+}  // namespace
+
+void add_bench_decode(CLI::App& app) {
+  auto o = std::make_shared<BenchDecodeOptions>();
+  auto* cmd = app.add_subcommand("bench-decode", "Time prefill and token-by-token decoding per "
+                                                 "mechanism, context length and batch");
+  cmd->add_option("--mechanism", o->mechanisms)->delimiter(',')->capture_default_str();
+  cmd->add_option("--context", o->contexts, "context lengths")->delimiter(',')->capture_default_str();
+  cmd->add_option("--batch", o->batches, "sequences decoded together")->delimiter(',')->capture_default_str();
+  cmd->add_option("--decode", o->decode, "tokens decoded per sequence")->capture_default_str();
+  cmd->add_option("--real-kv-prefill", o->real_kv_prefill,
+                  "softmax/polynomial: longest context made by a real prefill; longer ones get a "
+                  "random KV cache of the same size")->capture_default_str();
+  cmd->add_option("--layers", o->layers)->capture_default_str();
+  cmd->add_option("--width", o->width)->capture_default_str();
+  cmd->add_option("--heads", o->heads)->capture_default_str();
+  cmd->add_option("--vocab", o->vocab)->capture_default_str();
+  cmd->add_option("--r", o->r)->capture_default_str();
+  cmd->add_option("--block", o->block)->capture_default_str();
+  cmd->add_option("--threads", o->threads, "0: all cores")->capture_default_str();
+  cmd->add_flag("--json", o->json, "one JSON object per measurement");
+  cmd->callback([o] { run(*o); });
+}
+
+}  // namespace polysketch::cli
