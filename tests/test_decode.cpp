@@ -78,6 +78,37 @@ TEST_P(DecodeParity, PrefillThenStepsMatchOneFullForward) {
   }
 }
 
+TEST_P(DecodeParity, ChunkedAndContinuedPrefillsMatchOneFullForward) {
+  const auto cfg = config_for(GetParam());
+  Model model(cfg);
+  perturb(model);
+  const int64_t total = 5 * kBlock + 3;
+  const auto tokens = random_tokens(total, 6);
+  const auto full = model.logits(tokens.data(), 1, total);
+  const int64_t v = cfg.vocab;
+  // One prompt in chunks of one block, of two blocks, and of 3 (rounded down to 2).
+  for (int64_t chunk : {kBlock, 2 * kBlock, int64_t{3}}) {
+    DecodeState state(cfg);
+    state.prefill_chunk = chunk;
+    const auto logits = model.prefill(state, tokens.data(), total);
+    expect_close(logits.data(), &full[(total - 1) * v], v, "chunk " + std::to_string(chunk));
+  }
+  // A prompt given in pieces that end inside blocks: each continues the state.
+  DecodeState state(cfg);
+  state.prefill_chunk = kBlock;
+  int64_t at = 0;
+  for (int64_t piece : {kBlock + 1, 2 * kBlock + 2, kBlock, int64_t{2}}) {
+    const auto logits = model.prefill(state, tokens.data() + at, piece);
+    at += piece;
+    expect_close(logits.data(), &full[(at - 1) * v], v, "after " + std::to_string(at));
+  }
+  DecodeState* one = &state;
+  for (; at < total; ++at) {
+    const auto logits = model.step(&one, &tokens[at], 1);
+    expect_close(logits.data(), &full[at * v], v, "step at " + std::to_string(at));
+  }
+}
+
 TEST_P(DecodeParity, BatchedStepsEqualSingleStepsAtMixedPositions) {
   const auto cfg = config_for(GetParam());
   Model model(cfg);

@@ -40,6 +40,9 @@ class DecodeStateT {
   // softmax / polynomial: a step that would grow the KV cache past this throws Error.
   // Default: half of the machine's physical memory.
   int64_t max_bytes;
+  // Sketch mechanisms: tokens per pass of prefill (rounded down to a multiple of the block size,
+  // at least one block). Bounds prefill's working memory independently of the prompt's length.
+  int64_t prefill_chunk = 4096;
 
   // Snapshot: magic, version, the model's identity (Model::identity()), position, every tensor,
   // CRC-32. load() rejects another model's state, a truncated or corrupt file, with Error.

@@ -62,27 +62,27 @@ void init_head_state(const AttentionConfig& cfg, int64_t h, HeadState<T>& s) {
 }
 
 template <typename T>
-void prefill_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, int64_t n, const T* k,
-                  const T* v) {
+void append_tokens(const AttentionT<T>& att, int64_t h, HeadState<T>& s, int64_t n, const T* k,
+                   const T* v) {
   const auto& cfg = att.config();
   const Mechanism m = cfg.mechanism;
   const int64_t d = h;
-  init_head_state(cfg, h, s);
   if (m == Mechanism::softmax || m == Mechanism::polynomial) {
-    s.keys.resize(static_cast<size_t>(n * h));
+    const auto old = static_cast<size_t>(s.count * h);
+    s.keys.resize(old + static_cast<size_t>(n * h));
     if (m == Mechanism::softmax)
-      std::copy(k, k + n * h, s.keys.begin());
+      std::copy(k, k + n * h, s.keys.begin() + static_cast<int64_t>(old));
     else
-      layernorm(att, ln_k_index(m), n, h, k, s.keys.data());
-    s.vals.assign(v, v + n * d);
-    s.count = n;
+      layernorm(att, ln_k_index(m), n, h, k, s.keys.data() + old);
+    s.vals.insert(s.vals.end(), v, v + n * d);
+    s.count += n;
     return;
   }
+  if (s.count != 0) throw Error("append_tokens: the sketch state is not at a block boundary");
   const int64_t b = cfg.block, r = att.feature_dim(), full = n / b * b;
   std::vector<T> kn(static_cast<size_t>(n * h)), feats(static_cast<size_t>(n * r)), scratch;
   layernorm(att, ln_k_index(m), n, h, k, kn.data());
   att.feature_map(n, kn.data(), feats.data());
-  // Completed blocks: one product over all of them (the sum of the per-block products).
   for (int64_t j0 = 0; j0 < full; j0 += b) {
     std::copy(feats.begin() + j0 * r, feats.begin() + (j0 + b) * r, s.feats.begin());
     std::copy(v + j0 * d, v + (j0 + b) * d, s.vals.begin());
@@ -92,6 +92,25 @@ void prefill_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, int64_t 
   std::copy(feats.begin() + full * r, feats.end(), s.feats.begin());
   std::copy(v + full * d, v + n * d, s.vals.begin());
   if (is_local(m)) std::copy(kn.begin() + full * h, kn.end(), s.keys.begin());
+}
+
+template <typename T>
+void add_earlier_tokens(const AttentionT<T>& att, int64_t h, const HeadState<T>& s, int64_t n,
+                        const T* q, T* out, T* den) {
+  const int64_t d = h, r = att.feature_dim(), rp = kernels::packed_size(r);
+  std::vector<T> qn(static_cast<size_t>(n * h)), a(static_cast<size_t>(n * r)),
+      ap(static_cast<size_t>(n * rp)), extra(static_cast<size_t>(n * (d + 1)));
+  layernorm(att, ln_q_index(), n, h, q, qn.data());
+  att.feature_map(n, qn.data(), a.data());
+  kernels::pack_self_tensor(n, r, a.data(), r, ap.data());
+  kernels::gemm<T>(false, false, n, d + 1, rp, T(1), ap.data(), rp, s.z.data(), d + 1, T(0), extra.data(), d + 1);
+  for (int64_t i = 0; i < n; ++i) {
+    const T* e = &extra[i * (d + 1)];
+    T* o = out + i * d;
+    const T total = den[i] + e[d];
+    for (int64_t c = 0; c < d; ++c) o[c] = (o[c] * den[i] + e[c]) / total;
+    den[i] = total;
+  }
 }
 
 template <typename T>
@@ -159,8 +178,10 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
 
 #define POLYSKETCH_INSTANTIATE(T)                                                                 \
   template void init_head_state<T>(const AttentionConfig&, int64_t, HeadState<T>&);              \
-  template void prefill_head<T>(const AttentionT<T>&, int64_t, HeadState<T>&, int64_t, const T*, \
-                                const T*);                                                         \
+  template void append_tokens<T>(const AttentionT<T>&, int64_t, HeadState<T>&, int64_t, const T*, \
+                                 const T*);                                                        \
+  template void add_earlier_tokens<T>(const AttentionT<T>&, int64_t, const HeadState<T>&, int64_t, \
+                                      const T*, T*, T*);                                           \
   template void step_head<T>(const AttentionT<T>&, int64_t, HeadState<T>&, const T*, const T*,   \
                              const T*, T*, std::vector<T>&);
 POLYSKETCH_INSTANTIATE(float)

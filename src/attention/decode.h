@@ -29,10 +29,19 @@ bool has_constant_state(Mechanism m);
 template <typename T>
 void init_head_state(const AttentionConfig& cfg, int64_t head_dim, HeadState<T>& s);
 
-// The state after the prompt k [n x h], v [n x d] (one head, after RoPE) from an empty one.
+// Appends n tokens' k [n x h], v [n x d] (one head, after RoPE). Sketch mechanisms need the
+// state at a block boundary (count == 0): complete blocks are folded into z, the rest starts the
+// next block.
 template <typename T>
-void prefill_head(const AttentionT<T>& att, int64_t head_dim, HeadState<T>& s, int64_t n,
-                  const T* k, const T* v);
+void append_tokens(const AttentionT<T>& att, int64_t head_dim, HeadState<T>& s, int64_t n,
+                   const T* k, const T* v);
+
+// Chunked prefill of a sketch mechanism from a state at a block boundary: out [n x d] and den [n]
+// (the denominators 1 + sum_j w_ij) are the attention of the chunk's queries q [n x h] over the
+// chunk alone; this adds the earlier tokens, held in z, to both (out is renormalised in place).
+template <typename T>
+void add_earlier_tokens(const AttentionT<T>& att, int64_t head_dim, const HeadState<T>& s,
+                        int64_t n, const T* q, T* out, T* den);
 
 // Appends the token's k [h], v [d] and writes the attention output of its query q [h] to out [d].
 template <typename T>

@@ -38,6 +38,7 @@ DecodeStateT<T>::~DecodeStateT() = default;
 template <typename T>
 DecodeStateT<T>::DecodeStateT(const DecodeStateT& other)
     : max_bytes(other.max_bytes),
+      prefill_chunk(other.prefill_chunk),
       config_(other.config_),
       position_(other.position_),
       impl_(std::make_unique<Impl>(*other.impl_)) {}
@@ -240,7 +241,7 @@ std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* to
     kernels::layernorm_forward(batch, d, x.data(), l.ln1_scale.value.data(), l.ln1_bias.value.data(), y.data());
     gemm<T>(false, false, batch, 3 * d, d, T(1), y.data(), d, l.qkv.value.data(), 3 * d, T(0), qkv.data(), 3 * d);
     for (int64_t b = 0; b < batch; ++b)  // q and k of every head: rows [b][0:d] and [b][d:2d]
-      model::rope_forward_at(&qkv[b * 3 * d], 2 * nh, hd, states[b]->position());
+      model::rope_forward(&qkv[b * 3 * d], 2 * nh, 1, hd, states[b]->position());
     util::parallel_for(batch * nh, threads, [&](int64_t i, int thread) {
       const int64_t b = i / nh, hh = i % nh;
       const T* row = &qkv[b * 3 * d];

@@ -19,9 +19,9 @@ void sinusoidal_row(int64_t t, int64_t width, T* pe) {
 }
 
 template <typename T>
-std::vector<T> sinusoidal_positions(int64_t len, int64_t width) {
+std::vector<T> sinusoidal_positions(int64_t len, int64_t width, int64_t t0) {
   std::vector<T> pe(static_cast<size_t>(len * width));
-  for (int64_t t = 0; t < len; ++t) sinusoidal_row(t, width, pe.data() + t * width);
+  for (int64_t t = 0; t < len; ++t) sinusoidal_row(t0 + t, width, pe.data() + t * width);
   return pe;
 }
 
@@ -49,7 +49,7 @@ void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, T scale
 
 namespace {
 template <typename T>
-void rope_rotate(T* x, int64_t heads_total, int64_t len, int64_t hd, double sign, int64_t t0 = 0) {
+void rope_rotate(T* x, int64_t heads_total, int64_t len, int64_t hd, double sign, int64_t t0) {
   std::vector<double> freq(static_cast<size_t>(hd / 2));
   for (int64_t i = 0; i < hd / 2; ++i)
     freq[i] = std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(hd));
@@ -68,16 +68,12 @@ void rope_rotate(T* x, int64_t heads_total, int64_t len, int64_t hd, double sign
 }  // namespace
 
 template <typename T>
-void rope_forward(T* x, int64_t heads_total, int64_t len, int64_t hd) {
-  rope_rotate(x, heads_total, len, hd, 1.0);
-}
-template <typename T>
-void rope_forward_at(T* x, int64_t rows, int64_t hd, int64_t position) {
-  rope_rotate(x, rows, 1, hd, 1.0, position);
+void rope_forward(T* x, int64_t heads_total, int64_t len, int64_t hd, int64_t t0) {
+  rope_rotate(x, heads_total, len, hd, 1.0, t0);
 }
 template <typename T>
 void rope_backward(T* dx, int64_t heads_total, int64_t len, int64_t hd) {
-  rope_rotate(dx, heads_total, len, hd, -1.0);  // the rotation's transpose is its inverse
+  rope_rotate(dx, heads_total, len, hd, -1.0, 0);  // the rotation's transpose is its inverse
 }
 
 template <typename T>
@@ -207,13 +203,12 @@ double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t
 }
 
 #define POLYSKETCH_INSTANTIATE(T)                                                                  \
-  template std::vector<T> sinusoidal_positions<T>(int64_t, int64_t);                               \
+  template std::vector<T> sinusoidal_positions<T>(int64_t, int64_t, int64_t);                      \
   template void sinusoidal_row<T>(int64_t, int64_t, T*);                                           \
-  template void rope_forward_at<T>(T*, int64_t, int64_t, int64_t);                                 \
   template void embedding_forward<T>(T*, const int32_t*, const T*, T, const T*, int64_t, int64_t,  \
                                      int64_t);                                                     \
   template void embedding_backward<T>(T*, const T*, const int32_t*, T, int64_t, int64_t);          \
-  template void rope_forward<T>(T*, int64_t, int64_t, int64_t);                                    \
+  template void rope_forward<T>(T*, int64_t, int64_t, int64_t, int64_t);                           \
   template void rope_backward<T>(T*, int64_t, int64_t, int64_t);                                   \
   template void split_heads<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t);          \
   template void merge_qkv_grads<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t,    \

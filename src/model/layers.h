@@ -7,10 +7,10 @@
 
 namespace polysketch::model {
 
-// Sinusoidal position table [len x width], sin and cos interleaved:
+// Sinusoidal position table [len x width] for positions t0..t0+len-1, sin and cos interleaved:
 // pe[t][2i] = sin(t w_i), pe[t][2i+1] = cos(t w_i), w_i = 10000^(-2i/width).
 template <typename T>
-std::vector<T> sinusoidal_positions(int64_t len, int64_t width);
+std::vector<T> sinusoidal_positions(int64_t len, int64_t width, int64_t t0 = 0);
 template <typename T>
 void sinusoidal_row(int64_t t, int64_t width, T* pe);  // row t of that table
 
@@ -25,14 +25,13 @@ void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, T scale
                         int64_t width);
 
 // RoPE (base 10000) on x [heads_total, len, hd], rotating pairs (2i, 2i+1) of each row by
-// t * 10000^(-2i/hd). Backward applies the inverse rotation to the gradient. In place.
+// t * 10000^(-2i/hd), positions t = t0..t0+len-1. Backward applies the inverse rotation to the
+// gradient. In place.
 template <typename T>
-void rope_forward(T* x, int64_t heads_total, int64_t len, int64_t hd);
+void rope_forward(T* x, int64_t heads_total, int64_t len, int64_t hd, int64_t t0 = 0);
 template <typename T>
 void rope_backward(T* dx, int64_t heads_total, int64_t len, int64_t hd);
-// RoPE on `rows` rows of hd values that are all at one position (decoding).
-template <typename T>
-void rope_forward_at(T* x, int64_t rows, int64_t hd, int64_t position);
+
 
 // qkv [batch*len x 3D] -> q, k, v [batch, heads, len, hd]; and the reverse (gradients).
 template <typename T>

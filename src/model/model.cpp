@@ -104,25 +104,29 @@ int64_t ModelT<T>::parameter_count() {
 
 namespace {
 
-// Keys and values [batch, heads, len, hd] of one layer (after RoPE), for the decoding state.
+// Called by prefill after each layer's attention: q, k, v, out [1, heads, len, hd] (after RoPE)
+// and the saved row statistics (the denominators, for the non-softmax mechanisms); it may adjust
+// out in place (the earlier tokens of a chunked prefill) and records k, v in the decoding state.
 template <typename T>
-using KvHook = std::function<void(size_t layer, const T* k, const T* v)>;
+using AttentionHook = std::function<void(size_t layer, const T* q, const T* k, const T* v, T* out, T* stat)>;
 
 // Runs the network up to the final LayerNorm output xf [N x D]. When acts is non-null, keeps
 // every activation backward needs.
 template <typename T, typename Impl>
 void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t batch, int64_t len,
                bool train, uint64_t dropout_seed, std::vector<typename Impl::LayerActs>* acts,
-               std::vector<T>& x, std::vector<T>& xf, const KvHook<T>* on_kv = nullptr) {
+               std::vector<T>& x, std::vector<T>& xf, const AttentionHook<T>* hook = nullptr,
+               int64_t t0 = 0) {
   const int64_t n = batch * len, d = cfg.width, h = cfg.heads, hd = cfg.head_dim(),
                 f = cfg.glu_hidden();
   for (int64_t i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= cfg.vocab)
       throw Error(fmt::format("token id {} at position {} is outside the vocabulary [0, {})",
                               tokens[i], i, cfg.vocab));
-  if (m.pe_len != len) {
-    m.pe = model::sinusoidal_positions<T>(len, d);
+  if (m.pe_len != len || m.pe_t0 != t0) {  // positions t0 .. t0+len-1
+    m.pe = model::sinusoidal_positions<T>(len, d, t0);
     m.pe_len = len;
+    m.pe_t0 = t0;
   }
   x.resize(static_cast<size_t>(n * d));
   model::embedding_forward(x.data(), tokens, m.embedding.value.data(),
@@ -135,7 +139,7 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
   for (size_t li = 0; li < m.layers.size(); ++li) {
     auto& l = m.layers[li];
     auto& a = acts ? (*acts)[li] : scratch;
-    a.x_in = x;
+    if (acts) a.x_in = x;
     a.ln1.resize(x.size());
     kernels::layernorm_forward(n, d, x.data(), l.ln1_scale.value.data(), l.ln1_bias.value.data(),
                                a.ln1.data());
@@ -145,18 +149,18 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
     a.k.resize(x.size());
     a.v.resize(x.size());
     model::split_heads(qkv, a.q.data(), a.k.data(), a.v.data(), batch, len, h, hd);
-    model::rope_forward(a.q.data(), batch * h, len, hd);
-    model::rope_forward(a.k.data(), batch * h, len, hd);
-    if (on_kv) (*on_kv)(li, a.k.data(), a.v.data());
+    model::rope_forward(a.q.data(), batch * h, len, hd, t0);
+    model::rope_forward(a.k.data(), batch * h, len, hd, t0);
     a.o.resize(x.size());
     l.attn->forward(shape, a.q.data(), a.k.data(), a.v.data(), a.o.data(),
-                    acts ? &a.saved : nullptr);
+                    acts || hook ? &a.saved : nullptr);
+    if (hook) (*hook)(li, a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.saved.row_stat.data());
     a.merged.resize(x.size());
     model::merge_heads(a.merged.data(), a.o.data(), batch, len, h, hd);
     gemm<T>(false, false, n, d, d, T(1), a.merged.data(), d, l.out.value.data(), d, T(0), proj, d);
     model::dropout_mask(a.mask1, n * d, train ? cfg.dropout : 0.0, dropout_seed, 2 * li);
     for (int64_t i = 0; i < n * d; ++i) x[i] += a.mask1.empty() ? proj[i] : proj[i] * a.mask1[i];
-    a.x_mid = x;
+    if (acts) a.x_mid = x;
     a.ln2.resize(x.size());
     kernels::layernorm_forward(n, d, x.data(), l.ln2_scale.value.data(), l.ln2_bias.value.data(),
                                a.ln2.data());
@@ -221,34 +225,46 @@ template <typename T>
 std::vector<T> ModelT<T>::prefill(DecodeStateT<T>& state, const int32_t* tokens, int64_t n) {
   if (n < 1) throw Error(fmt::format("prefill needs at least one token, got {}", n));
   check_decode_state(config_, state);
-  if (state.position() > 0) {  // continue a snapshot: token by token
-    std::vector<T> last;
-    DecodeStateT<T>* one = &state;
-    for (int64_t i = 0; i < n; ++i) last = step(&one, tokens + i, 1);
-    return last;
+  const bool sketch = attention::has_constant_state(config_.attention.mechanism);
+  const int64_t b = config_.attention.block;
+  DecodeStateT<T>* one = &state;
+  int64_t done = 0;
+  // A KV cache continues token by token; a sketch state steps to the next block boundary, from
+  // where whole chunks go through the block algorithm.
+  while (done < n && state.position() > 0 && (!sketch || state.position() % b != 0))
+    step(&one, tokens + done++, 1);
+  if (done == n) return state.last_logits();
+  if (!sketch) {
+    const double kv_bytes = 2.0 * sizeof(T) * static_cast<double>(config_.layers * config_.width) * static_cast<double>(n);
+    if (kv_bytes > static_cast<double>(state.max_bytes))
+      throw Error(fmt::format("{} KV cache for a prompt of {} tokens would need {:.1f} MiB, over its "
+                              "limit of {:.1f} MiB (the sketch mechanisms decode in constant memory)",
+                              mechanism_name(config_.attention.mechanism), n, kv_bytes / 1048576.0,
+                              static_cast<double>(state.max_bytes) / 1048576.0));
   }
+  // Chunks (a multiple of b) keep the prefill's working memory independent of n.
+  const int64_t chunk = sketch ? b * std::max<int64_t>(1, state.prefill_chunk / b) : n;
   auto& m = *impl_;
   const int64_t h = config_.heads, hd = config_.head_dim();
   auto& heads = state.impl().heads;
-  const double kv_bytes = 2.0 * sizeof(T) * static_cast<double>(config_.layers * h * hd) * static_cast<double>(n);
-  if (!attention::has_constant_state(config_.attention.mechanism) && kv_bytes > static_cast<double>(state.max_bytes))
-    throw Error(fmt::format("{} KV cache for a prompt of {} tokens would need {:.1f} MiB, over its "
-                            "limit of {:.1f} MiB (the sketch mechanisms decode in constant memory)",
-                            mechanism_name(config_.attention.mechanism), n, kv_bytes / 1048576.0,
-                            static_cast<double>(state.max_bytes) / 1048576.0));
-  const KvHook<T> hook = [&](size_t li, const T* k, const T* v) {
-    util::parallel_for(h, omp_in_parallel() ? 1 : omp_get_max_threads(), [&](int64_t hh, int) {
-      attention::prefill_head(*m.layers[li].attn, hd, heads[li * h + hh], n, k + hh * n * hd,
-                              v + hh * n * hd);
-    });
-  };
   std::vector<T> x, xf;
-  run_trunk<T>(m, config_, tokens, 1, n, false, 0, nullptr, x, xf, &hook);
-  state.advance(n);
-  std::vector<T> last(xf.end() - config_.width, xf.end()), out;
-  output_logits(m.embedding, m.output_bias, last, 1, config_.width, config_.vocab, out);
-  state.impl().logits = out;
-  return out;
+  for (; done < n; done += chunk) {
+    const int64_t len = std::min(chunk, n - done);
+    const bool earlier = state.position() > 0;
+    const AttentionHook<T> hook = [&](size_t li, const T* q, const T* k, const T* v, T* o, T* den) {
+      util::parallel_for(h, omp_in_parallel() ? 1 : omp_get_max_threads(), [&](int64_t hh, int) {
+        auto& hs = heads[li * h + hh];
+        const int64_t at = hh * len * hd;
+        if (earlier) attention::add_earlier_tokens(*m.layers[li].attn, hd, hs, len, q + at, o + at, den + hh * len);
+        attention::append_tokens(*m.layers[li].attn, hd, hs, len, k + at, v + at);
+      });
+    };
+    run_trunk<T>(m, config_, tokens + done, 1, len, false, 0, nullptr, x, xf, &hook, state.position());
+    state.advance(len);
+  }
+  std::vector<T> last(xf.end() - config_.width, xf.end());
+  output_logits(m.embedding, m.output_bias, last, 1, config_.width, config_.vocab, state.impl().logits);
+  return state.last_logits();
 }
 
 template <typename T>

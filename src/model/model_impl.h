@@ -30,7 +30,7 @@ struct ModelT<T>::Impl {
   // Scratch kept across steps: fresh multi-hundred-megabyte buffers every step cost page faults
   // and zero-filling (a quarter of a step at n = 32768). Also the position table for `pe_len`.
   std::vector<T> qkv, proj, dx, tmp, dg, du, dy, dq, dk, dv, dqkv, pe;
-  int64_t pe_len = -1;
+  int64_t pe_len = -1, pe_t0 = 0;
   bool grads_ready = false;  // dlogits holds d loss / d logits of the last training forward
 };
 
