@@ -231,7 +231,7 @@ TEST(CheckpointDir, NonFiniteWeightsAreNeverSavedNorLoaded) {
   for (size_t i = 0; i < tensors.size(); ++i) named.emplace_back(model.params()[i]->name, &tensors[i]);
   util::write_file_atomic(path + "/model.safetensors", model::safetensors_encode(named));
   Model fresh(tiny_config());
-  expect_error([&] { train::load_weights(fresh, train::load_checkpoint(path, false).weights, "w"); },
+  expect_error([&] { model::load_weights(fresh, train::load_checkpoint(path, false).weights, "w"); },
                "NaN or Inf");
 }
 

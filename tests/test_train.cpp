@@ -99,7 +99,7 @@ TEST(Checkpoint, RoundTripAndCorruptFilesRejected) {
   EXPECT_EQ(loaded.state.at("step"), 7);
   EXPECT_EQ(loaded.tokenizer_bytes, "tok");
   Model copy(loaded.config);
-  train::load_weights(copy, loaded.weights, "w");
+  model::load_weights(copy, loaded.weights, "w");
   for (size_t i = 0; i < model.params().size(); ++i)
     EXPECT_EQ(copy.params()[i]->value, model.params()[i]->value);
 
@@ -113,7 +113,7 @@ TEST(Checkpoint, RoundTripAndCorruptFilesRejected) {
   auto other = cfg;
   other.width = 32;
   Model wider(other);
-  expect_error([&] { train::load_weights(wider, train::load_checkpoint(path, false).weights, "m"); },
+  expect_error([&] { model::load_weights(wider, train::load_checkpoint(path, false).weights, "m"); },
                "shape");
   util::write_file_atomic(path + "/config.json", "{\"width\": ");
   expect_error([&] { train::load_checkpoint(path, false); }, "config.json");

@@ -22,13 +22,6 @@ void layernorm(const AttentionT<T>& att, size_t index, int64_t rows, int64_t h, 
 }
 
 template <typename T>
-T dot(const T* a, const T* b, int64_t n) {
-  T s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-template <typename T>
 T power(T x, int p) {
   T y = 1;
   for (int i = 0; i < p; ++i) y *= x;
@@ -119,54 +112,58 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
   const auto& cfg = att.config();
   const Mechanism m = cfg.mechanism;
   const int64_t d = h;
+  // w [rows] = x . keys[0:rows]^T, then num [d+1] (+)= [w^T vals[0:rows] | sum w]: two
+  // matrix-vector products per head (the gemm layer's one-row path).
+  auto scores = [&](int64_t rows, const T* x, const T* keys, int64_t dim, T scale) {
+    scratch.resize(static_cast<size_t>(rows));
+    kernels::gemm<T>(false, true, 1, rows, dim, scale, x, dim, keys, dim, T(0), scratch.data(), rows);
+    return scratch.data();
+  };
+  auto weighted = [&](int64_t rows, const T* w, const T* vals, T beta, T* num) {
+    kernels::gemm<T>(false, false, 1, d, rows, T(1), w, rows, vals, d, beta, num, d + 1);
+    T sum = 0;
+    for (int64_t i = 0; i < rows; ++i) sum += w[i];
+    num[d] = beta * num[d] + sum;
+  };
   std::vector<T> num(static_cast<size_t>(d + 1), T(0));
   if (m == Mechanism::softmax) {
     s.keys.insert(s.keys.end(), k, k + h);
     s.vals.insert(s.vals.end(), v, v + d);
     const int64_t n = ++s.count;
-    scratch.resize(static_cast<size_t>(n));
-    const T scale = T(1) / std::sqrt(static_cast<T>(h));
-    T mx = -INFINITY;
-    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, scratch[j] = dot(q, &s.keys[j * h], h) * scale);
-    T sum = 0;
-    std::fill(out, out + d, T(0));
-    for (int64_t j = 0; j < n; ++j) {
-      const T w = std::exp(scratch[j] - mx);
-      sum += w;
-      for (int64_t c = 0; c < d; ++c) out[c] += w * s.vals[j * d + c];
-    }
-    for (int64_t c = 0; c < d; ++c) out[c] /= sum;
+    T* w = scores(n, q, s.keys.data(), h, T(1) / std::sqrt(static_cast<T>(h)));
+    const T mx = *std::max_element(w, w + n);
+    for (int64_t j = 0; j < n; ++j) w[j] = std::exp(w[j] - mx);
+    weighted(n, w, s.vals.data(), T(0), num.data());
+    for (int64_t c = 0; c < d; ++c) out[c] = num[c] / num[d];
     return;
   }
   std::vector<T> qn(static_cast<size_t>(h)), kn(static_cast<size_t>(h));
   layernorm(att, ln_q_index(), 1, h, q, qn.data());
   layernorm(att, ln_k_index(m), 1, h, k, kn.data());
-  auto add = [&](T w, const T* vrow) {
-    for (int64_t c = 0; c < d; ++c) num[c] += w * vrow[c];
-    num[d] += w;
-  };
   if (m == Mechanism::polynomial) {
     s.keys.insert(s.keys.end(), kn.begin(), kn.end());
     s.vals.insert(s.vals.end(), v, v + d);
     const int64_t n = ++s.count;
-    for (int64_t j = 0; j < n; ++j) add(power(dot(qn.data(), &s.keys[j * h], h), cfg.p), &s.vals[j * d]);
+    T* w = scores(n, qn.data(), s.keys.data(), h, T(1));
+    for (int64_t j = 0; j < n; ++j) w[j] = power(w[j], cfg.p);
+    weighted(n, w, s.vals.data(), T(0), num.data());
   } else {
     const int64_t r = att.feature_dim(), rp = kernels::packed_size(r), b = cfg.block;
     std::vector<T> a(static_cast<size_t>(r)), ap(static_cast<size_t>(rp));
     att.feature_map(1, qn.data(), a.data());
-    const int64_t j = s.count++;
-    att.feature_map(1, kn.data(), &s.feats[j * r]);
-    std::copy(v, v + d, &s.vals[j * d]);
-    if (is_local(m)) std::copy(kn.begin(), kn.end(), &s.keys[j * h]);
+    const int64_t rows = ++s.count;
+    att.feature_map(1, kn.data(), &s.feats[(rows - 1) * r]);
+    std::copy(v, v + d, &s.vals[(rows - 1) * d]);
+    if (is_local(m)) std::copy(kn.begin(), kn.end(), &s.keys[(rows - 1) * h]);
     // Earlier blocks through z, then this block's tokens exactly as the block algorithm's
     // diagonal product: <phi q, phi k>^2, or the exact local <qn, kn>^p.
     kernels::pack_self_tensor(1, r, a.data(), r, ap.data());
     kernels::gemm<T>(false, false, 1, d + 1, rp, T(1), ap.data(), rp, s.z.data(), d + 1, T(0), num.data(), d + 1);
-    for (int64_t i = 0; i <= j; ++i) {
-      const T w = is_local(m) ? power(dot(qn.data(), &s.keys[i * h], h), cfg.p)
-                              : power(dot(a.data(), &s.feats[i * r], r), 2);
-      add(w, &s.vals[i * d]);
-    }
+    T* w = is_local(m) ? scores(rows, qn.data(), s.keys.data(), h, T(1))
+                       : scores(rows, a.data(), s.feats.data(), r, T(1));
+    const int p = is_local(m) ? cfg.p : 2;
+    for (int64_t i = 0; i < rows; ++i) w[i] = power(w[i], p);
+    weighted(rows, w, s.vals.data(), T(1), num.data());
     if (s.count == b) {
       fold_block(s, b, r, d, scratch);
       s.count = 0;

@@ -14,7 +14,7 @@
 #include "data/tokenizer.h"
 #include "polysketch/decode.h"
 #include "kernels/rng.h"
-#include "train/checkpoint.h"
+#include "model/checkpoint.h"
 #include "util/check.h"
 
 namespace polysketch::cli {
@@ -63,9 +63,9 @@ void run(const GenerateOptions& o) {
   util::check_range("--temperature", o.temperature, 0.0, 1e3);
   util::check_range("--top-k", o.top_k, 0, int64_t{1} << 31);
   set_threads(o.threads);
-  const auto ck = train::load_checkpoint(o.checkpoint, false);
+  const auto ck = model::read_checkpoint(o.checkpoint);
   Model model(ck.config);
-  train::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
+  model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
   const auto tok = data::Tokenizer::from_bytes(ck.tokenizer_bytes, ck.dir + "/tokenizer.model");
   const std::string identity = model.identity();
   auto state = o.load_state.empty() ? DecodeState(ck.config)

@@ -56,9 +56,9 @@ void run_eval(const EvalCli& e) {
   util::check_range("--batches", e.batches, 1, int64_t{1} << 20);
   for (int64_t ctx : e.contexts) util::check_range("--context", ctx, 1, int64_t{1} << 30);
   set_threads(e.threads);
-  const auto ck = train::load_checkpoint(e.checkpoint, false);
+  const auto ck = model::read_checkpoint(e.checkpoint);
   Model model(ck.config);
-  train::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
+  model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
   const auto val = data::read_shard((std::filesystem::path(e.data) / "val.bin").string(), ck.config.vocab);
   auto contexts = e.contexts.empty() ? std::vector<int64_t>{ck.config.context} : e.contexts;
   for (int64_t ctx : contexts) {

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "model/checkpoint.h"
 #include "model/safetensors.h"
 #include "polysketch/model.h"
 #include "train/adamw.h"
@@ -27,20 +28,13 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 // Removes the oldest step-N directories until `keep` remain; never the one ROOT/latest names.
 void prune_checkpoints(const std::string& root, int64_t keep);
 
-struct LoadedCheckpoint {
-  std::string dir;
-  ModelConfig config;
-  std::string tokenizer_bytes;
-  nlohmann::json state;
-  std::map<std::string, model::Tensor> weights, optimizer;
+// A checkpoint read for resuming: model::Checkpoint plus AdamW's m and v (and a checked
+// adam_steps == step) when with_optimizer.
+struct LoadedCheckpoint : model::Checkpoint {
+  std::map<std::string, model::Tensor> optimizer;
 };
-
-// `path` is a checkpoint directory or a root holding `latest`. Validates every file.
 LoadedCheckpoint load_checkpoint(const std::string& path, bool with_optimizer);
 
-// Copies weights into the model, checking names and shapes; throws Error naming the mismatch.
-void load_weights(Model& model, const std::map<std::string, model::Tensor>& weights,
-                  const std::string& where);
 void load_optimizer(AdamW& opt, Model& model, const std::map<std::string, model::Tensor>& state,
                     const std::string& where);
 

@@ -226,7 +226,7 @@ TrainResult run_training(const TrainOptions& opts_in) {
   AdamW opt(model.params(), {0.9, 0.95, 1e-8, o.weight_decay});
   int64_t step = 0, saved_step = -1;
   if (ckpt) {
-    load_weights(model, ckpt->weights, ckpt->dir + "/model.safetensors");
+    model::load_weights(model, ckpt->weights, ckpt->dir + "/model.safetensors");
     load_optimizer(opt, model, ckpt->optimizer, ckpt->dir + "/optimizer_*.safetensors");
     step = start_step;
     opt.set_steps(step);
