@@ -4,6 +4,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config
   libopenblas-openmp-dev   # GEMM (OpenMP flavour: nests cleanly inside our parallel regions)
+  libdnnl-dev              # oneDNN: GEMM at the full vector width (AVX-512), bf16 matmul
   libgtest-dev             # tests
   libcli11-dev nlohmann-json3-dev libfmt-dev
   libsentencepiece-dev     # tokenizer

@@ -47,18 +47,15 @@ double attention_forward_flops(const AttentionConfig& cfg, const AttentionShape&
   return heads * (diag + state + features);
 }
 
-double measure_sgemm_gflops(int threads, int64_t m, int repeat) {
-  std::vector<float> a(static_cast<size_t>(m * m), 0.5f), b(a.size(), 0.25f), c(a.size());
-  kernels::set_blas_threads(threads);
-  std::vector<double> gflops;
-  for (int i = 0; i < repeat + 1; ++i) {  // first run warms up
-    const auto t0 = std::chrono::steady_clock::now();
-    kernels::gemm<float>(false, false, m, m, m, 1.f, a.data(), m, b.data(), m, 0.f, c.data(), m);
-    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (i > 0) gflops.push_back(2.0 * m * m * m / sec / 1e9);
-  }
-  std::sort(gflops.begin(), gflops.end());
-  return gflops[gflops.size() / 2];
+GemmPeaks measure_gemm_peaks(int64_t m, int repeat) {
+  using kernels::GemmBackend;
+  using kernels::Precision;
+  GemmPeaks p;
+  p.sgemm = kernels::measure_gemm_gflops(GemmBackend::openblas, Precision::f32, m, repeat);
+  p.onednn_f32 = kernels::measure_gemm_gflops(GemmBackend::onednn, Precision::f32, m, repeat);
+  p.bf16 = kernels::measure_gemm_gflops(GemmBackend::onednn, Precision::bf16, m, repeat);
+  p.f32 = std::max(p.sgemm, p.onednn_f32);
+  return p;
 }
 
 }  // namespace polysketch::bench

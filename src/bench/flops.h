@@ -16,8 +16,12 @@ inline double attention_train_flops(const AttentionConfig& cfg, const AttentionS
   return 3.5 * attention_forward_flops(cfg, s);
 }
 
-// sgemm throughput (GFLOP/s) of OpenBLAS on `threads` threads, median of `repeat` runs of an
-// m x m x m product.
-double measure_sgemm_gflops(int threads, int64_t m = 2048, int repeat = 3);
+// Measured matrix-product throughput (GFLOP/s, median of `repeat` m x m x m products, on the
+// threads set up): OpenBLAS sgemm, oneDNN's f32 matmul, the f32 peak (the faster of the two) and
+// oneDNN's bf16 matmul (bf16 inputs, f32 accumulation).
+struct GemmPeaks {
+  double sgemm = 0, onednn_f32 = 0, f32 = 0, bf16 = 0;
+};
+GemmPeaks measure_gemm_peaks(int64_t m = 2048, int repeat = 3);
 
 }  // namespace polysketch::bench

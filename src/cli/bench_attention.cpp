@@ -26,7 +26,8 @@ struct BenchOptions {
   std::vector<int64_t> ns{1024, 4096};
   std::vector<std::string> passes{"fwd+bwd"};
   int64_t batch = 1, heads = 12, head_dim = 64;
-  int r = 32, block = 256, p = 4, threads = 0, repeat = 3;
+  int r = 32, block = 256, p = 4, repeat = 3;
+  Runtime runtime;
   bool causal = true, json = false;
   std::string sketch = "gaussian";
 };
@@ -77,8 +78,7 @@ Measurement run_one(const AttentionConfig& cfg, const AttentionShape& shape, boo
 
 void run(const BenchOptions& o) {
   util::check_range("--repeat", int64_t{o.repeat}, 1, 1000);
-  util::check_range("--threads", int64_t{o.threads}, 0, 4096);
-  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+  const int threads = apply_runtime(o.runtime);
   for (const auto& pass : o.passes)
     if (pass != "fwd" && pass != "fwd+bwd")
       throw Error(fmt::format("--pass must be fwd or fwd+bwd, got '{}'", pass));
@@ -106,14 +106,18 @@ void run(const BenchOptions& o) {
     const Attention check(cfg, o.head_dim, o.head_dim);  // invalid flags fail before any timing
     configs.push_back(cfg);
   }
-  set_threads(threads);
-  const double sgemm = bench::measure_sgemm_gflops(threads);
+  const auto peaks = bench::measure_gemm_peaks();
+  const bool bf16 = kernels::precision() == kernels::Precision::bf16;
+  const double peak = bf16 ? peaks.bf16 : peaks.f32;
   if (!o.json) {
-    fmt::print("sgemm (OpenBLAS, {} threads): {:.1f} GFLOP/s\n", threads, sgemm);
+    fmt::print("{} threads; 2048^3 products: OpenBLAS sgemm {:.1f}, oneDNN f32 {:.1f}, bf16 {:.1f} "
+               "GFLOP/s; in use: {} {} (peak {:.1f})\n",
+               threads, peaks.sgemm, peaks.onednn_f32, peaks.bf16,
+               kernels::gemm_backend_name(kernels::gemm_backend()), o.runtime.precision, peak);
     fmt::print("batch {} heads {} head_dim {} r {} block {} p {} {}\n\n", o.batch, o.heads,
                o.head_dim, o.r, o.block, o.p, o.causal ? "causal" : "non-causal");
     fmt::print("{:<26} {:<8} {:>7} {:>10} {:>11} {:>9} {:>8} {:>9}\n", "mechanism", "pass", "n",
-               "seconds", "tokens/s", "GFLOP/s", "%sgemm", "peak MB");
+               "seconds", "tokens/s", "GFLOP/s", "%peak", "peak MB");
   }
   for (const auto& pass : o.passes)
     for (const AttentionConfig& cfg : configs)
@@ -130,13 +134,17 @@ void run(const BenchOptions& o) {
                            {"pass", pass}, {"n", n}, {"batch", o.batch}, {"heads", o.heads},
                            {"head_dim", o.head_dim}, {"r", o.r}, {"block", o.block}, {"p", o.p},
                            {"threads", threads}, {"seconds", meas.seconds}, {"gflops", gflops},
-                           {"sgemm_gflops", sgemm}, {"peak_rss_mb", meas.peak_rss_mb}};
+                           {"sgemm_gflops", peaks.sgemm}, {"peak_gflops", peak},
+                           {"peak_f32_gflops", peaks.f32}, {"peak_bf16_gflops", peaks.bf16},
+                           {"efficiency", gflops / peak}, {"precision", o.runtime.precision},
+                           {"gemm", kernels::gemm_backend_name(kernels::gemm_backend())},
+                           {"peak_rss_mb", meas.peak_rss_mb}};
           fmt::print("{}\n", j.dump());
         } else {
           fmt::print("{:<26} {:<8} {:>7} {:>10.4f} {:>11.0f} {:>9.1f} {:>7.1f}% {:>9.0f}\n",
                      mechanism_name(m), pass, n, meas.seconds,
                      static_cast<double>(n * o.batch) / meas.seconds, gflops,
-                     100 * gflops / sgemm, meas.peak_rss_mb);
+                     100 * gflops / peak, meas.peak_rss_mb);
         }
         std::fflush(stdout);
       }
@@ -161,7 +169,7 @@ void add_bench_attention(CLI::App& app) {
   cmd->add_option("--block", opts->block, "block size b")->capture_default_str();
   cmd->add_option("--p", opts->p, "polynomial degree")->capture_default_str();
   cmd->add_option("--sketch", opts->sketch, "random sketch: gaussian or hadamard")->capture_default_str();
-  cmd->add_option("--threads", opts->threads, "threads (0: all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  add_runtime_flags(cmd, opts->runtime);
   cmd->add_option("--repeat", opts->repeat, "timed runs per measurement (median reported)")->capture_default_str();
   cmd->add_flag("--causal,!--non-causal", opts->causal, "causal mask (default) or none");
   cmd->add_flag("--json", opts->json, "one JSON object per measurement");

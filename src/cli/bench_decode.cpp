@@ -21,7 +21,8 @@ struct BenchDecodeOptions {
   std::vector<std::string> mechanisms{"softmax", "polysketch", "polysketch-learned-local"};
   std::vector<int64_t> contexts{1024, 4096, 16384, 65536}, batches{1, 16};
   int64_t layers = 4, width = 768, heads = 12, vocab = 4096, decode = 64, real_kv_prefill = 4096;
-  int r = 32, block = 256, threads = 0;
+  int r = 32, block = 256;
+  Runtime runtime;
   bool json = false;
 };
 
@@ -47,7 +48,7 @@ void run(const BenchDecodeOptions& o) {
   util::check_range("--decode", o.decode, 1, 1 << 20);
   for (int64_t c : o.contexts) util::check_range("--context", c, 1, int64_t{1} << 26);
   for (int64_t b : o.batches) util::check_range("--batch", b, 1, 4096);
-  const int threads = set_threads(o.threads);
+  const int threads = apply_runtime(o.runtime);
   std::vector<ModelConfig> configs;
   for (const auto& name : o.mechanisms) {
     ModelConfig c;
@@ -117,7 +118,7 @@ void run(const BenchDecodeOptions& o) {
         const std::string method = real ? "prefill" : "synthetic KV cache";
         if (o.json) {
           nlohmann::json j{{"mechanism", name}, {"context", ctx}, {"batch", batch},
-                           {"decode_tokens", o.decode}, {"threads", threads},
+                           {"decode_tokens", o.decode}, {"threads", threads}, {"precision", o.runtime.precision},
                            {"decode_tokens_per_s", decode_tps}, {"state_bytes", state_bytes},
                            {"peak_rss_mb", rss}, {"context_method", method}};
           if (real) {
@@ -155,7 +156,7 @@ void add_bench_decode(CLI::App& app) {
   cmd->add_option("--vocab", o->vocab)->capture_default_str();
   cmd->add_option("--r", o->r)->capture_default_str();
   cmd->add_option("--block", o->block)->capture_default_str();
-  cmd->add_option("--threads", o->threads, "0: all cores")->capture_default_str();
+  add_runtime_flags(cmd, o->runtime);
   cmd->add_flag("--json", o->json, "one JSON object per measurement");
   cmd->callback([o] { run(*o); });
 }

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "kernels/gemm.h"
 #include "kernels/rng.h"
 #include "polysketch/model.h"
 #include "train/adamw.h"
@@ -21,7 +22,8 @@ struct BenchTrainOptions {
   std::vector<std::string> mechanisms{"softmax", "polysketch", "polysketch-learned-local"};
   std::vector<int64_t> ns{2048, 8192, 32768};
   int64_t layers = 4, width = 768, heads = 12, vocab = 4096, batch = 1;
-  int r = 32, block = 256, threads = 0, repeat = 1, warmup = 1;
+  int r = 32, block = 256, repeat = 1, warmup = 1;
+  Runtime runtime;
   bool json = false;
 };
 
@@ -47,7 +49,7 @@ void run(const BenchTrainOptions& o) {
   for (int64_t n : o.ns) util::check_range("--n", n, 1, int64_t{1} << 30);
   for (const auto& name : o.mechanisms)  // every configuration checked before any timing
     for (int64_t n : o.ns) config_for(o, name, n).check_fits_in_memory(o.batch * n);
-  const int threads = set_threads(o.threads);
+  const int threads = apply_runtime(o.runtime);
   if (!o.json)
     fmt::print("model: {} layers, width {}, {} heads, vocab {}, batch {}, r {}, block {}, {} threads\n\n"
                "{:<26} {:>7} {:>12} {:>10} {:>9}\n",
@@ -80,7 +82,9 @@ void run(const BenchTrainOptions& o) {
         fmt::print("{}\n", nlohmann::json{{"mechanism", name}, {"n", n}, {"batch", o.batch},
                                           {"layers", o.layers}, {"width", o.width},
                                           {"heads", o.heads}, {"r", o.r}, {"block", o.block},
-                                          {"threads", threads}, {"seconds_per_step", sec},
+                                          {"threads", threads}, {"precision", o.runtime.precision},
+                                          {"gemm", kernels::gemm_backend_name(kernels::gemm_backend())},
+                                          {"seconds_per_step", sec},
                                           {"tokens_per_s", tok_s}, {"peak_rss_mb", rss}}
                                .dump());
       } else {
@@ -104,7 +108,7 @@ void add_bench_train(CLI::App& app) {
   cmd->add_option("--batch", o->batch)->capture_default_str();
   cmd->add_option("--r", o->r)->capture_default_str();
   cmd->add_option("--block", o->block)->capture_default_str();
-  cmd->add_option("--threads", o->threads, "0: all cores")->capture_default_str();
+  add_runtime_flags(cmd, o->runtime);
   cmd->add_option("--repeat", o->repeat, "timed steps (median reported)")->capture_default_str();
   cmd->add_option("--warmup", o->warmup, "untimed steps before them")->capture_default_str();
   cmd->add_flag("--json", o->json, "one JSON object per measurement");

@@ -8,17 +8,27 @@
 
 namespace polysketch::cli {
 
-int set_threads(int threads) {
-  util::check_range("--threads", int64_t{threads}, 0, 4096);
-  const int t = threads > 0 ? threads : omp_get_max_threads();
+void add_runtime_flags(CLI::App* cmd, Runtime& r) {
+  cmd->add_option("--threads", r.threads, "0: all cores")->capture_default_str();
+  cmd->add_option("--precision", r.precision,
+                  "f32, or bf16: matrix-product inputs rounded to bfloat16, float32 accumulation")
+      ->capture_default_str();
+}
+
+int apply_runtime(const Runtime& r) {
+  util::check_range("--threads", int64_t{r.threads}, 0, 4096);
+  kernels::Precision p;
+  try {
+    p = kernels::parse_precision(r.precision);
+  } catch (const Error& e) {
+    throw Error(fmt::format("--precision: {}", e.what()));
+  }
+  kernels::set_precision(p);
+  const int t = r.threads > 0 ? r.threads : omp_get_max_threads();
   omp_set_num_threads(t);
   kernels::set_blas_threads(t);
   return t;
 }
-
-}  // namespace polysketch::cli
-
-namespace polysketch::cli {
 
 Mechanism mechanism_flag(const std::string& name) {
   try {

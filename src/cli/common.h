@@ -1,19 +1,25 @@
-// What every subcommand shares: the one place that sets up threads.
+// What every subcommand shares: the one place that sets up threads and float precision, and
+// checks of model flags.
 #pragma once
 
-namespace polysketch::cli {
-
-// --threads: 0 means all cores. Sets OpenMP's and the BLAS library's thread counts; returns the
-// count in use. Throws Error for a negative or absurd value.
-int set_threads(int threads);
-
-}  // namespace polysketch::cli
-
+#include <CLI/CLI.hpp>
 #include <string>
 
 #include "polysketch/model.h"
 
 namespace polysketch::cli {
+
+struct Runtime {
+  int threads = 0;                // 0: all cores
+  std::string precision = "f32";  // f32 | bf16 (matrix-product inputs; see kernels/gemm.h)
+};
+
+// Adds --threads and --precision to a subcommand.
+void add_runtime_flags(CLI::App* cmd, Runtime& runtime);
+
+// Validates and applies them: OpenMP's and the BLAS libraries' thread counts, and the precision
+// of the matrix products. Returns the thread count in use.
+int apply_runtime(const Runtime& runtime);
 
 // parse_mechanism with the flag's name in the error.
 Mechanism mechanism_flag(const std::string& name);

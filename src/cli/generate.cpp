@@ -25,7 +25,7 @@ struct GenerateOptions {
   int64_t max_tokens = 200, top_k = 0;
   double temperature = 0.8, top_p = 1.0;
   uint64_t seed = 1;
-  int threads = 0;
+  Runtime runtime;
   std::string save_state, load_state;
 };
 
@@ -62,7 +62,7 @@ void run(const GenerateOptions& o) {
   util::check_positive("--top-p", o.top_p, 1.0);
   util::check_range("--temperature", o.temperature, 0.0, 1e3);
   util::check_range("--top-k", o.top_k, 0, int64_t{1} << 31);
-  set_threads(o.threads);
+  apply_runtime(o.runtime);
   const auto ck = model::read_checkpoint(o.checkpoint);
   Model model(ck.config);
   model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
@@ -114,7 +114,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--top-k", o->top_k, "0: off")->capture_default_str();
   cmd->add_option("--top-p", o->top_p)->capture_default_str();
   cmd->add_option("--seed", o->seed)->capture_default_str();
-  cmd->add_option("--threads", o->threads, "0: all cores")->capture_default_str();
+  add_runtime_flags(cmd, o->runtime);
   cmd->add_option("--save-state", o->save_state, "write the decoding state at the end to this file");
   cmd->add_option("--load-state", o->load_state, "continue from a saved decoding state (the prompt, if any, is appended)");
   cmd->callback([o] { run(*o); });

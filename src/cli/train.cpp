@@ -27,7 +27,7 @@ void run_train(TrainCli& c) {
   util::check_range("--time-budget", c.time_budget_min, 0.0, 1e7);
   c.o.time_budget_s = c.time_budget_min * 60;
   train::validate_options(c.o);
-  set_threads(c.threads);
+  apply_runtime({c.threads, "f32"});  // the run's precision is set by run_training (it is saved)
   if (!c.config_file.empty()) {
     c.o.model = ModelConfig::from_json(util::read_file(c.config_file), c.config_file);
   } else {
@@ -48,14 +48,14 @@ struct EvalCli {
   std::string checkpoint, data;
   std::vector<int64_t> contexts;
   int64_t batch = 8, batches = 16;
-  int threads = 0;
+  Runtime runtime;
 };
 
 void run_eval(const EvalCli& e) {
   util::check_range("--batch", e.batch, 1, int64_t{1} << 20);
   util::check_range("--batches", e.batches, 1, int64_t{1} << 20);
   for (int64_t ctx : e.contexts) util::check_range("--context", ctx, 1, int64_t{1} << 30);
-  set_threads(e.threads);
+  apply_runtime(e.runtime);
   const auto ck = model::read_checkpoint(e.checkpoint);
   Model model(ck.config);
   model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
@@ -108,6 +108,7 @@ void add_train(CLI::App& app) {
   run_flag(cmd->add_option("--min-lr-ratio", o.min_lr_ratio));
   run_flag(cmd->add_option("--clip", o.clip, "max gradient norm (0: off)"));
   run_flag(cmd->add_option("--weight-decay", o.weight_decay));
+  run_flag(cmd->add_option("--precision", o.precision, "f32, or bf16: matrix-product inputs rounded to bfloat16, float32 accumulation (saved with the run)"));
   run_flag(cmd->add_option("--seed", o.seed, "data order, dropout, and (without --config) parameter initialisation and sketches"));
   cmd->add_option("--eval-every", o.eval_every, "steps between validations (0: only at the end)")->capture_default_str();
   cmd->add_option("--eval-batches", o.eval_batches)->capture_default_str();
@@ -124,7 +125,7 @@ void add_train(CLI::App& app) {
   ev->add_option("--context", e->contexts, "context lengths (default: the model's)")->delimiter(',');
   ev->add_option("--batch", e->batch)->capture_default_str();
   ev->add_option("--batches", e->batches)->capture_default_str();
-  ev->add_option("--threads", e->threads)->capture_default_str();
+  add_runtime_flags(ev, e->runtime);
   ev->callback([e] { run_eval(*e); });
 }
 

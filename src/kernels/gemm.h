@@ -1,8 +1,11 @@
-// Row-major GEMM on CBLAS (OpenBLAS): C = alpha * op(A) * op(B) + beta * C,
-// op(A) is M x K, op(B) is K x N. float -> sgemm, double -> dgemm (used by gradient checks).
+// Row-major GEMM: C = alpha * op(A) * op(B) + beta * C, op(A) is M x K, op(B) is K x N.
+// float: one-row products go to gemv, few-row products to a streaming kernel, the rest to the
+// GEMM backend in use (oneDNN or OpenBLAS, chosen by measurement on first use, see below).
+// double (gradient checks): OpenBLAS dgemm.
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace polysketch::kernels {
 
@@ -10,7 +13,29 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
-// Threads OpenBLAS may use for a call made outside our own parallel regions.
+// Threads the BLAS libraries may use for a call made outside our own parallel regions.
 void set_blas_threads(int threads);
+
+// The float GEMM backend. `auto` (the default) times both on a 1024 x 768 x 768 product the first
+// time a GEMM runs and keeps OpenBLAS unless oneDNN is at least 15% faster (so a machine whose
+// OpenBLAS already uses its widest vectors is not switched for noise). The environment variable
+// POLYSKETCH_GEMM=openblas|onednn|auto sets it for a whole run; results are deterministic for a
+// fixed backend and thread count.
+enum class GemmBackend { automatic, openblas, onednn };
+void set_gemm_backend(GemmBackend backend);
+GemmBackend gemm_backend();  // the backend in use (resolving `automatic` by measuring)
+std::string gemm_backend_name(GemmBackend backend);
+GemmBackend parse_gemm_backend(const std::string& name);  // throws Error listing the names
+
+// Float products' precision. bf16: the inputs of the large GEMMs are rounded to bfloat16 and
+// multiplied with float32 accumulation (oneDNN matmul); outputs stay float32.
+enum class Precision { f32, bf16 };
+void set_precision(Precision precision);
+Precision precision();
+Precision parse_precision(const std::string& name);  // "f32" | "bf16"
+
+// Throughput (GFLOP/s, median of `repeat`) of one backend at one precision on an m x m x m
+// product, for benchmarks' peak figures. bf16 is oneDNN's whatever the backend.
+double measure_gemm_gflops(GemmBackend backend, Precision precision, int64_t m, int repeat);
 
 }  // namespace polysketch::kernels

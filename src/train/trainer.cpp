@@ -12,6 +12,7 @@
 
 #include "data/shards.h"
 #include "data/tokenizer.h"
+#include "kernels/gemm.h"
 #include "kernels/rng.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
@@ -72,7 +73,8 @@ void sample_batch(const std::vector<int32_t>& data, int64_t context, int64_t bat
 nlohmann::json options_json(const TrainOptions& o) {
   return {{"batch", o.batch}, {"accum", o.accum}, {"steps", o.steps}, {"warmup", o.warmup},
           {"lr", o.lr}, {"min_lr_ratio", o.min_lr_ratio}, {"clip", o.clip},
-          {"weight_decay", o.weight_decay}, {"seed", o.seed}, {"data_dir", o.data_dir}};
+          {"weight_decay", o.weight_decay}, {"seed", o.seed}, {"data_dir", o.data_dir},
+          {"precision", o.precision}};
 }
 
 void options_from_json(const nlohmann::json& j, TrainOptions& o, const std::string& where) {
@@ -98,6 +100,13 @@ void options_from_json(const nlohmann::json& j, TrainOptions& o, const std::stri
   if (!j.contains("seed") || !j.at("seed").is_number_unsigned())
     throw Error(fmt::format("{}: options.seed must be a non-negative integer", where));
   o.seed = j.at("seed").get<uint64_t>();
+  if (j.contains("precision")) {  // runs saved before bf16 existed trained in f32
+    if (!j.at("precision").is_string())
+      throw Error(fmt::format("{}: options.precision must be a string", where));
+    o.precision = j.at("precision").get<std::string>();
+  } else {
+    o.precision = "f32";
+  }
   if (o.data_dir.empty()) {
     if (!j.contains("data_dir") || !j.at("data_dir").is_string())
       throw Error(fmt::format("{}: options.data_dir must be a string", where));
@@ -163,6 +172,11 @@ void validate_options(const TrainOptions& o) {
   util::check_range("--checkpoint-every", o.checkpoint_every, 0, int64_t{1} << 40);
   util::check_range("--keep", o.keep, 0, int64_t{1} << 20);
   util::check_range("--time-budget (seconds)", o.time_budget_s, 0.0, 1e9);
+  try {
+    kernels::parse_precision(o.precision);
+  } catch (const Error& e) {
+    throw Error(fmt::format("--precision: {}", e.what()));
+  }
 }
 
 TrainResult run_training(const TrainOptions& opts_in) {
@@ -222,6 +236,7 @@ TrainResult run_training(const TrainOptions& opts_in) {
                             train_tokens.size(), ctx + 1));
   mc.validate();
   mc.check_fits_in_memory(o.batch * ctx);
+  kernels::set_precision(kernels::parse_precision(o.precision));
   Model model(mc);
   AdamW opt(model.params(), {0.9, 0.95, 1e-8, o.weight_decay});
   int64_t step = 0, saved_step = -1;

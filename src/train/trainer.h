@@ -21,6 +21,9 @@ struct TrainOptions {
   int64_t keep = 2;  // checkpoints kept (0: all); the one `latest` names is never removed
   double time_budget_s = 0;  // stop early (and save) after this much training time; 0: none
   uint64_t seed = 1;
+  // "f32" or "bf16" (matrix-product inputs; kernels/gemm.h). Saved with the run: a resume uses
+  // the run's own, which keeps it bit-exact.
+  std::string precision = "f32";
   bool progress = true;
 };
 
