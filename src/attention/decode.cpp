@@ -56,7 +56,7 @@ void init_head_state(const AttentionConfig& cfg, int64_t h, HeadState<T>& s) {
 
 template <typename T>
 void append_tokens(const AttentionT<T>& att, int64_t h, HeadState<T>& s, int64_t n, const T* k,
-                   const T* v) {
+                   const T* v, const T* phi_k) {
   const auto& cfg = att.config();
   const Mechanism m = cfg.mechanism;
   const int64_t d = h;
@@ -73,29 +73,36 @@ void append_tokens(const AttentionT<T>& att, int64_t h, HeadState<T>& s, int64_t
   }
   if (s.count != 0) throw Error("append_tokens: the sketch state is not at a block boundary");
   const int64_t b = cfg.block, r = att.feature_dim(), full = n / b * b;
-  std::vector<T> kn(static_cast<size_t>(n * h)), feats(static_cast<size_t>(n * r)), scratch;
+  std::vector<T> kn(static_cast<size_t>(n * h)), computed, scratch;
   layernorm(att, ln_k_index(m), n, h, k, kn.data());
-  att.feature_map(n, kn.data(), feats.data());
+  if (!phi_k) {
+    computed.resize(static_cast<size_t>(n * r));
+    att.feature_map(n, kn.data(), computed.data());
+  }
+  const T* feats = phi_k ? phi_k : computed.data();
   for (int64_t j0 = 0; j0 < full; j0 += b) {
-    std::copy(feats.begin() + j0 * r, feats.begin() + (j0 + b) * r, s.feats.begin());
+    std::copy(feats + j0 * r, feats + (j0 + b) * r, s.feats.begin());
     std::copy(v + j0 * d, v + (j0 + b) * d, s.vals.begin());
     fold_block(s, b, r, d, scratch);
   }
   s.count = n - full;
-  std::copy(feats.begin() + full * r, feats.end(), s.feats.begin());
+  std::copy(feats + full * r, feats + n * r, s.feats.begin());
   std::copy(v + full * d, v + n * d, s.vals.begin());
   if (is_local(m)) std::copy(kn.begin() + full * h, kn.end(), s.keys.begin());
 }
 
 template <typename T>
 void add_earlier_tokens(const AttentionT<T>& att, int64_t h, const HeadState<T>& s, int64_t n,
-                        const T* q, T* out, T* den) {
+                        const T* q, T* out, T* den, const T* phi_q) {
   const int64_t d = h, r = att.feature_dim(), rp = kernels::packed_size(r);
-  std::vector<T> qn(static_cast<size_t>(n * h)), a(static_cast<size_t>(n * r)),
-      ap(static_cast<size_t>(n * rp)), extra(static_cast<size_t>(n * (d + 1)));
-  layernorm(att, ln_q_index(), n, h, q, qn.data());
-  att.feature_map(n, qn.data(), a.data());
-  kernels::pack_self_tensor(n, r, a.data(), r, ap.data());
+  std::vector<T> computed, ap(static_cast<size_t>(n * rp)), extra(static_cast<size_t>(n * (d + 1)));
+  if (!phi_q) {
+    std::vector<T> qn(static_cast<size_t>(n * h));
+    computed.resize(static_cast<size_t>(n * r));
+    layernorm(att, ln_q_index(), n, h, q, qn.data());
+    att.feature_map(n, qn.data(), computed.data());
+  }
+  kernels::pack_self_tensor(n, r, phi_q ? phi_q : computed.data(), r, ap.data());
   kernels::gemm<T>(false, false, n, d + 1, rp, T(1), ap.data(), rp, s.z.data(), d + 1, T(0), extra.data(), d + 1);
   for (int64_t i = 0; i < n; ++i) {
     const T* e = &extra[i * (d + 1)];
@@ -116,11 +123,13 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
   // matrix-vector products per head (the gemm layer's one-row path).
   auto scores = [&](int64_t rows, const T* x, const T* keys, int64_t dim, T scale) {
     scratch.resize(static_cast<size_t>(rows));
-    kernels::gemm<T>(false, true, 1, rows, dim, scale, x, dim, keys, dim, T(0), scratch.data(), rows);
+    kernels::mat_vec(rows, dim, keys, dim, x, scratch.data());
+    if (scale != T(1))
+      for (auto& w : scratch) w *= scale;
     return scratch.data();
   };
   auto weighted = [&](int64_t rows, const T* w, const T* vals, T beta, T* num) {
-    kernels::gemm<T>(false, false, 1, d, rows, T(1), w, rows, vals, d, beta, num, d + 1);
+    kernels::vec_mat(rows, d, w, vals, d, beta, num);
     T sum = 0;
     for (int64_t i = 0; i < rows; ++i) sum += w[i];
     num[d] = beta * num[d] + sum;
@@ -158,7 +167,7 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
     // Earlier blocks through z, then this block's tokens exactly as the block algorithm's
     // diagonal product: <phi q, phi k>^2, or the exact local <qn, kn>^p.
     kernels::pack_self_tensor(1, r, a.data(), r, ap.data());
-    kernels::gemm<T>(false, false, 1, d + 1, rp, T(1), ap.data(), rp, s.z.data(), d + 1, T(0), num.data(), d + 1);
+    kernels::vec_mat(rp, d + 1, ap.data(), s.z.data(), d + 1, T(0), num.data());
     T* w = is_local(m) ? scores(rows, qn.data(), s.keys.data(), h, T(1))
                        : scores(rows, a.data(), s.feats.data(), r, T(1));
     const int p = is_local(m) ? cfg.p : 2;
@@ -176,9 +185,9 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
 #define POLYSKETCH_INSTANTIATE(T)                                                                 \
   template void init_head_state<T>(const AttentionConfig&, int64_t, HeadState<T>&);              \
   template void append_tokens<T>(const AttentionT<T>&, int64_t, HeadState<T>&, int64_t, const T*, \
-                                 const T*);                                                        \
+                                 const T*, const T*);                                              \
   template void add_earlier_tokens<T>(const AttentionT<T>&, int64_t, const HeadState<T>&, int64_t, \
-                                      const T*, T*, T*);                                           \
+                                      const T*, T*, T*, const T*);                                 \
   template void step_head<T>(const AttentionT<T>&, int64_t, HeadState<T>&, const T*, const T*,   \
                              const T*, T*, std::vector<T>&);
 POLYSKETCH_INSTANTIATE(float)

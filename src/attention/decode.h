@@ -31,17 +31,19 @@ void init_head_state(const AttentionConfig& cfg, int64_t head_dim, HeadState<T>&
 
 // Appends n tokens' k [n x h], v [n x d] (one head, after RoPE). Sketch mechanisms need the
 // state at a block boundary (count == 0): complete blocks are folded into z, the rest starts the
-// next block.
+// next block. phi_k [n x r], if given, is phi(LN_k(k)) already computed (learned sketches keep it
+// from the forward pass; recomputing the sketch network would cost as much again).
 template <typename T>
 void append_tokens(const AttentionT<T>& att, int64_t head_dim, HeadState<T>& s, int64_t n,
-                   const T* k, const T* v);
+                   const T* k, const T* v, const T* phi_k = nullptr);
 
 // Chunked prefill of a sketch mechanism from a state at a block boundary: out [n x d] and den [n]
 // (the denominators 1 + sum_j w_ij) are the attention of the chunk's queries q [n x h] over the
 // chunk alone; this adds the earlier tokens, held in z, to both (out is renormalised in place).
+// phi_q [n x r] as phi_k above.
 template <typename T>
 void add_earlier_tokens(const AttentionT<T>& att, int64_t head_dim, const HeadState<T>& s,
-                        int64_t n, const T* q, T* out, T* den);
+                        int64_t n, const T* q, T* out, T* den, const T* phi_q = nullptr);
 
 // Appends the token's k [h], v [d] and writes the attention output of its query q [h] to out [d].
 template <typename T>

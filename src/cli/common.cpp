@@ -27,6 +27,7 @@ int apply_runtime(const Runtime& r) {
   const int t = r.threads > 0 ? r.threads : omp_get_max_threads();
   omp_set_num_threads(t);
   kernels::set_blas_threads(t);
+  kernels::gemm_backend();  // measured now, on every thread, not inside a parallel region later
   return t;
 }
 

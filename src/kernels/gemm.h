@@ -23,7 +23,9 @@ void set_blas_threads(int threads);
 // fixed backend and thread count.
 enum class GemmBackend { automatic, openblas, onednn };
 void set_gemm_backend(GemmBackend backend);
-GemmBackend gemm_backend();  // the backend in use (resolving `automatic` by measuring)
+// The backend in use, resolving `automatic` by measuring (call it once outside parallel regions,
+// after setting the thread count, so the measurement uses every thread).
+GemmBackend gemm_backend();
 std::string gemm_backend_name(GemmBackend backend);
 GemmBackend parse_gemm_backend(const std::string& name);  // throws Error listing the names
 

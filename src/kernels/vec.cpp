@@ -161,7 +161,31 @@ void layernorm_backward(int64_t rows, int64_t dim, const T* x, const T* scale, c
     }
 }
 
+template <typename T>
+void vec_mat(int64_t rows, int64_t n, const T* x, const T* m, int64_t ld, T beta, T* y) {
+  for (int64_t j = 0; j < n; ++j) y[j] = beta == T(0) ? T(0) : beta * y[j];
+  for (int64_t i = 0; i < rows; ++i) {
+    const T xi = x[i];
+    const T* row = m + i * ld;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] += xi * row[j];
+  }
+}
+
+template <typename T>
+void mat_vec(int64_t rows, int64_t n, const T* m, int64_t ld, const T* x, T* y) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* row = m + i * ld;
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) s += row[j] * x[j];
+    y[i] = s;
+  }
+}
+
 #define POLYSKETCH_INSTANTIATE(T)                                                              \
+  template void vec_mat<T>(int64_t, int64_t, const T*, const T*, int64_t, T, T*);              \
+  template void mat_vec<T>(int64_t, int64_t, const T*, int64_t, const T*, T*);                 \
   template void tanh_inplace<T>(int64_t, T*);                                                  \
   template void gelu_forward<T>(int64_t, const T*, T*);                                        \
   template void gelu_backward<T>(int64_t, const T*, const T*, T*);                             \

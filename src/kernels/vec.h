@@ -33,4 +33,13 @@ template <typename T>
 void layernorm_backward(int64_t rows, int64_t dim, const T* x, const T* scale, const T* dy, T* dx,
                         T* dscale, T* dbias);
 
+// Small matrix-vector products for decoding, called per head inside parallel loops, where a BLAS
+// call's fixed cost exceeds the arithmetic. Single-threaded, vectorized.
+// y [n] = beta y + x^T M, M [rows x n] with row stride ld (rows of M streamed once).
+template <typename T>
+void vec_mat(int64_t rows, int64_t n, const T* x, const T* m, int64_t ld, T beta, T* y);
+// y [rows] = M x, M [rows x n] with row stride ld.
+template <typename T>
+void mat_vec(int64_t rows, int64_t n, const T* m, int64_t ld, const T* x, T* y);
+
 }  // namespace polysketch::kernels

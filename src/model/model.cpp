@@ -108,7 +108,8 @@ namespace {
 // and the saved row statistics (the denominators, for the non-softmax mechanisms); it may adjust
 // out in place (the earlier tokens of a chunked prefill) and records k, v in the decoding state.
 template <typename T>
-using AttentionHook = std::function<void(size_t layer, const T* q, const T* k, const T* v, T* out, T* stat)>;
+using AttentionHook = std::function<void(size_t layer, const T* q, const T* k, const T* v, T* out, T* stat,
+                                         const AttentionSaved<T>& saved)>;
 
 // Runs the network up to the final LayerNorm output xf [N x D]. When acts is non-null, keeps
 // every activation backward needs.
@@ -154,7 +155,7 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
     a.o.resize(x.size());
     l.attn->forward(shape, a.q.data(), a.k.data(), a.v.data(), a.o.data(),
                     acts || hook ? &a.saved : nullptr);
-    if (hook) (*hook)(li, a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.saved.row_stat.data());
+    if (hook) (*hook)(li, a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.saved.row_stat.data(), a.saved);
     a.merged.resize(x.size());
     model::merge_heads(a.merged.data(), a.o.data(), batch, len, h, hd);
     gemm<T>(false, false, n, d, d, T(1), a.merged.data(), d, l.out.value.data(), d, T(0), proj, d);
@@ -251,12 +252,17 @@ std::vector<T> ModelT<T>::prefill(DecodeStateT<T>& state, const int32_t* tokens,
   for (; done < n; done += chunk) {
     const int64_t len = std::min(chunk, n - done);
     const bool earlier = state.position() > 0;
-    const AttentionHook<T> hook = [&](size_t li, const T* q, const T* k, const T* v, T* o, T* den) {
+    const AttentionHook<T> hook = [&](size_t li, const T* q, const T* k, const T* v, T* o, T* den,
+                                      const AttentionSaved<T>& saved) {
+      const auto& attn = *m.layers[li].attn;
+      const int64_t r = attn.feature_dim();
       util::parallel_for(h, omp_in_parallel() ? 1 : omp_get_max_threads(), [&](int64_t hh, int) {
         auto& hs = heads[li * h + hh];
         const int64_t at = hh * len * hd;
-        if (earlier) attention::add_earlier_tokens(*m.layers[li].attn, hd, hs, len, q + at, o + at, den + hh * len);
-        attention::append_tokens(*m.layers[li].attn, hd, hs, len, k + at, v + at);
+        // Learned sketches: phi(q), phi(k) of this head as the forward pass saved them.
+        const T* phi = saved.features.empty() ? nullptr : saved.features.data() + hh * 2 * len * r;
+        if (earlier) attention::add_earlier_tokens(attn, hd, hs, len, q + at, o + at, den + hh * len, phi);
+        attention::append_tokens(attn, hd, hs, len, k + at, v + at, phi ? phi + len * r : nullptr);
       });
     };
     run_trunk<T>(m, config_, tokens + done, 1, len, false, 0, nullptr, x, xf, &hook, state.position());
