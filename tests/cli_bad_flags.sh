@@ -42,6 +42,8 @@ cases=$(cat <<ROWS
 --heads|$TR --heads 3 --width 32
 --dropout|$TR --dropout 1
 --mechanism|$TR --mechanism flash
+--precision|$TR --precision fp8
+--precision|train --resume $tmp/run --out $tmp/run --precision bf16
 --p|$TR --p 3
 --r|$TR --r 0
 --block|$TR --block 0
@@ -54,6 +56,7 @@ cases=$(cat <<ROWS
 --batch|eval $C $D --batch 0
 --batches|eval $C $D --batches -1
 --threads|eval $C $D --threads -1
+--precision|eval $C $D --precision bf15
 --max-tokens|generate $C --max-tokens -1
 --temperature|generate $C --temperature nan
 --temperature|generate $C --temperature -1
@@ -62,6 +65,8 @@ cases=$(cat <<ROWS
 --top-p|generate $C --top-p 1.5
 --top-k|generate $C --top-k -1
 --threads|generate $C --threads -1
+--precision|generate $C --precision x
+none.bin|generate $C --load-state $tmp/none.bin
 --checkpoint|generate --max-tokens 3
 --vocab-size|prepare --out $tmp/new --input $tmp/text.txt --vocab-size 100
 --vocab-size|prepare --out $tmp/new --input $tmp/text.txt --vocab-size 0
@@ -69,6 +74,11 @@ cases=$(cat <<ROWS
 --n|bench-attention --n 0
 --n|bench-attention --n 1073741824 --heads 65536
 --repeat|bench-attention --repeat 0
+--precision|bench-attention --precision f16
+--precision|bench-decode --precision half
+--context|bench-decode --context 0
+--batch|bench-decode --batch 0
+--decode|bench-decode --decode 0
 --threads|bench-attention --threads -1
 --pass|bench-attention --pass backward
 --mechanism|bench-attention --mechanism flash

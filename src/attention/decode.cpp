@@ -120,7 +120,7 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
   const Mechanism m = cfg.mechanism;
   const int64_t d = h;
   // w [rows] = x . keys[0:rows]^T, then num [d+1] (+)= [w^T vals[0:rows] | sum w]: two
-  // matrix-vector products per head (the gemm layer's one-row path).
+  // matrix-vector products per head (kernels::mat_vec, kernels::vec_mat).
   auto scores = [&](int64_t rows, const T* x, const T* keys, int64_t dim, T scale) {
     scratch.resize(static_cast<size_t>(rows));
     kernels::mat_vec(rows, dim, keys, dim, x, scratch.data());
