@@ -40,13 +40,11 @@ AttentionT<T>::AttentionT(const AttentionConfig& config, int64_t head_dim, int64
     layernorm("ln_qk");
   }
   if (!uses_sketch(m)) return;
-  if (is_learned(m)) {
+  if (is_learned(m))
     init_learned_sketch<T>(config, head_dim, params_);
-    feature_dim_ = config.r;
-  } else {
+  else
     sketch_ = draw_random_sketch<T>(config, head_dim);
-    feature_dim_ = config.p == 2 ? head_dim : config.r;
-  }
+  feature_dim_ = attention::feature_dim(config, head_dim);
 }
 
 template <typename T>

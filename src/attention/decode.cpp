@@ -28,15 +28,17 @@ T power(T x, int p) {
   return y;
 }
 
-// z += pack(feats[0:m])^T [vals[0:m] | 1]
+// z += pack(feats)^T [vals | 1] for m rows of features [m x r] and values [m x d]: one product
+// folds any number of complete blocks (the sum of their per-block products).
 template <typename T>
-void fold_block(HeadState<T>& s, int64_t m, int64_t r, int64_t d, std::vector<T>& scratch) {
+void fold_rows(HeadState<T>& s, int64_t m, int64_t r, int64_t d, const T* feats, const T* vals,
+               std::vector<T>& scratch) {
   const int64_t rp = kernels::packed_size(r);
   scratch.resize(static_cast<size_t>(m * (rp + d + 1)));
   T* packed = scratch.data();
   T* c = packed + m * rp;
-  kernels::pack_self_tensor(m, r, s.feats.data(), r, packed);
-  append_ones(m, d, s.vals.data(), c);
+  kernels::pack_self_tensor(m, r, feats, r, packed);
+  append_ones(m, d, vals, c);
   kernels::gemm<T>(true, false, rp, d + 1, m, T(1), packed, rp, c, d + 1, T(1), s.z.data(), d + 1);
 }
 
@@ -44,8 +46,7 @@ void fold_block(HeadState<T>& s, int64_t m, int64_t r, int64_t d, std::vector<T>
 
 template <typename T>
 void init_head_state(const AttentionConfig& cfg, int64_t h, HeadState<T>& s) {
-  // phi's width: r, or h for the random sketch of degree p = 2 (phi is the identity).
-  const int64_t d = h, b = cfg.block, r = is_learned(cfg.mechanism) || cfg.p > 2 ? cfg.r : h;
+  const int64_t d = h, b = cfg.block, r = feature_dim(cfg, h);
   s = HeadState<T>();
   if (!uses_sketch(cfg.mechanism)) return;
   s.z.assign(static_cast<size_t>(kernels::packed_size(r) * (d + 1)), T(0));
@@ -80,11 +81,7 @@ void append_tokens(const AttentionT<T>& att, int64_t h, HeadState<T>& s, int64_t
     att.feature_map(n, kn.data(), computed.data());
   }
   const T* feats = phi_k ? phi_k : computed.data();
-  for (int64_t j0 = 0; j0 < full; j0 += b) {
-    std::copy(feats + j0 * r, feats + (j0 + b) * r, s.feats.begin());
-    std::copy(v + j0 * d, v + (j0 + b) * d, s.vals.begin());
-    fold_block(s, b, r, d, scratch);
-  }
+  if (full > 0) fold_rows(s, full, r, d, feats, v, scratch);
   s.count = n - full;
   std::copy(feats + full * r, feats + n * r, s.feats.begin());
   std::copy(v + full * d, v + n * d, s.vals.begin());
@@ -136,9 +133,8 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
   };
   std::vector<T> num(static_cast<size_t>(d + 1), T(0));
   if (m == Mechanism::softmax) {
-    s.keys.insert(s.keys.end(), k, k + h);
-    s.vals.insert(s.vals.end(), v, v + d);
-    const int64_t n = ++s.count;
+    append_tokens(att, h, s, 1, k, v);
+    const int64_t n = s.count;
     T* w = scores(n, q, s.keys.data(), h, T(1) / std::sqrt(static_cast<T>(h)));
     const T mx = *std::max_element(w, w + n);
     for (int64_t j = 0; j < n; ++j) w[j] = std::exp(w[j] - mx);
@@ -146,19 +142,18 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
     for (int64_t c = 0; c < d; ++c) out[c] = num[c] / num[d];
     return;
   }
-  std::vector<T> qn(static_cast<size_t>(h)), kn(static_cast<size_t>(h));
+  std::vector<T> qn(static_cast<size_t>(h));
   layernorm(att, ln_q_index(), 1, h, q, qn.data());
-  layernorm(att, ln_k_index(m), 1, h, k, kn.data());
   if (m == Mechanism::polynomial) {
-    s.keys.insert(s.keys.end(), kn.begin(), kn.end());
-    s.vals.insert(s.vals.end(), v, v + d);
-    const int64_t n = ++s.count;
+    append_tokens(att, h, s, 1, k, v);  // keeps LN_k(k)
+    const int64_t n = s.count;
     T* w = scores(n, qn.data(), s.keys.data(), h, T(1));
     for (int64_t j = 0; j < n; ++j) w[j] = power(w[j], cfg.p);
     weighted(n, w, s.vals.data(), T(0), num.data());
   } else {
     const int64_t r = att.feature_dim(), rp = kernels::packed_size(r), b = cfg.block;
-    std::vector<T> a(static_cast<size_t>(r)), ap(static_cast<size_t>(rp));
+    std::vector<T> kn(static_cast<size_t>(h)), a(static_cast<size_t>(r)), ap(static_cast<size_t>(rp));
+    layernorm(att, ln_k_index(m), 1, h, k, kn.data());
     att.feature_map(1, qn.data(), a.data());
     const int64_t rows = ++s.count;
     att.feature_map(1, kn.data(), &s.feats[(rows - 1) * r]);
@@ -174,7 +169,7 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
     for (int64_t i = 0; i < rows; ++i) w[i] = power(w[i], p);
     weighted(rows, w, s.vals.data(), T(1), num.data());
     if (s.count == b) {
-      fold_block(s, b, r, d, scratch);
+      fold_rows(s, b, r, d, s.feats.data(), s.vals.data(), scratch);
       s.count = 0;
     }
   }

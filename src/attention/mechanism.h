@@ -23,6 +23,12 @@ inline size_t ln_q_index() { return 0; }
 inline size_t ln_k_index(Mechanism m) { return is_local(m) ? 2 : 0; }
 inline size_t learned_index(Mechanism m) { return is_local(m) ? 4 : 2; }
 
+// Width of phi for a sketch mechanism: r, or head_dim for the random sketch of degree p = 2
+// (phi is then the identity).
+inline int64_t feature_dim(const AttentionConfig& cfg, int64_t head_dim) {
+  return is_learned(cfg.mechanism) || cfg.p != 2 ? cfg.r : head_dim;
+}
+
 // Throws Error naming the offending value.
 void validate_config(const AttentionConfig& cfg, int64_t head_dim, int64_t value_dim);
 

@@ -155,21 +155,23 @@ void onednn_matmul(bool bf16, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
   stream.wait();
 }
 
-// Best of 3 seconds of one backend on a product the size of our dense layers.
-double time_backend(GemmBackend backend) {
-  const int64_t m = 1024, n = 768, k = 768;
+// Seconds of `repeat` m x n x k products on one backend (bf16: oneDNN's bf16 matmul), sorted,
+// after one untimed warm-up product (JIT, thread pool, first touch).
+std::vector<double> product_seconds(GemmBackend backend, bool bf16, int64_t m, int64_t n, int64_t k,
+                                    int repeat) {
   std::vector<float> a(static_cast<size_t>(m * k), 0.5f), b(static_cast<size_t>(k * n), 0.25f),
       c(static_cast<size_t>(m * n));
-  double best = 1e30;
-  for (int rep = 0; rep < 4; ++rep) {
+  std::vector<double> seconds;
+  for (int i = 0; i < repeat + 1; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    if (backend == GemmBackend::onednn)
-      onednn_matmul(false, false, false, m, n, k, 1.f, a.data(), k, b.data(), n, 0.f, c.data(), n);
+    if (bf16 || backend == GemmBackend::onednn)
+      onednn_matmul(bf16, false, false, m, n, k, 1.f, a.data(), k, b.data(), n, 0.f, c.data(), n);
     else
       openblas_sgemm(false, false, m, n, k, 1.f, a.data(), k, b.data(), n, 0.f, c.data(), n);
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (i > 0) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
-  return best;
+  std::sort(seconds.begin(), seconds.end());
+  return seconds;
 }
 
 // Products smaller than this (softmax tiles, per-block products) skip the matmul primitive's
@@ -203,9 +205,9 @@ GemmBackend gemm_backend() {
   static std::mutex mutex;
   std::lock_guard<std::mutex> lock(mutex);
   if (g_backend == GemmBackend::automatic) {
-    time_backend(GemmBackend::onednn);  // warm-up (JIT, thread pool)
-    time_backend(GemmBackend::openblas);
-    const double dnnl = time_backend(GemmBackend::onednn), oblas = time_backend(GemmBackend::openblas);
+    // Best of 4 on a product the size of our dense layers.
+    const double dnnl = product_seconds(GemmBackend::onednn, false, 1024, 768, 768, 4).front();
+    const double oblas = product_seconds(GemmBackend::openblas, false, 1024, 768, 768, 4).front();
     g_backend = dnnl * 1.15 < oblas ? GemmBackend::onednn : GemmBackend::openblas;
   }
   return g_backend;
@@ -220,20 +222,8 @@ void set_precision(Precision p) { g_precision = p; }
 Precision precision() { return g_precision; }
 
 double measure_gemm_gflops(GemmBackend backend, Precision p, int64_t m, int repeat) {
-  std::vector<float> a(static_cast<size_t>(m * m), 0.5f), b(a.size(), 0.25f), c(a.size());
-  std::vector<double> gflops;
-  for (int i = 0; i < repeat + 1; ++i) {  // the first run warms up
-    const auto t0 = std::chrono::steady_clock::now();
-    if (p == Precision::bf16 || backend == GemmBackend::onednn)
-      onednn_matmul(p == Precision::bf16, false, false, m, m, m, 1.f, a.data(), m, b.data(), m, 0.f,
-                    c.data(), m);
-    else
-      openblas_sgemm(false, false, m, m, m, 1.f, a.data(), m, b.data(), m, 0.f, c.data(), m);
-    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (i > 0) gflops.push_back(2.0 * static_cast<double>(m * m) * static_cast<double>(m) / sec / 1e9);
-  }
-  std::sort(gflops.begin(), gflops.end());
-  return gflops[gflops.size() / 2];
+  const auto seconds = product_seconds(backend, p == Precision::bf16, m, m, m, repeat);
+  return 2.0 * static_cast<double>(m * m) * static_cast<double>(m) / seconds[seconds.size() / 2] / 1e9;
 }
 
 // One row of output (decoding: one token, one head) is a matrix-vector product; sgemm would pack

@@ -66,6 +66,19 @@ void check_decode_state(const ModelConfig& config, DecodeStateT<T>& state) {
     throw Error("this decoding state was made for a different model configuration");
 }
 
+template <typename T>
+void check_kv_room(const ModelConfig& config, const DecodeStateT<T>& state, int64_t tokens) {
+  if (attention::has_constant_state(config.attention.mechanism)) return;
+  // keys and values of every layer and head: 2 x width values per token and layer
+  const double grown = static_cast<double>(state.bytes()) +
+                       2.0 * sizeof(T) * static_cast<double>(config.layers * config.width) * static_cast<double>(tokens);
+  if (grown > static_cast<double>(state.max_bytes))
+    throw Error(fmt::format("{} KV cache at position {} + {} tokens would need {:.1f} MiB, over its "
+                            "limit of {:.1f} MiB (the sketch mechanisms decode in constant memory)",
+                            mechanism_name(config.attention.mechanism), state.position(), tokens,
+                            grown / 1048576.0, static_cast<double>(state.max_bytes) / 1048576.0));
+}
+
 // ---- snapshots ----------------------------------------------------------------------------
 // Little-endian: "PSKSTATE", u32 version, u32 sizeof(T), u32 identity length + identity,
 // i64 position, u64 heads, then per head: i64 count and four arrays (u64 length + values),
@@ -215,14 +228,7 @@ std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* to
       if (states[c] == states[b]) throw Error("step: the same decoding state appears twice in one batch");
     if (tokens[b] < 0 || tokens[b] >= v)
       throw Error(fmt::format("token id {} is outside the vocabulary [0, {})", tokens[b], v));
-    if (!attention::has_constant_state(cfg.attention.mechanism)) {
-      const int64_t grown = states[b]->bytes() + cfg.layers * nh * 2 * hd * static_cast<int64_t>(sizeof(T));
-      if (grown > states[b]->max_bytes)
-        throw Error(fmt::format("{} KV cache at position {} would need {:.1f} MiB, over its limit of "
-                                "{:.1f} MiB (the sketch mechanisms decode in constant memory)",
-                                mechanism_name(cfg.attention.mechanism), states[b]->position(),
-                                grown / 1048576.0, states[b]->max_bytes / 1048576.0));
-    }
+    check_kv_room(cfg, *states[b], 1);
   }
   std::vector<T> x(static_cast<size_t>(batch * d)), y(x.size()), o(x.size()), proj(x.size());
   std::vector<T> qkv(static_cast<size_t>(batch * 3 * d)), u(static_cast<size_t>(batch * 2 * f)),
@@ -271,6 +277,8 @@ template class DecodeStateT<float>;
 template class DecodeStateT<double>;
 template void check_decode_state<float>(const ModelConfig&, DecodeStateT<float>&);
 template void check_decode_state<double>(const ModelConfig&, DecodeStateT<double>&);
+template void check_kv_room<float>(const ModelConfig&, const DecodeStateT<float>&, int64_t);
+template void check_kv_room<double>(const ModelConfig&, const DecodeStateT<double>&, int64_t);
 template std::vector<float> ModelT<float>::step(DecodeStateT<float>* const*, const int32_t*, int64_t);
 template std::vector<double> ModelT<double>::step(DecodeStateT<double>* const*, const int32_t*, int64_t);
 template std::string ModelT<float>::identity();

@@ -19,4 +19,8 @@ struct DecodeStateT<T>::Impl {
 template <typename T>
 void check_decode_state(const ModelConfig& config, DecodeStateT<T>& state);
 
+// KV-cache mechanisms: throws Error when `tokens` more would grow the state past max_bytes.
+template <typename T>
+void check_kv_room(const ModelConfig& config, const DecodeStateT<T>& state, int64_t tokens);
+
 }  // namespace polysketch

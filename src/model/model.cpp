@@ -235,14 +235,7 @@ std::vector<T> ModelT<T>::prefill(DecodeStateT<T>& state, const int32_t* tokens,
   while (done < n && state.position() > 0 && (!sketch || state.position() % b != 0))
     step(&one, tokens + done++, 1);
   if (done == n) return state.last_logits();
-  if (!sketch) {
-    const double kv_bytes = 2.0 * sizeof(T) * static_cast<double>(config_.layers * config_.width) * static_cast<double>(n);
-    if (kv_bytes > static_cast<double>(state.max_bytes))
-      throw Error(fmt::format("{} KV cache for a prompt of {} tokens would need {:.1f} MiB, over its "
-                              "limit of {:.1f} MiB (the sketch mechanisms decode in constant memory)",
-                              mechanism_name(config_.attention.mechanism), n, kv_bytes / 1048576.0,
-                              static_cast<double>(state.max_bytes) / 1048576.0));
-  }
+  check_kv_room(config_, state, n - done);
   // Chunks (a multiple of b) keep the prefill's working memory independent of n.
   const int64_t chunk = sketch ? b * std::max<int64_t>(1, state.prefill_chunk / b) : n;
   auto& m = *impl_;
