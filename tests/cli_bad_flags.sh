@@ -9,6 +9,7 @@ bible 'Gen1:1-Gen40:1' > "$tmp/text.txt"
 $bin prepare --input "$tmp/text.txt" --out "$tmp/data" --vocab-size 400 >/dev/null
 $bin train --data "$tmp/data" --out "$tmp/run" --layers 1 --width 32 --heads 2 --context 16 \
   --r 8 --block 8 --batch 1 --steps 2 --eval-batches 1 >/dev/null 2>&1
+$bin prepare --task mqar --length 32 --items 4 --examples 20 --val-examples 4 --out "$tmp/task" >/dev/null
 D="--data $tmp/data"
 TR="train $D --out $tmp/new"
 C="--checkpoint $tmp/run"
@@ -71,6 +72,18 @@ none.bin|generate $C --load-state $tmp/none.bin
 --vocab-size|prepare --out $tmp/new --input $tmp/text.txt --vocab-size 100
 --vocab-size|prepare --out $tmp/new --input $tmp/text.txt --vocab-size 0
 --input|prepare --out $tmp/new --input
+--task|prepare --out $tmp/new --task copy
+--task|prepare --out $tmp/new --task mqar --input $tmp/text.txt
+--items|prepare --out $tmp/new --task mqar --items 500
+--items|prepare --out $tmp/new --task induction-heads --items 3
+--length|prepare --out $tmp/new --task mqar --length 2
+--length|prepare --out $tmp/new --length 64
+--examples|prepare --out $tmp/new --task mqar --examples 0
+--val-examples|prepare --out $tmp/new --task mqar --val-examples -1
+--examples|prepare --out $tmp/new --task mqar --examples 100000000000
+--vocab-size|prepare --out $tmp/new --task mqar --vocab-size 2
+--context|train --data $tmp/task --out $tmp/new --context 16
+vocab|eval $C --data $tmp/task
 --n|bench-attention --n 0
 --n|bench-attention --n 1073741824 --heads 65536
 --repeat|bench-attention --repeat 0

@@ -62,6 +62,24 @@ TEST(ModelLayers, CrossEntropyBackward) {
   EXPECT_LT(max_rel_error(d, numeric_grad(logits, loss)), 1e-6);
 }
 
+TEST(ModelLayers, CrossEntropySkipsIgnoredTargets) {
+  const int64_t n = 4, v = 7;
+  auto logits = random_vector(n * v, 6, 2.0);
+  const std::vector<int32_t> targets{0, kIgnoreTarget, 3, kIgnoreTarget};
+  auto loss = [&] { return model::cross_entropy<double>(logits.data(), targets.data(), n, v, nullptr); };
+  std::vector<double> d(logits.size(), 99.0);
+  const double l = model::cross_entropy(logits.data(), targets.data(), n, v, d.data());
+  EXPECT_LT(max_rel_error(d, numeric_grad(logits, loss)), 1e-6);
+  for (int64_t i = 0; i < v; ++i) EXPECT_EQ(d[v + i], 0.0);  // ignored rows: no gradient
+  // The mean over the scored rows alone: rows 0 and 2 as a batch of two.
+  std::vector<double> two(logits.begin(), logits.begin() + v);
+  two.insert(two.end(), logits.begin() + 2 * v, logits.begin() + 3 * v);
+  const std::vector<int32_t> t2{0, 3};
+  EXPECT_NEAR(l, model::cross_entropy<double>(two.data(), t2.data(), 2, v, nullptr), 1e-12);
+  const std::vector<int32_t> none(n, kIgnoreTarget);
+  EXPECT_THROW(model::cross_entropy<double>(logits.data(), none.data(), n, v, nullptr), Error);
+}
+
 TEST(ModelLayers, LayerNormAndGeluBackward) {
   const int64_t rows = 3, dim = 6;
   auto x = random_vector(rows * dim, 6), scale = random_vector(dim, 7), bias = random_vector(dim, 8);
@@ -107,7 +125,8 @@ TEST_P(ModelGrad, WholeModelMatchesFiniteDifferences) {
   ModelT<double> model(tiny_config(GetParam()));
   const int64_t batch = 2, len = 5;
   const std::vector<int32_t> tokens{1, 4, 2, 9, 10, 0, 3, 3, 7, 5};
-  const std::vector<int32_t> targets{4, 2, 9, 10, 1, 3, 3, 7, 5, 8};
+  // Two positions unscored, as a synthetic task's are.
+  const std::vector<int32_t> targets{4, kIgnoreTarget, 9, 10, 1, 3, 3, kIgnoreTarget, 5, 8};
   auto grads = model.zero_grads();
   model.forward(tokens.data(), targets.data(), batch, len, true);
   model.backward(grads);

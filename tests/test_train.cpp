@@ -8,6 +8,7 @@
 #include "data/tokenizer.h"
 #include "polysketch/model.h"
 #include "test_util.h"
+#include "tiny_run.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
@@ -28,28 +29,6 @@ void make_data(const fs::path& dir) {
     for (int t = 0; t < 24; ++t) tokens.push_back(260 + (t * 7) % 24);
   data::write_shard((dir / "train.bin").string(), vocab, tokens);
   data::write_shard((dir / "val.bin").string(), vocab, std::vector<int32_t>(tokens.begin(), tokens.begin() + 480));
-}
-
-train::TrainOptions tiny_options(const std::string& data, const std::string& out) {
-  train::TrainOptions o;
-  o.data_dir = data;
-  o.out_dir = out;
-  o.model.layers = 2;
-  o.model.width = 32;
-  o.model.heads = 2;
-  o.model.context = 32;
-  o.model.attention.mechanism = Mechanism::polysketch_learned_local;
-  o.model.attention.r = 8;
-  o.model.attention.block = 8;
-  o.batch = 4;
-  o.steps = 150;
-  o.warmup = 10;
-  o.lr = 3e-3;
-  o.eval_every = 0;
-  o.eval_batches = 2;
-  o.checkpoint_every = 0;
-  o.progress = false;
-  return o;
 }
 
 TEST(Training, TinyModelOverfitsRepeatedText) {

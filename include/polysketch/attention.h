@@ -91,6 +91,11 @@ class AttentionT {
   void forward(const AttentionShape& shape, const T* q, const T* k, const T* v, T* out,
                AttentionSaved<T>* saved) const;
 
+  // The exact polynomial attention w_ij = <LN_q(q_i), LN_k(k_j)>^p with this mechanism's own
+  // parameters: what a sketch mechanism approximates (quadratic; a diagnostic, e.g. `polysketch
+  // eval --sketch-error`). Throws Error for softmax.
+  void exact_forward(const AttentionShape& shape, const T* q, const T* k, const T* v, T* out) const;
+
   // Given dout = dL/dout, writes dq, dk, dv (overwritten) and ADDS the parameter gradients into
   // dparams, which must have the shapes of params() (so micro-batches accumulate). `out` and
   // `saved` are those of the matching forward call.
@@ -114,6 +119,8 @@ class AttentionT {
 
  private:
   void validate_shape(const AttentionShape& shape) const;
+  void forward_impl(const AttentionShape& shape, const T* q, const T* k, const T* v, T* out,
+                    AttentionSaved<T>* saved, bool exact) const;
 
   AttentionConfig config_;
   int64_t head_dim_, value_dim_, feature_dim_ = 0;

@@ -12,6 +12,10 @@
 
 namespace polysketch {
 
+// A target id that is not scored: forward's loss (and eval's accuracy) skip these positions,
+// e.g. every position but the answers of a synthetic task (`polysketch prepare --task`).
+inline constexpr int32_t kIgnoreTarget = -1;
+
 struct ModelConfig {
   int64_t vocab = 4096;
   int64_t layers = 4;
@@ -52,8 +56,9 @@ class ModelT {
   std::vector<std::vector<T>> zero_grads();
   int64_t parameter_count();
 
-  // Mean next-token cross-entropy of targets given tokens, both [batch x len]. With train=true,
-  // dropout is active (seeded by dropout_seed) and activations are kept for backward().
+  // Mean next-token cross-entropy of targets given tokens, both [batch x len], over the scored
+  // positions (targets in [0, vocab); kIgnoreTarget skips one; at least one must be scored).
+  // With train=true, dropout is active (seeded by dropout_seed) and activations are kept for backward().
   double forward(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
                  bool train, uint64_t dropout_seed = 0);
   // Adds d(loss)/d(params) into grads (shaped like params()). Call after forward(train=true).
@@ -61,6 +66,11 @@ class ModelT {
 
   // Logits [batch x len x vocab] for tokens [batch x len] (no dropout, nothing kept).
   std::vector<T> logits(const int32_t* tokens, int64_t batch, int64_t len);
+
+  // Sketch mechanisms only: per layer, the relative error ||o - o_exact|| / ||o_exact|| of the
+  // attention output against the exact polynomial attention with the same weights and inputs
+  // (AttentionT::exact_forward), over tokens [batch x len]. Quadratic in len.
+  std::vector<double> sketch_error(const int32_t* tokens, int64_t batch, int64_t len);
 
   // Decoding (polysketch/decode.h). prefill: consumes n >= 1 tokens into `state` and returns the
   // logits [vocab] of the last one. From an empty state it is one pass of the block algorithm;

@@ -169,9 +169,10 @@ T* ones_column(Workspace<T>& ws, int64_t n, int64_t d, const T* v) {
 }
 
 // `features`, if not null, receives phi(q), phi(k) [2 x n x r] for backward.
+// exact: the polynomial path for any non-softmax mechanism (AttentionT::exact_forward).
 template <typename T>
 void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const T* k, const T* v,
-                  T* out, T* stat, T* features) {
+                  T* out, T* stat, T* features, bool exact) {
   const auto& cfg = hc.cfg;
   const int64_t n = hc.n, h = hc.h, d = hc.d;
   if (cfg.mechanism == Mechanism::softmax) {
@@ -181,7 +182,7 @@ void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const 
   T* qn = util::grown(ws.qn, n * h);
   T* kn = util::grown(ws.kn, n * h);
   hc.normalize(q, k, qn, kn);
-  if (cfg.mechanism == Mechanism::polynomial) {
+  if (cfg.mechanism == Mechanism::polynomial || exact) {
     const T* c = ones_column(ws, n, d, v);
     T* num = util::grown(ws.num, n * (d + 1));
     poly_attention_forward(n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, hc.threads, num);
@@ -249,6 +250,20 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
 template <typename T>
 void AttentionT<T>::forward(const AttentionShape& shape, const T* q, const T* k, const T* v,
                             T* out, AttentionSaved<T>* saved) const {
+  forward_impl(shape, q, k, v, out, saved, false);
+}
+
+template <typename T>
+void AttentionT<T>::exact_forward(const AttentionShape& shape, const T* q, const T* k, const T* v,
+                                  T* out) const {
+  if (config_.mechanism == Mechanism::softmax)
+    throw Error("exact_forward: softmax has no polynomial attention to compare with");
+  forward_impl(shape, q, k, v, out, nullptr, true);
+}
+
+template <typename T>
+void AttentionT<T>::forward_impl(const AttentionShape& shape, const T* q, const T* k, const T* v,
+                                 T* out, AttentionSaved<T>* saved, bool exact) const {
   validate_shape(shape);
   const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
   const int64_t heads = shape.batch * shape.heads, n = shape.n, h = head_dim_, d = value_dim_;
@@ -270,7 +285,8 @@ void AttentionT<T>::forward(const AttentionShape& shape, const T* q, const T* k,
   std::vector<Workspace<T>> ws(static_cast<size_t>(outer));
   parallel_for(heads, outer, [&](int64_t i, int thread) {
     head_forward(hc, ws[static_cast<size_t>(thread)], q + i * n * h, k + i * n * h, v + i * n * d,
-                 out + i * n * d, stat.data() + i * n, features ? features + i * per_head : nullptr);
+                 out + i * n * d, stat.data() + i * n, features ? features + i * per_head : nullptr,
+                 exact);
   });
 }
 

@@ -64,6 +64,9 @@ void run(const GenerateOptions& o) {
   util::check_range("--top-k", o.top_k, 0, int64_t{1} << 31);
   apply_runtime(o.runtime);
   const auto ck = model::read_checkpoint(o.checkpoint);
+  if (ck.tokenizer_bytes.empty())
+    throw Error(fmt::format("{} has no tokenizer: it was trained on a synthetic task (`prepare "
+                            "--task`), which has no text to generate; use `eval`", ck.dir));
   Model model(ck.config);
   model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
   const auto tok = data::Tokenizer::from_bytes(ck.tokenizer_bytes, ck.dir + "/tokenizer.model");

@@ -2,10 +2,12 @@
 #include <fmt/core.h>
 
 #include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "data/corpus.h"
+#include "data/dataset.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "polysketch/attention.h"
@@ -17,12 +19,42 @@ namespace polysketch::cli {
 namespace {
 struct PrepareOptions {
   std::vector<std::string> inputs;
-  std::string out;
-  int vocab_size = 2048;
+  std::string out, task;
+  std::optional<int64_t> vocab_size;  // default: 2048 for text, the task's for --task
+  int64_t length = 256, items = 0, examples = 20000, val_examples = 1000;
+  uint64_t seed = 1;
 };
 
+void run_task(const PrepareOptions& o) {
+  data::TaskOptions t;
+  try {
+    t.task = data::parse_task(o.task);
+  } catch (const Error& e) {
+    throw Error(fmt::format("--task: {}", e.what()));
+  }
+  t.length = o.length;
+  if (o.vocab_size) {
+    util::check_range("--vocab-size", *o.vocab_size, 3, int64_t{1} << 20);
+    t.vocab = *o.vocab_size;
+  }
+  t.items = o.items;
+  t = data::resolve_task_options(t);
+  util::check_range("--examples", o.examples, 1, int64_t{1} << 32);
+  util::check_range("--val-examples", o.val_examples, 1, int64_t{1} << 32);
+  const double bytes = 3.0 * static_cast<double>(o.examples + o.val_examples) * static_cast<double>(t.length + 1);
+  if (bytes > 8e9)
+    throw Error(fmt::format("--examples {} x --length {} would write {:.1f} GB; fewer examples or a "
+                            "shorter --length", o.examples, t.length, bytes / 1e9));
+  data::write_task_dataset(o.out, t, o.examples, o.val_examples, o.seed);
+  fmt::print("wrote {}: {} ({} tokens per example, vocab {}{}), {} train / {} validation examples\n",
+             o.out, data::task_name(t.task), t.length + 1, t.vocab,
+             t.items ? fmt::format(", {} items", t.items) : "", o.examples, o.val_examples);
+}
+
 void run(const PrepareOptions& o) {
-  util::check_range("--vocab-size", int64_t{o.vocab_size}, 16, int64_t{1} << 20);
+  if (!o.task.empty()) return run_task(o);
+  const int64_t vocab_size = o.vocab_size.value_or(2048);
+  util::check_range("--vocab-size", vocab_size, 16, int64_t{1} << 20);
   std::string text;
   std::string source;
   if (o.inputs.empty()) {
@@ -42,8 +74,8 @@ void run(const PrepareOptions& o) {
                             split.train.size(), split.val.size()));
   fmt::print("corpus: {} ({:.1f} MB), {} train / {} validation lines\n", source,
              text.size() / 1e6, split.train.size(), split.val.size());
-  fmt::print("training the tokenizer ({} pieces)...\n", o.vocab_size);
-  const auto model = data::Tokenizer::train(split.train, o.vocab_size);
+  fmt::print("training the tokenizer ({} pieces)...\n", vocab_size);
+  const auto model = data::Tokenizer::train(split.train, static_cast<int>(vocab_size));
   const auto tok = data::Tokenizer::from_bytes(model, "tokenizer");
   auto encode = [&](const std::vector<std::string>& lines) {
     std::vector<int32_t> ids;
@@ -70,10 +102,21 @@ void run(const PrepareOptions& o) {
 void add_prepare(CLI::App& app) {
   auto o = std::make_shared<PrepareOptions>();
   auto* cmd = app.add_subcommand("prepare", "Train a sentencepiece tokenizer on UTF-8 text and "
-                                            "write train/validation token shards");
-  cmd->add_option("--input", o->inputs, "UTF-8 text files (default: the King James Bible)");
+                                            "write train/validation token shards, or generate a "
+                                            "synthetic task's examples (--task)");
+  auto* input = cmd->add_option("--input", o->inputs, "UTF-8 text files (default: the King James Bible)");
   cmd->add_option("--out", o->out, "output directory")->required();
-  cmd->add_option("--vocab-size", o->vocab_size, "tokenizer vocabulary size")->capture_default_str();
+  cmd->add_option("--vocab-size", o->vocab_size, "tokenizer vocabulary size (default 2048), or the "
+                                                 "task's vocabulary (defaults: selective-copying 18, "
+                                                 "induction-heads 16, mqar 256)");
+  auto* task = cmd->add_option("--task", o->task, "synthetic task instead of text: selective-copying, "
+                                                  "induction-heads or mqar (docs/RESULTS.md)")->excludes(input);
+  auto task_flag = [&](CLI::Option* opt) { opt->capture_default_str()->needs(task); };
+  task_flag(cmd->add_option("--length", o->length, "tokens the model reads per example (train with --context equal to it)"));
+  cmd->add_option("--items", o->items, "selective-copying: tokens to copy (default 16); mqar: key-value pairs (default 8)")->needs(task);
+  task_flag(cmd->add_option("--examples", o->examples, "training examples"));
+  task_flag(cmd->add_option("--val-examples", o->val_examples, "validation examples"));
+  task_flag(cmd->add_option("--seed", o->seed, "the examples' seed"));
   cmd->callback([o] { run(*o); });
 }
 

@@ -3,10 +3,12 @@
 
 #include <cmath>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "data/shards.h"
+#include "attention/mechanism.h"
+#include "data/dataset.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 #include "util/atomic_file.h"
@@ -37,10 +39,10 @@ void run_train(TrainCli& c) {
     check_model_flags(c.o.model);
   }
   const auto r = train::run_training(c.o);
-  fmt::print("step {}: train loss {:.4f}, validation loss {:.4f} (perplexity {:.2f}); unigram "
-             "baseline loss {:.4f} (perplexity {:.2f})\n",
-             r.step, r.train_loss, r.val_loss, std::exp(r.val_loss), r.unigram_loss,
-             std::exp(r.unigram_loss));
+  fmt::print("step {}: train loss {:.4f}, validation loss {:.4f} (perplexity {:.2f}, accuracy "
+             "{:.4f}); unigram baseline loss {:.4f} (perplexity {:.2f})\n",
+             r.step, r.train_loss, r.val_loss, std::exp(r.val_loss), r.val_accuracy,
+             r.unigram_loss, std::exp(r.unigram_loss));
   fmt::print("checkpoint: {}\n", r.checkpoint);
 }
 
@@ -48,6 +50,7 @@ struct EvalCli {
   std::string checkpoint, data;
   std::vector<int64_t> contexts;
   int64_t batch = 8, batches = 16;
+  bool sketch_error = false, json = false;
   Runtime runtime;
 };
 
@@ -57,15 +60,39 @@ void run_eval(const EvalCli& e) {
   for (int64_t ctx : e.contexts) util::check_range("--context", ctx, 1, int64_t{1} << 30);
   apply_runtime(e.runtime);
   const auto ck = model::read_checkpoint(e.checkpoint);
+  if (e.sketch_error && !attention::uses_sketch(ck.config.attention.mechanism))
+    throw Error(fmt::format("--sketch-error needs a sketch mechanism; this checkpoint's {} is exact",
+                            mechanism_name(ck.config.attention.mechanism)));
+  const auto data = data::load_dataset(e.data);
+  if (data.vocab != ck.config.vocab)
+    throw Error(fmt::format("{}: vocab {} does not match the checkpoint's {}", e.data, data.vocab,
+                            ck.config.vocab));
+  auto contexts = e.contexts.empty() ? std::vector<int64_t>{ck.config.context} : e.contexts;
+  for (int64_t ctx : contexts) train::check_context(data, ctx);
   Model model(ck.config);
   model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
-  const auto val = data::read_shard((std::filesystem::path(e.data) / "val.bin").string(), ck.config.vocab);
-  auto contexts = e.contexts.empty() ? std::vector<int64_t>{ck.config.context} : e.contexts;
   for (int64_t ctx : contexts) {
-    const double loss = train::evaluate(model, val, ctx, e.batch, e.batches);
-    if (!std::isfinite(loss))
-      throw Error(fmt::format("context {}: validation loss is {} (the model's outputs overflow)", ctx, loss));
-    fmt::print("context {}: validation loss {:.4f}, perplexity {:.2f}\n", ctx, loss, std::exp(loss));
+    const auto r = train::evaluate(model, data, ctx, e.batch, e.batches);
+    if (!std::isfinite(r.loss))
+      throw Error(fmt::format("context {}: validation loss is {} (the model's outputs overflow)", ctx, r.loss));
+    const auto err = e.sketch_error ? train::sketch_error(model, data, ctx, e.batch, e.batches)
+                                    : std::vector<double>{};
+    if (e.json) {
+      nlohmann::json j{{"context", ctx}, {"loss", r.loss}, {"perplexity", std::exp(r.loss)},
+                       {"accuracy", r.accuracy}, {"scored", r.scored}};
+      if (e.sketch_error) j["sketch_error"] = err;
+      fmt::print("{}\n", j.dump());
+      continue;
+    }
+    fmt::print("context {}: validation loss {:.4f}, perplexity {:.2f}, {} accuracy {:.4f} ({} tokens)\n",
+               ctx, r.loss, std::exp(r.loss), data.synthetic() ? "answer" : "next-token", r.accuracy,
+               r.scored);
+    if (e.sketch_error) {
+      std::string layers;
+      for (double x : err) layers += fmt::format(" {:.4f}", x);
+      fmt::print("context {}: sketch error per layer (||o - o_exact|| / ||o_exact|| against exact "
+                 "degree-{} attention):{}\n", ctx, ck.config.attention.p, layers);
+    }
   }
 }
 
@@ -125,6 +152,9 @@ void add_train(CLI::App& app) {
   ev->add_option("--context", e->contexts, "context lengths (default: the model's)")->delimiter(',');
   ev->add_option("--batch", e->batch)->capture_default_str();
   ev->add_option("--batches", e->batches)->capture_default_str();
+  ev->add_flag("--json", e->json, "one JSON object per context (loss, perplexity, accuracy, scored, sketch_error)");
+  ev->add_flag("--sketch-error", e->sketch_error, "also report each layer's attention error against "
+                                                  "exact polynomial attention (sketch mechanisms; quadratic)");
   add_runtime_flags(ev, e->runtime);
   ev->callback([e] { run_eval(*e); });
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/rng.h"
+#include "polysketch/model.h"
 #include "kernels/vec.h"
 #include "util/parallel.h"
 
@@ -174,6 +175,9 @@ void dropout_mask(std::vector<T>& mask, int64_t count, double p, uint64_t seed, 
 template <typename T>
 double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t vocab,
                      T* dlogits) {
+  const int64_t scored = n - std::count(targets, targets + n, kIgnoreTarget);
+  if (scored == 0) throw Error("cross-entropy: no scored position (every target is ignored)");
+  const double inv = 1.0 / static_cast<double>(scored);
   // Rows split over threads; per-thread sums added in thread order (deterministic).
   const int threads = util::elementwise_threads(n * vocab);
   std::vector<double> partial(static_cast<size_t>(threads), 0.0);
@@ -181,6 +185,10 @@ double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t
   double total = 0;
   std::vector<T> e(static_cast<size_t>(vocab));
   for (int64_t r = r0; r < r1; ++r) {
+    if (targets[r] == kIgnoreTarget) {
+      if (dlogits) std::fill(dlogits + r * vocab, dlogits + (r + 1) * vocab, T(0));
+      continue;
+    }
     const T* l = logits + r * vocab;
     const T mx = *std::max_element(l, l + vocab);
     for (int64_t i = 0; i < vocab; ++i) e[i] = l[i] - mx;
@@ -190,16 +198,16 @@ double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t
     total += std::log(sum) - static_cast<double>(l[targets[r]] - mx);
     if (dlogits) {
       T* d = dlogits + r * vocab;
-      const T scale = static_cast<T>(1.0 / (sum * static_cast<double>(n)));
+      const T scale = static_cast<T>(inv / sum);
       for (int64_t i = 0; i < vocab; ++i) d[i] = e[i] * scale;
-      d[targets[r]] -= static_cast<T>(1.0 / static_cast<double>(n));
+      d[targets[r]] -= static_cast<T>(inv);
     }
   }
   partial[static_cast<size_t>(t)] = total;
   });
   double total = 0;
   for (double p : partial) total += p;
-  return total / static_cast<double>(n);
+  return total * inv;
 }
 
 #define POLYSKETCH_INSTANTIATE(T)                                                                  \

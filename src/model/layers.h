@@ -57,8 +57,9 @@ void glu_backward(T* du, const T* dg, const T* u, int64_t n, int64_t f);
 template <typename T>
 void dropout_mask(std::vector<T>& mask, int64_t count, double p, uint64_t seed, uint64_t site);
 
-// Cross-entropy: logits [N x V] -> mean over rows of -log softmax(logits)[target]. If dlogits is
-// non-null it receives d(mean loss)/d logits (may alias logits).
+// Cross-entropy: logits [N x V] -> mean over the scored rows of -log softmax(logits)[target];
+// rows whose target is kIgnoreTarget are not scored (their dlogits are 0). If dlogits is non-null
+// it receives d(mean loss)/d logits (may alias logits). Needs at least one scored row.
 template <typename T>
 double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t vocab,
                      T* dlogits);

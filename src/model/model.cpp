@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 
+#include "attention/mechanism.h"
 #include "kernels/gemm.h"
 #include "kernels/rng.h"
 #include "kernels/vec.h"
@@ -188,9 +189,12 @@ double ModelT<T>::forward(const int32_t* tokens, const int32_t* targets, int64_t
   if (batch < 1 || len < 1)
     throw Error(fmt::format("forward needs batch, len >= 1; got batch={} len={}", batch, len));
   const int64_t n = batch * len, v = config_.vocab;
+  if (std::count(targets, targets + n, kIgnoreTarget) == n)
+    throw Error("forward: no scored position (every target is ignored)");
   for (int64_t i = 0; i < n; ++i)
-    if (targets[i] < 0 || targets[i] >= v)
-      throw Error(fmt::format("target id {} is outside the vocabulary [0, {})", targets[i], v));
+    if ((targets[i] < 0 || targets[i] >= v) && targets[i] != kIgnoreTarget)
+      throw Error(fmt::format("target id {} is outside the vocabulary [0, {}) (and is not {}, "
+                              "which skips a position)", targets[i], v, kIgnoreTarget));
   m.acts.resize(m.layers.size());
   std::vector<T> x, xf;
   run_trunk<T>(m, config_, tokens, batch, len, train, dropout_seed, train ? &m.acts : nullptr, x,
@@ -220,6 +224,31 @@ std::vector<T> ModelT<T>::logits(const int32_t* tokens, int64_t batch, int64_t l
   std::vector<T> out;
   output_logits(m.embedding, m.output_bias, xf, batch * len, config_.width, config_.vocab, out);
   return out;
+}
+
+template <typename T>
+std::vector<double> ModelT<T>::sketch_error(const int32_t* tokens, int64_t batch, int64_t len) {
+  const Mechanism mech = config_.attention.mechanism;
+  if (!attention::uses_sketch(mech))
+    throw Error(fmt::format("the sketch error needs a sketch mechanism; {} is exact", mechanism_name(mech)));
+  auto& m = *impl_;
+  const AttentionShape shape{batch, config_.heads, len, config_.head_dim(), config_.head_dim()};
+  std::vector<double> error(m.layers.size());
+  std::vector<T> exact;
+  const AttentionHook<T> hook = [&](size_t li, const T* q, const T* k, const T* v, T* o, T*,
+                                    const AttentionSaved<T>&) {
+    exact.resize(static_cast<size_t>(batch * len * config_.width));
+    m.layers[li].attn->exact_forward(shape, q, k, v, exact.data());
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < exact.size(); ++i) {
+      diff += (static_cast<double>(o[i]) - exact[i]) * (static_cast<double>(o[i]) - exact[i]);
+      norm += static_cast<double>(exact[i]) * exact[i];
+    }
+    error[li] = norm > 0 ? std::sqrt(diff / norm) : 0.0;
+  };
+  std::vector<T> x, xf;
+  run_trunk<T>(m, config_, tokens, batch, len, false, 0, nullptr, x, xf, &hook);
+  return error;
 }
 
 template <typename T>

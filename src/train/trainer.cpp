@@ -9,11 +9,11 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <limits>
 
-#include "data/shards.h"
-#include "data/tokenizer.h"
 #include "kernels/gemm.h"
 #include "kernels/rng.h"
+#include "model/layers.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/run_dir.h"
@@ -53,21 +53,39 @@ class StopSignals {
   bool restored_ = false;
 };
 
-// Fills batch windows for training step `step`, micro-batch `micro`: a pure function of
-// (seed, step, micro), which is what makes resuming bit-exact without saving a data cursor.
-void sample_batch(const std::vector<int32_t>& data, int64_t context, int64_t batch, uint64_t seed,
-                  int64_t step, int64_t micro, std::vector<int32_t>& x, std::vector<int32_t>& y) {
-  auto rng = kernels::Rng::derive(seed, static_cast<uint64_t>(step), static_cast<uint64_t>(micro) + 1);
-  const uint64_t span = data.size() - static_cast<uint64_t>(context);
-  x.resize(static_cast<size_t>(batch * context));
+// Fills x (inputs) and y (targets) with `count` sequences of `context` tokens: running text as
+// windows starting at starts[i]; a synthetic task's examples (whole, index starts[i]) with
+// y = kIgnoreTarget where the token is not an answer.
+void fill_batch(const std::vector<int32_t>& tokens, const std::vector<uint8_t>& scored,
+                int64_t example_tokens, int64_t context, const std::vector<uint64_t>& starts,
+                std::vector<int32_t>& x, std::vector<int32_t>& y) {
+  x.resize(starts.size() * static_cast<size_t>(context));
   y.resize(x.size());
-  for (int64_t b = 0; b < batch; ++b) {
-    const uint64_t start = rng.below(span);
+  for (size_t b = 0; b < starts.size(); ++b) {
+    const uint64_t start = example_tokens > 0 ? starts[b] * static_cast<uint64_t>(example_tokens) : starts[b];
     for (int64_t t = 0; t < context; ++t) {
-      x[b * context + t] = data[start + t];
-      y[b * context + t] = data[start + t + 1];
+      x[b * context + t] = tokens[start + t];
+      y[b * context + t] = example_tokens > 0 && !scored[start + t + 1] ? kIgnoreTarget
+                                                                         : tokens[start + t + 1];
     }
   }
+}
+
+// Windows (or examples) that fit: the range starts are drawn from, or spread over.
+uint64_t start_count(const std::vector<int32_t>& tokens, int64_t example_tokens, int64_t context) {
+  return example_tokens > 0 ? tokens.size() / static_cast<uint64_t>(example_tokens)
+                            : tokens.size() - static_cast<uint64_t>(context);
+}
+
+// The batch of training step `step`, micro-batch `micro`: a pure function of (seed, step, micro),
+// which is what makes resuming bit-exact without saving a data cursor.
+void sample_batch(const data::Dataset& data, int64_t context, int64_t batch, uint64_t seed,
+                  int64_t step, int64_t micro, std::vector<int32_t>& x, std::vector<int32_t>& y) {
+  auto rng = kernels::Rng::derive(seed, static_cast<uint64_t>(step), static_cast<uint64_t>(micro) + 1);
+  const uint64_t span = start_count(data.train, data.example_tokens, context);
+  std::vector<uint64_t> starts(static_cast<size_t>(batch));
+  for (auto& s : starts) s = rng.below(span);
+  fill_batch(data.train, data.train_scored, data.example_tokens, context, starts, x, y);
 }
 
 nlohmann::json options_json(const TrainOptions& o) {
@@ -122,40 +140,90 @@ std::string duration(double s) {
 
 }  // namespace
 
-double evaluate(Model& model, const std::vector<int32_t>& tokens, int64_t context, int64_t batch,
-                int64_t batches) {
-  if (static_cast<int64_t>(tokens.size()) < context + 1)
-    throw Error(fmt::format("evaluation data has {} tokens, fewer than context+1 = {}",
-                            tokens.size(), context + 1));
-  const int64_t windows = std::max<int64_t>(1, batch * batches);
-  const int64_t last = static_cast<int64_t>(tokens.size()) - context - 1;
-  std::vector<int32_t> x, y;
-  double total = 0;
-  int64_t done = 0;
-  while (done < windows) {
-    const int64_t b = std::min(batch, windows - done);
-    x.resize(static_cast<size_t>(b * context));
-    y.resize(x.size());
-    for (int64_t i = 0; i < b; ++i) {
-      const int64_t start = windows == 1 ? 0 : (done + i) * last / (windows - 1);
-      for (int64_t t = 0; t < context; ++t) {
-        x[i * context + t] = tokens[start + t];
-        y[i * context + t] = tokens[start + t + 1];
-      }
-    }
-    total += model.forward(x.data(), y.data(), b, context, false) * static_cast<double>(b);
-    done += b;
-  }
-  return total / static_cast<double>(windows);
+void check_context(const data::Dataset& data, int64_t context) {
+  if (data.synthetic() && context != data.example_tokens - 1)
+    throw Error(fmt::format("{} holds {} examples of {} tokens: --context must be {}, not {}",
+                            data.dir, data.task, data.example_tokens, data.example_tokens - 1, context));
+  for (const auto* split : {&data.train, &data.val})
+    if (static_cast<int64_t>(split->size()) < context + 1)
+      throw Error(fmt::format("{}: a split has {} tokens, fewer than context+1 = {}", data.dir,
+                              split->size(), context + 1));
 }
 
-double unigram_loss(const std::vector<int32_t>& train, const std::vector<int32_t>& eval, int64_t vocab) {
-  std::vector<double> count(static_cast<size_t>(vocab), 1.0);
-  for (int32_t t : train) count[t] += 1;
-  const double total = static_cast<double>(train.size() + vocab);
+namespace {
+// The evaluation windows (or examples), batch by batch: body(x, y, rows).
+template <typename F>
+void for_each_eval_batch(const data::Dataset& data, int64_t context, int64_t batch, int64_t batches,
+                         F&& body) {
+  check_context(data, context);
+  const int64_t available = static_cast<int64_t>(start_count(data.val, data.example_tokens, context));
+  const int64_t windows = std::min(std::max<int64_t>(1, batch * batches),
+                                   data.synthetic() ? available : std::numeric_limits<int64_t>::max());
+  const int64_t last = available - 1;  // the last start that fits
+  std::vector<int32_t> x, y;
+  for (int64_t done = 0; done < windows;) {
+    const int64_t b = std::min(batch, windows - done);
+    std::vector<uint64_t> starts(static_cast<size_t>(b));
+    for (int64_t i = 0; i < b; ++i)
+      starts[i] = windows == 1 ? 0 : static_cast<uint64_t>((done + i) * last / (windows - 1));
+    fill_batch(data.val, data.val_scored, data.example_tokens, context, starts, x, y);
+    body(x, y, b);
+    done += b;
+  }
+}
+}  // namespace
+
+EvalResult evaluate(Model& model, const data::Dataset& data, int64_t context, int64_t batch,
+                    int64_t batches) {
+  const int64_t v = model.config().vocab;
   double loss = 0;
-  for (int32_t t : eval) loss -= std::log(count[t] / total);
-  return loss / static_cast<double>(eval.size());
+  int64_t scored = 0, correct = 0;
+  for_each_eval_batch(data, context, batch, batches, [&](const auto& x, const auto& y, int64_t b) {
+    const auto logits = model.logits(x.data(), b, context);
+    const int64_t n = b * context;
+    const int64_t s = n - std::count(y.begin(), y.end(), kIgnoreTarget);
+    loss += model::cross_entropy(logits.data(), y.data(), n, v, static_cast<float*>(nullptr)) *
+            static_cast<double>(s);
+    for (int64_t i = 0; i < n; ++i) {
+      if (y[i] == kIgnoreTarget) continue;
+      const float* row = logits.data() + i * v;
+      correct += std::max_element(row, row + v) - row == y[i];
+    }
+    scored += s;
+  });
+  return {loss / static_cast<double>(scored), static_cast<double>(correct) / static_cast<double>(scored), scored};
+}
+
+std::vector<double> sketch_error(Model& model, const data::Dataset& data, int64_t context,
+                                 int64_t batch, int64_t batches) {
+  std::vector<double> mean(static_cast<size_t>(model.config().layers), 0.0);
+  int64_t count = 0;
+  for_each_eval_batch(data, context, batch, batches, [&](const auto& x, const auto&, int64_t b) {
+    const auto e = model.sketch_error(x.data(), b, context);
+    for (size_t l = 0; l < mean.size(); ++l) mean[l] += e[l];
+    ++count;
+  });
+  for (auto& m : mean) m /= static_cast<double>(count);
+  return mean;
+}
+
+double unigram_loss(const data::Dataset& data) {
+  // Over the scored tokens only (all of running text; a synthetic task's answers).
+  auto counted = [&](const std::vector<uint8_t>& scored, size_t i) { return !data.synthetic() || scored[i]; };
+  std::vector<double> count(static_cast<size_t>(data.vocab), 1.0);
+  double total = static_cast<double>(data.vocab);
+  for (size_t i = 0; i < data.train.size(); ++i)
+    if (counted(data.train_scored, i)) {
+      count[data.train[i]] += 1;
+      total += 1;
+    }
+  double loss = 0, n = 0;
+  for (size_t i = 0; i < data.val.size(); ++i)
+    if (counted(data.val_scored, i)) {
+      loss -= std::log(count[data.val[i]] / total);
+      n += 1;
+    }
+  return loss / n;
 }
 
 void validate_options(const TrainOptions& o) {
@@ -216,24 +284,13 @@ TrainResult run_training(const TrainOptions& opts_in) {
   const int64_t start_step = ckpt ? ckpt->state.at("step").get<int64_t>() : 0;
   if (start_step > o.steps)
     throw Error(fmt::format("the checkpoint is at step {}, past --steps {}", start_step, o.steps));
-  const auto tok_path = (fs::path(o.data_dir) / "tokenizer.model").string();
-  const auto tokenizer = data::Tokenizer::from_file(tok_path);
-  int64_t vocab = 0;
-  const auto train_path = (fs::path(o.data_dir) / "train.bin").string();
-  const auto train_tokens = data::read_shard(train_path, -1, &vocab);
-  if (vocab != tokenizer.vocab_size())
-    throw Error(fmt::format("{}: vocab {} does not match the tokenizer's {} ({})", train_path,
-                            vocab, tokenizer.vocab_size(), tok_path));
-  const auto val_tokens = data::read_shard((fs::path(o.data_dir) / "val.bin").string(), vocab);
-
+  const auto data = data::load_dataset(o.data_dir);
   ModelConfig mc = ckpt ? ckpt->config : o.model;
-  if (!ckpt) mc.vocab = vocab;
-  if (mc.vocab != vocab)
-    throw Error(fmt::format("checkpoint vocab {} does not match the data's {}", mc.vocab, vocab));
+  if (!ckpt) mc.vocab = data.vocab;
+  if (mc.vocab != data.vocab)
+    throw Error(fmt::format("checkpoint vocab {} does not match the data's {}", mc.vocab, data.vocab));
   const int64_t ctx = mc.context;
-  if (static_cast<int64_t>(train_tokens.size()) < ctx + 1)
-    throw Error(fmt::format("training data has {} tokens, fewer than context+1 = {}",
-                            train_tokens.size(), ctx + 1));
+  check_context(data, ctx);
   mc.validate();
   mc.check_fits_in_memory(o.batch * ctx);
   kernels::set_precision(kernels::parse_precision(o.precision));
@@ -249,28 +306,31 @@ TrainResult run_training(const TrainOptions& opts_in) {
   }
   MetricsLog metrics((fs::path(o.out_dir) / "metrics.jsonl").string(), step);
   TrainResult res;
-  res.unigram_loss = unigram_loss(train_tokens, val_tokens, vocab);
+  res.unigram_loss = unigram_loss(data);
   if (o.progress)
     fmt::print(stderr, "model: {} parameters, {} layers, width {}, {} heads, context {}, {}\n"
                "data: {} train / {} validation tokens; unigram baseline: loss {:.3f} (ppl {:.1f})\n",
                model.parameter_count(), mc.layers, mc.width, mc.heads, ctx,
-               mechanism_name(mc.attention.mechanism), train_tokens.size(), val_tokens.size(),
+               mechanism_name(mc.attention.mechanism), data.train.size(), data.val.size(),
                res.unigram_loss, std::exp(res.unigram_loss));
 
   auto state_json = [&] {
     return nlohmann::json{{"options", options_json(o)}, {"tokens_seen", step * o.batch * o.accum * ctx}};
   };
   auto save = [&] {
-    res.checkpoint = save_checkpoint(o.out_dir, step, model, &opt, tokenizer.model_bytes(), state_json());
+    res.checkpoint = save_checkpoint(o.out_dir, step, model, &opt, data.tokenizer_bytes, state_json());
     prune_checkpoints(o.out_dir, o.keep);
     saved_step = step;
   };
   auto log_eval = [&] {
-    res.val_loss = evaluate(model, val_tokens, ctx, o.batch, o.eval_batches);
-    metrics.write({{"step", step}, {"val_loss", res.val_loss}, {"val_ppl", std::exp(res.val_loss)}});
+    const auto r = evaluate(model, data, ctx, o.batch, o.eval_batches);
+    res.val_loss = r.loss;
+    res.val_accuracy = r.accuracy;
+    metrics.write({{"step", step}, {"val_loss", r.loss}, {"val_ppl", std::exp(r.loss)},
+                   {"val_accuracy", r.accuracy}});
     if (o.progress)
-      fmt::print(stderr, "\nstep {}: validation loss {:.4f}, perplexity {:.2f}\n", step,
-                 res.val_loss, std::exp(res.val_loss));
+      fmt::print(stderr, "\nstep {}: validation loss {:.4f}, perplexity {:.2f}, accuracy {:.4f}\n",
+                 step, r.loss, std::exp(r.loss), r.accuracy);
   };
 
   StopSignals signals;
@@ -284,7 +344,7 @@ TrainResult run_training(const TrainOptions& opts_in) {
     for (auto& g : grads) std::fill(g.begin(), g.end(), 0.f);
     double loss = 0;
     for (int64_t a = 0; a < o.accum; ++a) {
-      sample_batch(train_tokens, ctx, o.batch, o.seed, step, a, x, y);
+      sample_batch(data, ctx, o.batch, o.seed, step, a, x, y);
       loss += model.forward(x.data(), y.data(), o.batch, ctx, true,
                             o.seed ^ (static_cast<uint64_t>(step) * 0x9e3779b97f4a7c15ULL + a));
       model.backward(grads);

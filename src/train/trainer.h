@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "data/dataset.h"
 #include "polysketch/model.h"
 
 namespace polysketch::train {
@@ -29,7 +30,7 @@ struct TrainOptions {
 
 struct TrainResult {
   int64_t step = 0;
-  double train_loss = 0, val_loss = 0, unigram_loss = 0;
+  double train_loss = 0, val_loss = 0, val_accuracy = 0, unigram_loss = 0;
   std::vector<double> losses;  // training loss of every step run in this call
   std::string checkpoint;
   bool interrupted = false;
@@ -44,11 +45,26 @@ void validate_options(const TrainOptions& options);
 // A diverged step (non-finite loss or gradient) throws Error; nothing non-finite is saved.
 TrainResult run_training(const TrainOptions& options);
 
-// Windows of context+1 tokens: deterministic, evenly spaced over the data.
-double evaluate(Model& model, const std::vector<int32_t>& tokens, int64_t context, int64_t batch,
-                int64_t batches);
+struct EvalResult {
+  double loss = 0;      // mean cross-entropy (nats) over the scored tokens
+  double accuracy = 0;  // fraction of scored tokens that are the model's top prediction
+  int64_t scored = 0;
+};
 
-// Cross-entropy (nats/token) of `eval` under the add-one-smoothed unigram model of `train`.
-double unigram_loss(const std::vector<int32_t>& train, const std::vector<int32_t>& eval, int64_t vocab);
+// On the validation split: batch * batches windows of context+1 tokens evenly spaced over running
+// text, or as many whole examples of a synthetic task (scored on their answers only).
+EvalResult evaluate(Model& model, const data::Dataset& data, int64_t context, int64_t batch,
+                    int64_t batches);
+
+// Sketch mechanisms: per layer, Model::sketch_error averaged over the batches evaluate() uses.
+std::vector<double> sketch_error(Model& model, const data::Dataset& data, int64_t context,
+                                 int64_t batch, int64_t batches);
+
+// Throws Error unless `context` suits the data (a synthetic task fixes it; text needs context+1 tokens).
+void check_context(const data::Dataset& data, int64_t context);
+
+// Cross-entropy (nats/token) of the validation tokens under the add-one-smoothed unigram model of
+// the training tokens (a synthetic task: its answers only).
+double unigram_loss(const data::Dataset& data);
 
 }  // namespace polysketch::train
