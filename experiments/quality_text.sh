@@ -6,7 +6,7 @@
 #
 # Usage: bash experiments/quality_text.sh [OUT]        (default OUT: experiments/out/text)
 # Environment: DATA (a `polysketch prepare` directory; default data/kjv, prepared if missing),
-#   STEPS (600), LAYERS (4), WIDTH (256), HEADS (4), CONTEXT (256), BATCH (8), LR (2e-3),
+#   STEPS (800), LAYERS (4), WIDTH (256), HEADS (4), CONTEXT (256), BATCH (8), LR (2e-3),
 #   THREADS (0: all cores), ONLY (space-separated names of the rows below to run), BIN.
 # About 90 minutes on the 2-core development machine with the defaults; STEPS scales it.
 # Writes OUT/RUN-NAME/ (the runs), OUT/results.jsonl (one object per mechanism),
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 out=${1:-experiments/out/text}
 BIN=${BIN:-build/release/polysketch}
 DATA=${DATA:-data/kjv}
-STEPS=${STEPS:-600} LAYERS=${LAYERS:-4} WIDTH=${WIDTH:-256} HEADS=${HEADS:-4}
+STEPS=${STEPS:-800} LAYERS=${LAYERS:-4} WIDTH=${WIDTH:-256} HEADS=${HEADS:-4}
 CONTEXT=${CONTEXT:-256} BATCH=${BATCH:-8} LR=${LR:-2e-3} THREADS=${THREADS:-0}
 source tools/ensure_plot_tools.sh
 [ -x "$BIN" ] || bash scripts/build.sh release
@@ -32,8 +32,6 @@ polysketch-local|--mechanism polysketch-local --p 4 --r 32
 polysketch-learned|--mechanism polysketch-learned --p 4 --r 32
 polysketch-learned-local|--mechanism polysketch-learned-local --p 4 --r 32"
 
-results="$out/results.jsonl"
-: > "$results.new"
 while IFS='|' read -r name flags; do
   if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
   run="$out/$name"
@@ -54,9 +52,15 @@ while IFS='|' read -r name flags; do
   jq -c -s --arg name "$name" --arg flags "$flags" --argjson steps "$STEPS" \
     --argjson tokens "$((STEPS * BATCH * CONTEXT))" --argjson wall "$wall" --argjson params "$params" \
     '{name: $name, flags: $flags, params: $params, steps: $steps, tokens: $tokens,
-      wall_s: $wall, tokens_per_s: ($tokens / $wall), eval: .}' "$run.eval.jsonl" >> "$results.new"
+      wall_s: $wall, tokens_per_s: ($tokens / $wall), eval: .}' "$run.eval.jsonl" > "$run.result.json"
 done <<< "$rows"
-mv "$results.new" "$results"
+
+# Every mechanism run so far (ONLY reruns some), in the order of the rows.
+results="$out/results.jsonl"
+: > "$results"
+while IFS='|' read -r name _; do
+  [ -f "$out/$name.result.json" ] && cat "$out/$name.result.json" >> "$results"
+done <<< "$rows"
 
 # The table, with ratios to softmax's perplexity.
 jq -r -s '

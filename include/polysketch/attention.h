@@ -8,18 +8,14 @@
 #pragma once
 
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
-namespace polysketch {
+#include "polysketch/error.h"
+#include "polysketch/param.h"
 
-// Thrown for every invalid configuration or input; the message names the offending value.
-class Error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace polysketch {
 
 enum class Mechanism {
   softmax,                   // exp(<q,k>/sqrt(h)), FlashAttention-style tiles (quadratic)
@@ -55,14 +51,6 @@ struct AttentionConfig {
 
 struct AttentionShape {
   int64_t batch = 1, heads = 1, n = 1, head_dim = 64, value_dim = 64;
-};
-
-// A named parameter tensor of a mechanism (LayerNorm scales and biases, learned sketch weights).
-template <typename T>
-struct Param {
-  std::string name;
-  std::vector<int64_t> shape;
-  std::vector<T> value;
 };
 
 // What forward keeps for backward: one statistic per row (softmax: log-sum-exp; others: the

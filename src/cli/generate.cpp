@@ -13,8 +13,8 @@
 #include "cli/common.h"
 #include "data/tokenizer.h"
 #include "polysketch/decode.h"
-#include "kernels/rng.h"
 #include "model/checkpoint.h"
+#include "model/generator.h"
 #include "util/check.h"
 
 namespace polysketch::cli {
@@ -22,46 +22,15 @@ namespace polysketch::cli {
 namespace {
 struct GenerateOptions {
   std::string checkpoint, prompt;
-  int64_t max_tokens = 200, top_k = 0;
-  double temperature = 0.8, top_p = 1.0;
-  uint64_t seed = 1;
+  int64_t max_tokens = 200;
+  model::SamplingOptions sampling;
   Runtime runtime;
   std::string save_state, load_state;
 };
 
-int32_t sample(const std::vector<float>& logits, const GenerateOptions& o, kernels::Rng& rng) {
-  const int64_t v = static_cast<int64_t>(logits.size());
-  if (o.temperature <= 0) return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-  std::vector<int32_t> order(static_cast<size_t>(v));
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
-  const int64_t k = o.top_k > 0 ? std::min(o.top_k, v) : v;
-  std::vector<double> p(static_cast<size_t>(k));
-  for (int64_t i = 0; i < k; ++i) p[i] = std::exp((logits[order[i]] - logits[order[0]]) / o.temperature);
-  double sum = std::accumulate(p.begin(), p.end(), 0.0);
-  int64_t keep = k;  // top-p: smallest prefix whose mass reaches top_p
-  double mass = 0;
-  for (int64_t i = 0; i < k; ++i) {
-    mass += p[i] / sum;
-    if (mass >= o.top_p) {
-      keep = i + 1;
-      break;
-    }
-  }
-  sum = std::accumulate(p.begin(), p.begin() + keep, 0.0);
-  double u = rng.uniform() * sum;
-  for (int64_t i = 0; i < keep; ++i) {
-    u -= p[i];
-    if (u < 0) return order[i];
-  }
-  return order[keep - 1];
-}
-
 void run(const GenerateOptions& o) {
   util::check_range("--max-tokens", o.max_tokens, 0, int64_t{1} << 30);
-  util::check_positive("--top-p", o.top_p, 1.0);
-  util::check_range("--temperature", o.temperature, 0.0, 1e3);
-  util::check_range("--top-k", o.top_k, 0, int64_t{1} << 31);
+  model::check_sampling(o.sampling);
   apply_runtime(o.runtime);
   const auto ck = model::read_checkpoint(o.checkpoint);
   if (ck.tokenizer_bytes.empty())
@@ -74,19 +43,16 @@ void run(const GenerateOptions& o) {
   auto state = o.load_state.empty() ? DecodeState(ck.config)
                                     : DecodeState::load(o.load_state, ck.config, identity);
   std::vector<int32_t> ids = tok.encode(o.prompt);
-  if (ids.empty() && state.position() == 0) ids.push_back(0);  // something to condition on
-  auto rng = kernels::Rng::derive(o.seed, 0x6e4e, 0);
+  model::Generator gen(model, state, o.sampling);
   std::string shown = tok.decode(ids);
   fmt::print("{}", shown);
   std::fflush(stdout);
   const auto t0 = std::chrono::steady_clock::now();
-  if (!ids.empty()) model.prefill(state, ids.data(), static_cast<int64_t>(ids.size()));
+  gen.prompt(ids);
   const auto t1 = std::chrono::steady_clock::now();
   const size_t prompt_tokens = ids.size();
-  DecodeState* one = &state;
   for (int64_t i = 0; i < o.max_tokens; ++i) {
-    ids.push_back(sample(state.last_logits(), o, rng));
-    model.step(&one, &ids.back(), 1);  // the state always holds every token shown
+    ids.push_back(gen.next());  // the state always holds every token shown
     const std::string text = tok.decode(ids);  // decode whole: pieces may merge across tokens
     if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
       fmt::print("{}", text.substr(shown.size()));
@@ -113,10 +79,10 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--checkpoint", o->checkpoint)->required();
   cmd->add_option("--prompt", o->prompt, "text to continue")->capture_default_str();
   cmd->add_option("--max-tokens", o->max_tokens)->capture_default_str();
-  cmd->add_option("--temperature", o->temperature, "0: greedy")->capture_default_str();
-  cmd->add_option("--top-k", o->top_k, "0: off")->capture_default_str();
-  cmd->add_option("--top-p", o->top_p)->capture_default_str();
-  cmd->add_option("--seed", o->seed)->capture_default_str();
+  cmd->add_option("--temperature", o->sampling.temperature, "0: greedy")->capture_default_str();
+  cmd->add_option("--top-k", o->sampling.top_k, "0: off")->capture_default_str();
+  cmd->add_option("--top-p", o->sampling.top_p)->capture_default_str();
+  cmd->add_option("--seed", o->sampling.seed)->capture_default_str();
   add_runtime_flags(cmd, o->runtime);
   cmd->add_option("--save-state", o->save_state, "write the decoding state at the end to this file");
   cmd->add_option("--load-state", o->load_state, "continue from a saved decoding state (the prompt, if any, is appended)");

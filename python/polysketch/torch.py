@@ -1,0 +1,79 @@
+"""PyTorch front end: PolySketchAttention, an nn.Module whose forward and backward are the C++
+library's (a torch.autograd.Function; no Python re-implementation).
+
+    attn = polysketch.torch.PolySketchAttention(head_dim=64, mechanism="polysketch-learned-local")
+    out = attn(q, k, v)          # q, k, v: [batch, heads, n, head_dim] CPU tensors
+    out.sum().backward()         # gradients for q, k, v and attn's parameters
+
+CPU tensors of the module's dtype (float32 by default; float64 for gradcheck). Non-contiguous
+inputs are made contiguous (a copy); other dtypes or devices raise ValueError.
+"""
+import numpy as np
+import torch
+from torch import nn
+
+from . import _check_qkv, _impl
+
+__all__ = ["PolySketchAttention"]
+
+
+def _as_numpy(t, name, dtype):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise ValueError(f"{name} is on {t.device}; polysketch runs on the CPU (call .cpu())")
+    if t.dtype != dtype:
+        raise ValueError(f"{name} is {t.dtype}, but this PolySketchAttention is {dtype} "
+                         f"(build it with dtype={t.dtype} or convert the tensor)")
+    return t.detach().contiguous().numpy()
+
+
+class _Function(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, impl, dtype, q, k, v, *params):
+        qn, kn, vn = (_as_numpy(t, n, dtype) for t, n in ((q, "q"), (k, "k"), (v, "v")))
+        qn, kn, vn = _check_qkv(qn, kn, vn)
+        pn = [p.detach().contiguous().numpy() for p in params]
+        out, saved = impl.forward(qn, kn, vn, pn, True)
+        ctx.impl, ctx.saved, ctx.arrays = impl, saved, (qn, kn, vn, out, pn)
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, dout):
+        qn, kn, vn, out, pn = ctx.arrays
+        dq, dk, dv, dparams = ctx.impl.backward(qn, kn, vn, out, dout.contiguous().numpy(), ctx.saved, pn)
+        return (None, None, torch.from_numpy(dq), torch.from_numpy(dk), torch.from_numpy(dv),
+                *(torch.from_numpy(g) for g in dparams))
+
+
+class PolySketchAttention(nn.Module):
+    """Attention of one mechanism over q, k [batch, heads, n, head_dim], v [batch, heads, n,
+    value_dim]. Owns the mechanism's parameters (q/k LayerNorm scales and biases; learned sketch
+    weights) as nn.Parameters named like the C++ library's (dots become underscores), initialised
+    as the library initialises them from (seed, layer); random sketches are fixed buffers inside
+    the library. threads=0: all cores."""
+
+    def __init__(self, head_dim, mechanism="polysketch-learned-local", causal=True, p=4, r=32, block=256,
+                 sketch="gaussian", seed=0, layer=0, threads=0, value_dim=None, dtype=torch.float32):
+        super().__init__()
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.head_dim = int(head_dim)
+        self.value_dim = int(value_dim if value_dim is not None else head_dim)
+        self.mechanism = mechanism
+        self.dtype = dtype
+        np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        self._impl = _impl(np_dtype, mechanism, causal, p, r, block, sketch, seed, layer, threads,
+                           self.head_dim, self.value_dim)
+        self._names = []
+        for name, value in self._impl.params():
+            attr = name.replace(".", "_")
+            self.register_parameter(attr, nn.Parameter(torch.from_numpy(np.array(value))))
+            self._names.append(attr)
+
+    def forward(self, q, k, v):
+        params = [getattr(self, n) for n in self._names]
+        return _Function.apply(self._impl, self.dtype, q, k, v, *params)
+
+    def extra_repr(self):
+        return f"head_dim={self.head_dim}, value_dim={self.value_dim}, mechanism={self.mechanism!r}"

@@ -1,0 +1,42 @@
+// Sampling from a model, token by token: the prompt in one prefill, then one decoding step per
+// token against a caller-owned state. Shared by `polysketch generate` and the Python module, so
+// both produce the same tokens for the same seed.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/rng.h"
+#include "polysketch/decode.h"
+
+namespace polysketch::model {
+
+struct SamplingOptions {
+  double temperature = 0.8;  // 0: greedy
+  int64_t top_k = 0;         // 0: off
+  double top_p = 1.0;        // nucleus mass in (0, 1]
+  uint64_t seed = 1;
+};
+
+// Throws Error naming the flag (--temperature, --top-k, --top-p) of an invalid value.
+void check_sampling(const SamplingOptions& options);
+
+// A token id drawn from logits under the options (temperature, then top-k, then top-p).
+int32_t sample(const std::vector<float>& logits, const SamplingOptions& options, kernels::Rng& rng);
+
+class Generator {
+ public:
+  Generator(Model& model, DecodeState& state, const SamplingOptions& options);
+  // Consumes the prompt (one prefill). An empty prompt on an empty state conditions on token 0.
+  void prompt(std::vector<int32_t> ids);
+  // Samples the next token from the state's last logits and advances the state by it.
+  int32_t next();
+
+ private:
+  Model& model_;
+  DecodeState& state_;
+  SamplingOptions options_;
+  kernels::Rng rng_;
+};
+
+}  // namespace polysketch::model
