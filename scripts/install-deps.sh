@@ -10,6 +10,8 @@ packages=(
   libsentencepiece-dev     # tokenizer
   zlib1g-dev               # CRC-32 checksums of checkpoint tensors
   bible-kjv                # the default corpus (King James Bible)
+  python3-dev pybind11-dev # the Python module (import polysketch), for /usr/bin/python3
+  python3-numpy python3-torch python3-pytest
 )
 missing=()
 for p in "${packages[@]}"; do

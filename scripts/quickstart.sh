@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Fresh machine -> installed, built, the King James Bible prepared, a small PolySketchFormer
 # (polysketch-learned-local) trained for at most 5 minutes on all cores, validation perplexity
-# printed next to the unigram baseline, and a sample generated.
+# printed next to the unigram baseline, and a sample generated. Also makes `import polysketch`
+# work for /usr/bin/python3 (scripts/install-python.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh release
+bash scripts/install-python.sh release   # import polysketch, for /usr/bin/python3
 bin=./build/release/polysketch
 $bin prepare --out data/kjv --vocab-size 2048
 rm -rf runs/quickstart

@@ -16,12 +16,17 @@ import numpy as np
 from . import _core
 
 __all__ = ["attention", "load", "LanguageModel", "Tokenizer", "mechanisms", "set_num_threads",
-           "get_num_threads", "MECHANISMS"]
+           "get_num_threads", "read_tokens", "MECHANISMS"]
 
 MECHANISMS = tuple(_core.mechanisms())
 Tokenizer = _core.Tokenizer
 set_num_threads = _core.set_num_threads
 get_num_threads = _core.get_num_threads
+
+
+def read_tokens(path):
+    """The token ids of a shard written by `polysketch prepare` (train.bin, val.bin): int32 numpy."""
+    return _core.read_shard(str(path))
 
 
 def mechanisms():

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 
+#include "data/shards.h"
 #include "data/tokenizer.h"
 #include "kernels/gemm.h"
 #include "model/checkpoint.h"
@@ -251,6 +252,10 @@ PYBIND11_MODULE(_core, m) {
     g_threads = threads;
   });
   m.def("get_num_threads", [] { return g_threads > 0 ? g_threads : omp_get_num_procs(); });
+  m.def("read_shard", [](const std::string& path) {
+    const auto tokens = data::read_shard(path);
+    return to_array(tokens, {static_cast<int64_t>(tokens.size())});
+  });
   py::class_<data::Tokenizer>(m, "Tokenizer")
       .def(py::init([](const std::string& path) { return data::Tokenizer::from_file(path); }))
       .def("encode", &data::Tokenizer::encode)

@@ -1,20 +1,12 @@
 """polysketch.load on a checkpoint made by the CLI: logits against `polysketch eval`, generation
 against `polysketch generate` with the same seed, the tokenizer, and errors."""
+import json
 import subprocess
 
 import numpy as np
 import pytest
 
 import polysketch
-
-
-def read_shard(path):
-    """PSKSHARD: 32-byte header (magic, version, vocab, count, bytes per token, reserved)."""
-    raw = open(path, "rb").read()
-    assert raw[:8] == b"PSKSHARD"
-    count = int(np.frombuffer(raw, np.uint64, 1, 16)[0])
-    bpt = int(np.frombuffer(raw, np.uint32, 1, 24)[0])
-    return np.frombuffer(raw, np.uint16 if bpt == 2 else np.uint32, count, 32).astype(np.int64)
 
 
 def test_logits_match_the_cli_eval_loss(trained, polysketch_bin):
@@ -25,9 +17,8 @@ def test_logits_match_the_cli_eval_loss(trained, polysketch_bin):
     out = subprocess.run([polysketch_bin, "eval", "--checkpoint", str(run), "--data", str(data),
                           "--batch", "1", "--batches", "1", "--json"], check=True, capture_output=True,
                          text=True).stdout
-    import json
     cli_loss = json.loads(out.splitlines()[0])["loss"]
-    tokens = read_shard(data / "val.bin")[:ctx + 1]
+    tokens = polysketch.read_tokens(data / "val.bin")[:ctx + 1]
     assert abs(lm.loss(tokens) - cli_loss) < 1e-5 * max(1.0, cli_loss)
     logits = lm.logits(tokens[:-1])
     assert logits.shape == (ctx, lm.vocab_size) and logits.dtype == np.float32
