@@ -6,7 +6,8 @@
 #
 # Usage: bash experiments/quality_synthetic.sh [OUT]   (default OUT: experiments/out/synthetic)
 # Environment: STEPS (1200), BATCH (16 sequences of 256; 1024-token tasks use BATCH/4), LR (1e-2),
-#   JOBS (2: runs side by side, one thread each), TASKS (rows below by name), MECHANISMS, BIN.
+#   JOBS (2: runs side by side, one thread each), TASKS (rows below by name), MECHANISMS, BIN,
+#   FORCE (1: rerun finished runs; by default a rerun only completes the missing ones).
 # About 30 minutes on the 2-core development machine with the defaults.
 # Writes OUT/data/TASK/, OUT/runs/TASK/MECHANISM/, OUT/results.jsonl, OUT/results.md and
 # OUT/synthetic_accuracy.png.
@@ -46,6 +47,8 @@ flags_of() {  # mechanism name -> train flags (the sketches: r = 32; blocks of 6
 
 one_run() {  # task mechanism
   local task=$1 mech=$2 run="$out/runs/$1/$2" len batch start wall
+  # Finished runs are kept (rerunning the script completes a study); FORCE=1 reruns them.
+  if [ -z "${FORCE:-}" ] && jq -e -s 'length == 1 and .[0].accuracy != null' "$run.result.json" >/dev/null 2>&1; then return; fi
   len=$(jq .length "$out/data/$task/meta.json")
   batch=$((len > 256 ? BATCH / 4 : BATCH))
   rm -rf "$run" && mkdir -p "$(dirname "$run")"
@@ -62,12 +65,12 @@ one_run() {  # task mechanism
   echo "$task $mech: accuracy $(jq .accuracy "$run.result.json") (${wall}s)" >&2
 }
 export -f one_run flags_of
-export out BIN STEPS BATCH LR
+export out BIN STEPS BATCH LR FORCE
 for task in "${selected[@]}"; do for mech in $MECHANISMS; do echo "$task $mech"; done; done |
   OMP_WAIT_POLICY=passive xargs -P "$JOBS" -L 1 bash -c 'one_run "$0" "$1"'
 
 results="$out/results.jsonl"
-cat "$out"/runs/*/*.result.json > "$results"
+jq -c 'select(.accuracy != null)' "$out"/runs/*/*.result.json > "$results"
 # Table: one row per mechanism, one column per task (accuracy on the answers).
 jq -r -s --arg mechs "$MECHANISMS" '
   (map(.task) | unique) as $tasks |

@@ -12,6 +12,7 @@ packages=(
   bible-kjv                # the default corpus (King James Bible)
   python3-dev pybind11-dev # the Python module (import polysketch), for /usr/bin/python3
   python3-numpy python3-torch python3-pytest
+  openmpi-bin libopenmpi-dev  # data-parallel training (mpirun -np N polysketch train)
 )
 missing=()
 for p in "${packages[@]}"; do

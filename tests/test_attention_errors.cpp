@@ -3,6 +3,7 @@
 
 #include <functional>
 
+#include "attention/normalizer.h"
 #include "polysketch/attention.h"
 #include "test_util.h"
 
@@ -63,6 +64,22 @@ TEST(AttentionErrors, InvalidShapes) {
     att.backward({1, 1, 4, 8, 8}, buf.data(), buf.data(), buf.data(), out.data(), buf.data(),
                  wrong, out.data(), out.data(), out.data(), nullptr);
   }, "saved state");
+}
+
+// The denominator 1 + sum_j w_ij is >= 1 in exact arithmetic; a sketch's rounding can make the
+// sum negative (it reached -1 in a training run: den 0, inf outputs, NaN gradients). Clamped.
+TEST(AttentionErrors, DenominatorNeverBelowOne) {
+  const int64_t d = 2;
+  const std::vector<float> num{0.5f, -0.25f, -1.0f,   // rounding pushed the sum to -1
+                               0.5f, -0.25f, -3.5f,   // and further
+                               0.5f, -0.25f, 1.0f};   // a normal row
+  std::vector<float> out(3 * d), den(3);
+  attention::normalize_rows(3, d, num.data(), out.data(), den.data());
+  EXPECT_EQ(den[0], 1.0f);
+  EXPECT_EQ(den[1], 1.0f);
+  EXPECT_EQ(den[2], 2.0f);
+  EXPECT_EQ(out[0], 0.5f);
+  EXPECT_EQ(out[5], -0.125f);
 }
 
 }  // namespace

@@ -18,11 +18,15 @@ void append_ones(int64_t rows, int64_t d, const T* v, T* c) {
   }
 }
 
-// num [rows x (d+1)] -> out [rows x d], den [rows]
+// num [rows x (d+1)] -> out [rows x d], den [rows]. sum_j w_ij >= 0 in exact arithmetic, but a
+// sketch computes it through products of features whose terms cancel (<phi(q), phi(k)>^2 summed
+// over a block's state): with saturated learned features the rounding can reach -1, and
+// den = 0 gave inf outputs and NaN gradients (found in training: docs/RESULTS.md). A negative
+// sum is rounding, so it is clamped at 0 (den >= 1).
 template <typename T>
 void normalize_rows(int64_t rows, int64_t d, const T* num, T* out, T* den) {
   for (int64_t i = 0; i < rows; ++i) {
-    den[i] = T(1) + num[i * (d + 1) + d];
+    den[i] = T(1) + std::max(num[i * (d + 1) + d], T(0));
     const T inv = T(1) / den[i];
     for (int64_t k = 0; k < d; ++k) out[i * d + k] = num[i * (d + 1) + k] * inv;
   }

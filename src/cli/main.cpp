@@ -8,9 +8,17 @@
 
 #include "cli/commands.h"
 #include "polysketch/attention.h"
+#include "train/distributed.h"
 
 namespace {
 int fail(const std::string& message) {
+  const int rank = polysketch::train::World::rank(), ranks = polysketch::train::World::size();
+  if (ranks > 1) {
+    // One rank's error ends the whole job (the others may be waiting in a collective).
+    fmt::print(stderr, "error: rank {} of {}: {}\n", rank, ranks, message);
+    std::fflush(stderr);
+    polysketch::train::World::abort(1);
+  }
   fmt::print(stderr, "error: {}\n", message);
   return 1;
 }
@@ -19,9 +27,8 @@ std::string command_of(const CLI::App& app) {
   for (const auto* sub : app.get_subcommands()) return "polysketch " + sub->get_name();
   return "polysketch";
 }
-}  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{"polysketch: PolySketchFormer, linear-time polynomial attention, in C++"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "polysketch 0.1.0");
@@ -49,4 +56,13 @@ int main(int argc, char** argv) {
     return fail(e.what());
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  polysketch::train::World::init(&argc, &argv);  // data parallelism when started by mpirun
+  const int status = run(argc, argv);
+  polysketch::train::World::finalize();
+  return status;
 }

@@ -16,6 +16,7 @@
 #include "model/layers.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/run_dir.h"
 #include "util/atomic_file.h"
 #include "util/check.h"
@@ -86,6 +87,38 @@ void sample_batch(const data::Dataset& data, int64_t context, int64_t batch, uin
   std::vector<uint64_t> starts(static_cast<size_t>(batch));
   for (auto& s : starts) s = rng.below(span);
   fill_batch(data.train, data.train_scored, data.example_tokens, context, starts, x, y);
+}
+
+// grads summed over the ranks with one allreduce of one flat buffer.
+void sum_over_ranks(std::vector<std::vector<float>>& grads, std::vector<float>& flat) {
+  size_t total = 0;
+  for (const auto& g : grads) total += g.size();
+  flat.resize(total);
+  size_t at = 0;
+  for (const auto& g : grads) {
+    std::copy(g.begin(), g.end(), flat.begin() + at);
+    at += g.size();
+  }
+  World::sum(flat);
+  at = 0;
+  for (auto& g : grads) {
+    std::copy(flat.begin() + at, flat.begin() + at + g.size(), g.begin());
+    at += g.size();
+  }
+}
+
+// ", non-finite gradients in: a, b, ..." naming the tensors (at most 5), for the divergence error.
+std::string nonfinite_gradients(Model& model, const std::vector<std::vector<float>>& grads) {
+  const auto params = model.params();
+  std::vector<std::string> names;
+  for (size_t i = 0; i < grads.size(); ++i)
+    if (!std::all_of(grads[i].begin(), grads[i].end(), [](float x) { return std::isfinite(x); }))
+      names.push_back(params[i]->name);
+  if (names.empty()) return "";
+  std::string list;
+  for (size_t i = 0; i < std::min<size_t>(names.size(), 5); ++i) list += (i ? ", " : "") + names[i];
+  return fmt::format(", non-finite gradients in {} tensor(s): {}{}", names.size(), list,
+                     names.size() > 5 ? ", ..." : "");
 }
 
 nlohmann::json options_json(const TrainOptions& o) {
@@ -253,10 +286,19 @@ TrainResult run_training(const TrainOptions& opts_in) {
   if (o.out_dir.empty()) throw Error("--out is required");
   if (o.resume.empty() && o.data_dir.empty())
     throw Error("--data is required (a directory made by `polysketch prepare`)");
+  // Data parallelism (mpirun): rank 0 alone owns the run directory (lock, metrics, checkpoints,
+  // progress); every rank computes its share of each step's micro-batches.
+  const bool root = World::root();
+  const int64_t ranks = World::size();
   // One trainer per run directory; what killed trainers left behind is removed under the lock.
-  fs::create_directories(o.out_dir);
-  RunLock lock(o.out_dir);
-  remove_orphans(o.out_dir);
+  std::unique_ptr<RunLock> lock;
+  if (root) {
+    fs::create_directories(o.out_dir);
+    lock = std::make_unique<RunLock>(o.out_dir);
+    remove_orphans(o.out_dir);
+  }
+  World::barrier();  // the other ranks read the checkpoint after the orphans are gone
+  if (!root) o.progress = false;
   // Resume: model, optimizer and training options come from the checkpoint.
   std::unique_ptr<LoadedCheckpoint> ckpt;
   bool same_run = false;  // resuming a checkpoint of o.out_dir itself
@@ -271,12 +313,18 @@ TrainResult run_training(const TrainOptions& opts_in) {
       throw Error(fmt::format("{}: invalid training options ({})", st_path, e.what()));
     }
     if (opts_in.steps > 0) o.steps = opts_in.steps;  // e.g. to extend a finished run
+    // The saved accumulation is the whole step's (every rank's micro-batches): split it anew.
+    if (o.accum % ranks != 0)
+      throw Error(fmt::format("the run accumulates {} micro-batches per step, which {} ranks cannot "
+                              "share evenly (use a number of ranks that divides {})",
+                              o.accum, ranks, o.accum));
+    o.accum /= ranks;
     std::error_code ec;
     same_run = fs::equivalent(fs::path(ckpt->dir).parent_path(), o.out_dir, ec);
   } else if (o.steps == 0) {
     o.steps = 1000;
   }
-  const auto existing = list_checkpoints(o.out_dir);
+  const auto existing = root ? list_checkpoints(o.out_dir) : std::vector<std::pair<int64_t, std::string>>{};
   if (!existing.empty() && !same_run)
     throw Error(fmt::format("{} already holds checkpoints (newest: {}); continue that run with "
                             "--resume {}, or choose another --out",
@@ -304,7 +352,9 @@ TrainResult run_training(const TrainOptions& opts_in) {
     opt.set_steps(step);
     if (same_run) saved_step = step;
   }
-  MetricsLog metrics((fs::path(o.out_dir) / "metrics.jsonl").string(), step);
+  std::unique_ptr<MetricsLog> metrics;
+  if (root) metrics = std::make_unique<MetricsLog>((fs::path(o.out_dir) / "metrics.jsonl").string(), step);
+  const int64_t global_accum = o.accum * ranks;  // micro-batches per step over all ranks
   TrainResult res;
   res.unigram_loss = unigram_loss(data);
   if (o.progress)
@@ -315,7 +365,9 @@ TrainResult run_training(const TrainOptions& opts_in) {
                res.unigram_loss, std::exp(res.unigram_loss));
 
   auto state_json = [&] {
-    return nlohmann::json{{"options", options_json(o)}, {"tokens_seen", step * o.batch * o.accum * ctx}};
+    auto opts = options_json(o);
+    opts["accum"] = global_accum;  // the step's, whatever the number of ranks
+    return nlohmann::json{{"options", opts}, {"tokens_seen", step * o.batch * global_accum * ctx}};
   };
   auto save = [&] {
     res.checkpoint = save_checkpoint(o.out_dir, step, model, &opt, data.tokenizer_bytes, state_json());
@@ -326,7 +378,7 @@ TrainResult run_training(const TrainOptions& opts_in) {
     const auto r = evaluate(model, data, ctx, o.batch, o.eval_batches);
     res.val_loss = r.loss;
     res.val_accuracy = r.accuracy;
-    metrics.write({{"step", step}, {"val_loss", r.loss}, {"val_ppl", std::exp(r.loss)},
+    metrics->write({{"step", step}, {"val_loss", r.loss}, {"val_ppl", std::exp(r.loss)},
                    {"val_accuracy", r.accuracy}});
     if (o.progress)
       fmt::print(stderr, "\nstep {}: validation loss {:.4f}, perplexity {:.2f}, accuracy {:.4f}\n",
@@ -337,27 +389,36 @@ TrainResult run_training(const TrainOptions& opts_in) {
   const bool tty = isatty(2);
   auto grads = model.zero_grads();
   std::vector<int32_t> x, y;
+  std::vector<float> flat;  // the gradients in one buffer, for one allreduce per step
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step;
   while (step < o.steps) {
     const auto ts = std::chrono::steady_clock::now();
     for (auto& g : grads) std::fill(g.begin(), g.end(), 0.f);
     double loss = 0;
+    // This rank's micro-batches: global indices rank*accum .. rank*accum+accum-1, so N ranks
+    // with --accum A compute the step of one process with --accum N*A.
     for (int64_t a = 0; a < o.accum; ++a) {
-      sample_batch(data, ctx, o.batch, o.seed, step, a, x, y);
+      const int64_t micro = World::rank() * o.accum + a;
+      sample_batch(data, ctx, o.batch, o.seed, step, micro, x, y);
       loss += model.forward(x.data(), y.data(), o.batch, ctx, true,
-                            o.seed ^ (static_cast<uint64_t>(step) * 0x9e3779b97f4a7c15ULL + a));
+                            o.seed ^ (static_cast<uint64_t>(step) * 0x9e3779b97f4a7c15ULL + micro));
       model.backward(grads);
     }
-    loss /= static_cast<double>(o.accum);
-    if (o.accum > 1)
+    if (ranks > 1) {
+      loss = World::sum(loss);
+      sum_over_ranks(grads, flat);
+    }
+    loss /= static_cast<double>(global_accum);
+    if (global_accum > 1)
       for (auto& g : grads)
-        for (float& v : g) v /= static_cast<float>(o.accum);
+        for (float& v : g) v /= static_cast<float>(global_accum);
     const double norm = clip_grad_norm(grads, o.clip);
     if (!std::isfinite(loss) || !std::isfinite(norm))
-      throw Error(fmt::format("training diverged at step {}: loss {}, gradient norm {} (lower "
+      throw Error(fmt::format("training diverged at step {}: loss {}, gradient norm {}{} (lower "
                               "--lr?); nothing saved for this run after step {}",
-                              step + 1, loss, norm, saved_step < 0 ? first : saved_step));
+                              step + 1, loss, norm, nonfinite_gradients(model, grads),
+                              saved_step < 0 ? first : saved_step));
     const double lr = learning_rate(step, o.steps, o.warmup, o.lr, o.min_lr_ratio);
     opt.step(model.params(), grads, lr);
     ++step;
@@ -366,8 +427,8 @@ TrainResult run_training(const TrainOptions& opts_in) {
     const auto now = std::chrono::steady_clock::now();
     const double elapsed = std::chrono::duration<double>(now - t0).count();
     const double step_s = std::chrono::duration<double>(now - ts).count();
-    const double tok_s = static_cast<double>(o.batch * o.accum * ctx) / step_s;
-    metrics.write({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+    const double tok_s = static_cast<double>(o.batch * global_accum * ctx) / step_s;
+    if (metrics) metrics->write({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                    {"tokens_per_s", tok_s}, {"elapsed_s", elapsed}});
     if (o.progress && (tty || step % 10 == 0 || step == o.steps)) {
       const double eta = elapsed / static_cast<double>(step - first) * static_cast<double>(o.steps - step);
@@ -376,12 +437,15 @@ TrainResult run_training(const TrainOptions& opts_in) {
                  tty ? "\r" : "", step, o.steps, std::string(filled, '#'),
                  std::string(width - filled, '.'), loss, tok_s, duration(eta), tty ? "   " : "\n");
     }
-    const bool out_of_time = o.time_budget_s > 0 && elapsed >= o.time_budget_s;
-    if (o.eval_every > 0 && step % o.eval_every == 0 && step < o.steps && !out_of_time && !g_signal) log_eval();
-    if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && step < o.steps) save();
-    if (g_signal) {
+    // Every rank stops at the same step: rank 0's clock decides the time budget, and a signal
+    // on any rank stops all (mpirun forwards SIGINT/SIGTERM to every rank).
+    const bool out_of_time = World::any(root && o.time_budget_s > 0 && elapsed >= o.time_budget_s);
+    const bool signalled = World::any(g_signal != 0);
+    if (root && o.eval_every > 0 && step % o.eval_every == 0 && step < o.steps && !out_of_time && !signalled) log_eval();
+    if (root && o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && step < o.steps) save();
+    if (signalled) {
       res.interrupted = true;
-      if (o.progress) fmt::print(stderr, "\nsignal {} received: saving step {}\n", static_cast<int>(g_signal), step);
+      if (o.progress) fmt::print(stderr, "\nsignal received: saving step {}\n", step);
       break;
     }
     if (out_of_time) {
@@ -390,6 +454,7 @@ TrainResult run_training(const TrainOptions& opts_in) {
     }
   }
   res.step = step;
+  if (!root) return res;  // rank 0 saves and validates
   if (saved_step != step) save();
   res.checkpoint = (fs::path(o.out_dir) / fmt::format("step-{:08d}", step)).string();
   // The checkpoint is safe: from here a second Ctrl-C may end the process at once.
