@@ -390,6 +390,7 @@ TrainResult run_training(const TrainOptions& opts_in) {
   auto grads = model.zero_grads();
   std::vector<int32_t> x, y;
   std::vector<float> flat;  // the gradients in one buffer, for one allreduce per step
+  int64_t sent_before = World::payload_bytes();
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step;
   while (step < o.steps) {
@@ -428,8 +429,15 @@ TrainResult run_training(const TrainOptions& opts_in) {
     const double elapsed = std::chrono::duration<double>(now - t0).count();
     const double step_s = std::chrono::duration<double>(now - ts).count();
     const double tok_s = static_cast<double>(o.batch * global_accum * ctx) / step_s;
-    if (metrics) metrics->write({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
-                   {"tokens_per_s", tok_s}, {"elapsed_s", elapsed}});
+    if (metrics) {
+      nlohmann::json record{{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+                            {"tokens_per_s", tok_s}, {"elapsed_s", elapsed}};
+      if (ranks > 1) {  // what this rank contributed to the step's collectives
+        record["allreduce_bytes"] = World::payload_bytes() - sent_before;
+        sent_before = World::payload_bytes();
+      }
+      metrics->write(record);
+    }
     if (o.progress && (tty || step % 10 == 0 || step == o.steps)) {
       const double eta = elapsed / static_cast<double>(step - first) * static_cast<double>(o.steps - step);
       const int width = 24, filled = static_cast<int>(width * step / o.steps);
