@@ -60,7 +60,23 @@ struct AttentionShape {
 template <typename T>
 struct AttentionSaved {
   std::vector<T> row_stat;
-  std::vector<T> features;  // [batch*heads][2][n][r], learned sketches only
+  std::vector<T> features;  // [batch*heads][2][n][r], learned sketches (and context parallelism)
+  std::vector<T> state_in;  // context parallelism: the earlier chunks' key state, per head
+};
+
+// Context parallelism (`polysketch train --context-parallel K`): a causal sequence split into
+// contiguous chunks of whole blocks, one per process of a group, in order. Across chunks a
+// sketch mechanism depends only on the key state Z = sum_j pack(phi(k_j))^T [v_j | 1] of the
+// earlier tokens (r(r+1)/2 x (d+1) values per head) and, in backward, on its gradient from the
+// later tokens, so the chunks exchange these states and never keys or values.
+template <typename T>
+class ChunkExchangeT {
+ public:
+  virtual ~ChunkExchangeT() = default;
+  // In place over values[0, count): the sum of the values the chunks before this one passed
+  // (after it, when reverse); zeros on the first (last) chunk. Every chunk of the group makes the
+  // same calls in the same order with the same count.
+  virtual void exclusive_sum(T* values, int64_t count, bool reverse) = 0;
 };
 
 template <typename T>
@@ -75,9 +91,11 @@ class AttentionT {
   std::vector<Param<T>>& params() { return params_; }
   const std::vector<Param<T>>& params() const { return params_; }
 
-  // out = attention(q, k, v). `saved` may be null when no backward follows.
+  // out = attention(q, k, v). `saved` may be null when no backward follows. With `chunks`, q, k,
+  // v are one chunk of a longer sequence (context parallelism; causal sketch mechanisms, n a
+  // multiple of the block size; Error otherwise) and every chunk of the group calls forward.
   void forward(const AttentionShape& shape, const T* q, const T* k, const T* v, T* out,
-               AttentionSaved<T>* saved) const;
+               AttentionSaved<T>* saved, ChunkExchangeT<T>* chunks = nullptr) const;
 
   // The exact polynomial attention w_ij = <LN_q(q_i), LN_k(k_j)>^p with this mechanism's own
   // parameters: what a sketch mechanism approximates (quadratic; a diagnostic, e.g. `polysketch
@@ -86,10 +104,11 @@ class AttentionT {
 
   // Given dout = dL/dout, writes dq, dk, dv (overwritten) and ADDS the parameter gradients into
   // dparams, which must have the shapes of params() (so micro-batches accumulate). `out` and
-  // `saved` are those of the matching forward call.
+  // `saved` are those of the matching forward call, and so is `chunks`; the parameter gradients
+  // are then this chunk's share (the group's sum is the sequence's).
   void backward(const AttentionShape& shape, const T* q, const T* k, const T* v, const T* out,
                 const T* dout, const AttentionSaved<T>& saved, T* dq, T* dk, T* dv,
-                std::vector<std::vector<T>>* dparams) const;
+                std::vector<std::vector<T>>* dparams, ChunkExchangeT<T>* chunks = nullptr) const;
 
   // Zero-filled gradient buffers shaped like params().
   std::vector<std::vector<T>> zero_grads() const;
@@ -108,7 +127,8 @@ class AttentionT {
  private:
   void validate_shape(const AttentionShape& shape) const;
   void forward_impl(const AttentionShape& shape, const T* q, const T* k, const T* v, T* out,
-                    AttentionSaved<T>* saved, bool exact) const;
+                    AttentionSaved<T>* saved, bool exact, ChunkExchangeT<T>* chunks) const;
+  void check_chunk(const AttentionShape& shape) const;
 
   AttentionConfig config_;
   int64_t head_dim_, value_dim_, feature_dim_ = 0;

@@ -14,6 +14,7 @@
 #include "attention/normalizer.h"
 #include "util/parallel.h"
 #include "attention/softmax.h"
+#include "kernels/packing.h"
 #include "kernels/vec.h"
 #include "util/buffer.h"
 #include "util/memory.h"
@@ -170,9 +171,10 @@ T* ones_column(Workspace<T>& ws, int64_t n, int64_t d, const T* v) {
 
 // `features`, if not null, receives phi(q), phi(k) [2 x n x r] for backward.
 // exact: the polynomial path for any non-softmax mechanism (AttentionT::exact_forward).
+// z_in: context parallelism, the earlier chunks' key state; `features` then already holds phi.
 template <typename T>
 void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const T* k, const T* v,
-                  T* out, T* stat, T* features, bool exact) {
+                  T* out, T* stat, T* features, bool exact, const T* z_in) {
   const auto& cfg = hc.cfg;
   const int64_t n = hc.n, h = hc.h, d = hc.d;
   if (cfg.mechanism == Mechanism::softmax) {
@@ -191,14 +193,17 @@ void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const 
   }
   T* a = features ? features : util::grown(ws.a, n * hc.feature_dim);
   T* b = features ? features + n * hc.feature_dim : util::grown(ws.b, n * hc.feature_dim);
-  hc.features(qn, kn, a, b);
-  sketch_forward(hc.sketch_head(a, b, v, qn, kn), hc.threads, out, stat);
+  if (!z_in) hc.features(qn, kn, a, b);
+  auto sh = hc.sketch_head(a, b, v, qn, kn);
+  sh.z_in = z_in;
+  sketch_forward(sh, hc.threads, out, stat);
 }
 
 template <typename T>
 void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const T* k, const T* v,
                    const T* out, const T* dout, const T* stat, const T* features, T* dq, T* dk,
-                   T* dv, std::vector<std::vector<T>>* grads, int slot) {
+                   T* dv, std::vector<std::vector<T>>* grads, int slot, const T* z_in,
+                   const T* u_in) {
   const auto& cfg = hc.cfg;
   const int64_t n = hc.n, h = hc.h, d = hc.d;
   if (cfg.mechanism == Mechanism::softmax) {
@@ -231,8 +236,10 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
     }
     T* da = util::grown(ws.da, n * r);
     T* db = util::grown(ws.db, n * r);
-    sketch_backward(hc.sketch_head(a, b, v, qn, kn), hc.threads, out, dout, stat, da, db, dv, dq,
-                    dk);
+    auto sh = hc.sketch_head(a, b, v, qn, kn);
+    sh.z_in = z_in;
+    sh.u_in = u_in;
+    sketch_backward(sh, hc.threads, out, dout, stat, da, db, dv, dq, dk);
     const auto fm = hc.feature_map();
     const size_t li = learned_index(cfg.mechanism);
     hc.over_rows([&](int64_t r0, int64_t rows, int thread) {
@@ -249,8 +256,22 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
 
 template <typename T>
 void AttentionT<T>::forward(const AttentionShape& shape, const T* q, const T* k, const T* v,
-                            T* out, AttentionSaved<T>* saved) const {
-  forward_impl(shape, q, k, v, out, saved, false);
+                            T* out, AttentionSaved<T>* saved, ChunkExchangeT<T>* chunks) const {
+  forward_impl(shape, q, k, v, out, saved, false, chunks);
+}
+
+template <typename T>
+void AttentionT<T>::check_chunk(const AttentionShape& shape) const {
+  const Mechanism m = config_.mechanism;
+  if (!uses_sketch(m))
+    throw Error(fmt::format("context parallelism needs a sketch mechanism (polysketch, "
+                            "polysketch-learned, polysketch-local, polysketch-learned-local): {} "
+                            "attends to every earlier key, which a chunk does not hold",
+                            mechanism_name(m)));
+  if (!config_.causal) throw Error("context parallelism needs causal attention");
+  if (shape.n % config_.block != 0)
+    throw Error(fmt::format("context parallelism: a chunk of {} tokens is not a whole number of "
+                            "blocks of {}", shape.n, config_.block));
 }
 
 template <typename T>
@@ -258,13 +279,17 @@ void AttentionT<T>::exact_forward(const AttentionShape& shape, const T* q, const
                                   T* out) const {
   if (config_.mechanism == Mechanism::softmax)
     throw Error("exact_forward: softmax has no polynomial attention to compare with");
-  forward_impl(shape, q, k, v, out, nullptr, true);
+  forward_impl(shape, q, k, v, out, nullptr, true, nullptr);
 }
 
 template <typename T>
 void AttentionT<T>::forward_impl(const AttentionShape& shape, const T* q, const T* k, const T* v,
-                                 T* out, AttentionSaved<T>* saved, bool exact) const {
+                                 T* out, AttentionSaved<T>* saved, bool exact,
+                                 ChunkExchangeT<T>* chunks) const {
   validate_shape(shape);
+  if (chunks) check_chunk(shape);
+  AttentionSaved<T> local_saved;  // context parallelism keeps phi between its two passes
+  if (chunks && !saved) saved = &local_saved;
   const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
   const int64_t heads = shape.batch * shape.heads, n = shape.n, h = head_dim_, d = value_dim_;
   const int outer = heads >= threads ? threads : 1;
@@ -277,24 +302,44 @@ void AttentionT<T>::forward_impl(const AttentionShape& shape, const T* q, const 
   T* features = nullptr;
   if (saved) {
     saved->features.clear();
-    if (is_learned(config_.mechanism)) {
+    if (is_learned(config_.mechanism) || chunks) {
       saved->features.resize(static_cast<size_t>(heads * per_head));
       features = saved->features.data();
     }
+    saved->state_in.clear();
   }
   std::vector<Workspace<T>> ws(static_cast<size_t>(outer));
+  const int64_t ss = kernels::packed_size(feature_dim_) * (d + 1);  // state per head
+  if (chunks) {
+    // Pass 1: phi and this chunk's key state per head; the group's exclusive prefix sum turns
+    // them into the earlier chunks' state, where pass 2 (the block algorithm) starts.
+    saved->state_in.resize(static_cast<size_t>(heads * ss));
+    parallel_for(heads, outer, [&](int64_t i, int thread) {
+      auto& w = ws[static_cast<size_t>(thread)];
+      T* qn = util::grown(w.qn, n * h);
+      T* kn = util::grown(w.kn, n * h);
+      hc.normalize(q + i * n * h, k + i * n * h, qn, kn);
+      T* a = features + i * per_head;
+      hc.features(qn, kn, a, a + n * feature_dim_);
+      sketch_key_state(hc.sketch_head(a, a + n * feature_dim_, v + i * n * d, qn, kn), hc.threads,
+                       saved->state_in.data() + i * ss);
+    });
+    chunks->exclusive_sum(saved->state_in.data(), heads * ss, false);
+  }
   parallel_for(heads, outer, [&](int64_t i, int thread) {
     head_forward(hc, ws[static_cast<size_t>(thread)], q + i * n * h, k + i * n * h, v + i * n * d,
                  out + i * n * d, stat.data() + i * n, features ? features + i * per_head : nullptr,
-                 exact);
+                 exact, chunks ? saved->state_in.data() + i * ss : nullptr);
   });
 }
 
 template <typename T>
 void AttentionT<T>::backward(const AttentionShape& shape, const T* q, const T* k, const T* v,
                              const T* out, const T* dout, const AttentionSaved<T>& saved, T* dq,
-                             T* dk, T* dv, std::vector<std::vector<T>>* dparams) const {
+                             T* dk, T* dv, std::vector<std::vector<T>>* dparams,
+                             ChunkExchangeT<T>* chunks) const {
   validate_shape(shape);
+  if (chunks) check_chunk(shape);
   const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
   const int64_t heads = shape.batch * shape.heads, n = shape.n, h = head_dim_, d = value_dim_;
   if (static_cast<int64_t>(saved.row_stat.size()) != heads * n)
@@ -318,6 +363,23 @@ void AttentionT<T>::backward(const AttentionShape& shape, const T* q, const T* k
   const int outer = heads >= threads ? threads : 1;
   const HeadContext<T> hc{config_, n, h, d, params_, sketch_, feature_dim_,
                           outer == 1 ? threads : 1};
+  const int64_t ss = kernels::packed_size(feature_dim_) * (d + 1);  // state per head
+  std::vector<T> grad_in;  // context parallelism: the later chunks' gradient state, per head
+  if (chunks) {
+    if (!features || static_cast<int64_t>(saved.state_in.size()) != heads * ss)
+      throw Error("backward with context parallelism needs the AttentionSaved of a forward call "
+                  "with context parallelism");
+    // Pass 1: this chunk's gradient state (= dL/dz_in) per head; the reverse exclusive prefix
+    // sum gives the later chunks', where the backward scan over U starts.
+    grad_in.resize(static_cast<size_t>(heads * ss));
+    parallel_for(heads, outer, [&](int64_t i, int) {
+      const T* a = features + i * per_head;
+      sketch_grad_state(hc.sketch_head(a, a + n * feature_dim_, v + i * n * d, nullptr, nullptr),
+                        hc.threads, out + i * n * d, dout + i * n * d,
+                        saved.row_stat.data() + i * n, grad_in.data() + i * ss);
+    });
+    chunks->exclusive_sum(grad_in.data(), heads * ss, true);
+  }
   // One parameter-gradient buffer per thread, summed in thread order: deterministic.
   std::vector<std::vector<std::vector<T>>> grads(static_cast<size_t>(threads), zero_grads());
   std::vector<Workspace<T>> ws(static_cast<size_t>(outer));
@@ -325,7 +387,9 @@ void AttentionT<T>::backward(const AttentionShape& shape, const T* q, const T* k
     head_backward(hc, ws[static_cast<size_t>(thread)], q + i * n * h, k + i * n * h, v + i * n * d,
                   out + i * n * d, dout + i * n * d, saved.row_stat.data() + i * n,
                   features ? features + i * per_head : nullptr, dq + i * n * h, dk + i * n * h,
-                  dv + i * n * d, grads.data(), outer == 1 ? 0 : thread);
+                  dv + i * n * d, grads.data(), outer == 1 ? 0 : thread,
+                  chunks ? saved.state_in.data() + i * ss : nullptr,
+                  chunks ? grad_in.data() + i * ss : nullptr);
   });
   for (const auto& g : grads)
     for (size_t p = 0; p < g.size(); ++p)

@@ -35,9 +35,11 @@ struct Blocks {
 // the blocks visited before l (in scan direction); non-causal, of all blocks but l. Blocks are
 // split into one contiguous chunk per thread: a first pass sums each chunk's contributions, then
 // every chunk sweeps its blocks from its own starting state. Deterministic for a thread count.
+// `init` (causal only; may be null) is the state before the first block: what the earlier
+// chunks of a context-parallel sequence contribute.
 template <typename T, typename Contrib, typename Consume>
 void block_scan(int64_t count, int64_t state_size, bool causal, bool reverse, int threads,
-                Contrib&& contrib, Consume&& consume) {
+                const T* init, Contrib&& contrib, Consume&& consume) {
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(threads, count));
   auto chunk_begin = [&](int64_t c) { return c * count / chunks; };
   auto block_at = [&](int64_t idx) { return reverse ? count - 1 - idx : idx; };
@@ -57,6 +59,8 @@ void block_scan(int64_t count, int64_t state_size, bool causal, bool reverse, in
     });
   }
   std::vector<std::vector<T>> start(static_cast<size_t>(chunks), std::vector<T>(ss, T(0)));
+  if (init)
+    for (auto& st : start) std::copy(init, init + ss, st.begin());
   for (int64_t c = 0; c < chunks; ++c) {
     for (int64_t c2 = 0; c2 < (causal ? c : chunks); ++c2) {
       const auto& src = sums[static_cast<size_t>(c2)];
@@ -120,7 +124,60 @@ void key_state(const SketchHead<T>& s, Scratch<T>& sc, int64_t l, T* h) {
   packed_transpose_product(sc, m, s.r, s.b + j0 * s.r, c, s.d + 1, h);
 }
 
+// state = sum over blocks of contrib(l, H_l): per-thread partial sums over contiguous block
+// ranges, added in thread order (deterministic for a thread count).
+template <typename T, typename Contrib>
+void block_sum(int64_t count, int64_t state_size, int threads, Contrib&& contrib, T* state) {
+  const auto ss = static_cast<size_t>(state_size);
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, count));
+  std::vector<std::vector<T>> sums(static_cast<size_t>(parts), std::vector<T>(ss, T(0)));
+  parallel_for(parts, static_cast<int>(parts), [&](int64_t c, int thread) {
+    std::vector<T> h(ss);
+    for (int64_t l = c * count / parts; l < (c + 1) * count / parts; ++l) {
+      contrib(l, h.data(), thread);
+      for (size_t i = 0; i < ss; ++i) sums[static_cast<size_t>(c)][i] += h[i];
+    }
+  });
+  std::fill(state, state + ss, T(0));
+  for (const auto& part : sums)
+    for (size_t i = 0; i < ss; ++i) state[i] += part[i];
+}
+
+// E_l = pack(A_l)^T G_l, the gradient-side state of block l.
+template <typename T>
+void grad_state(const SketchHead<T>& s, Scratch<T>& sc, int64_t l, const T* out, const T* dout,
+                const T* den, T* h) {
+  const int64_t i0 = l * s.block, m = std::min(s.block, s.n - i0);
+  const T* g = build_g(sc, out + i0 * s.d, dout + i0 * s.d, den + i0, m, s.d);
+  packed_transpose_product(sc, m, s.r, s.a + i0 * s.r, g, s.d + 1, h);
+}
+
 }  // namespace
+
+template <typename T>
+void sketch_key_state(const SketchHead<T>& s, int threads, T* state) {
+  const Blocks<T> blocks(s.n, s.block);
+  const int nt = scan_threads(threads, blocks.count);
+  std::vector<Scratch<T>> scratch(static_cast<size_t>(nt));
+  block_sum<T>(blocks.count, kernels::packed_size(s.r) * (s.d + 1), nt,
+               [&](int64_t l, T* h, int thread) {
+                 key_state(s, scratch[static_cast<size_t>(thread)], l, h);
+               },
+               state);
+}
+
+template <typename T>
+void sketch_grad_state(const SketchHead<T>& s, int threads, const T* out, const T* dout,
+                       const T* den, T* state) {
+  const Blocks<T> blocks(s.n, s.block);
+  const int nt = scan_threads(threads, blocks.count);
+  std::vector<Scratch<T>> scratch(static_cast<size_t>(nt));
+  block_sum<T>(blocks.count, kernels::packed_size(s.r) * (s.d + 1), nt,
+               [&](int64_t l, T* h, int thread) {
+                 grad_state(s, scratch[static_cast<size_t>(thread)], l, out, dout, den, h);
+               },
+               state);
+}
 
 template <typename T>
 void sketch_forward(const SketchHead<T>& s, int threads, T* out, T* den) {
@@ -150,7 +207,7 @@ void sketch_forward(const SketchHead<T>& s, int threads, T* out, T* den) {
     kernels::gemm<T>(false, false, m, dc, rp, T(1), ap, rp, z, dc, T(1), nl, dc);
     normalize_rows(m, d, nl, out + i0 * d, den + i0);
   };
-  block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, contrib, consume);
+  block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, s.z_in, contrib, consume);
 }
 
 template <typename T>
@@ -192,14 +249,11 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
     kernels::gemm<T>(false, true, m, rp, dc, T(1), g, dc, z, dc, T(0), dap, rp);
     kernels::pack_self_tensor_backward(m, r, s.a + i0 * r, r, dap, da + i0 * r, r);
   };
-  block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, contrib_z, consume_z);
+  block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, s.z_in, contrib_z, consume_z);
 
   // Scan 2, backward over U = sum of pack(A_m)^T G_m of later blocks: dB and dC.
   auto contrib_u = [&](int64_t l, T* h, int thread) {
-    auto& sc = scratch[static_cast<size_t>(thread)];
-    const int64_t i0 = blocks.begin(l), m = blocks.size(l);
-    const T* g = build_g(sc, out + i0 * d, dout + i0 * d, den + i0, m, d);
-    packed_transpose_product(sc, m, r, s.a + i0 * r, g, dc, h);  // E_l = pack(A_l)^T G_l
+    grad_state(s, scratch[static_cast<size_t>(thread)], l, out, dout, den, h);
   };
   auto consume_u = [&](int64_t l, const T* u, int thread) {
     auto& sc = scratch[static_cast<size_t>(thread)];
@@ -214,13 +268,16 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
     kernels::gemm<T>(false, false, m, dc, rp, T(1), bp, rp, u, dc, T(0), dcl, dc);
     add_dv(dcl, j0, m);
   };
-  block_scan<T>(blocks.count, rp * dc, s.causal, true, nt, contrib_u, consume_u);
+  block_scan<T>(blocks.count, rp * dc, s.causal, true, nt, s.u_in, contrib_u, consume_u);
 }
 
 #define POLYSKETCH_INSTANTIATE(T)                                                           \
   template void sketch_forward<T>(const SketchHead<T>&, int, T*, T*);                       \
   template void sketch_backward<T>(const SketchHead<T>&, int, const T*, const T*, const T*, \
-                                   T*, T*, T*, T*, T*);
+                                   T*, T*, T*, T*, T*);                                      \
+  template void sketch_key_state<T>(const SketchHead<T>&, int, T*);                         \
+  template void sketch_grad_state<T>(const SketchHead<T>&, int, const T*, const T*,        \
+                                     const T*, T*);
 POLYSKETCH_INSTANTIATE(float)
 POLYSKETCH_INSTANTIATE(double)
 #undef POLYSKETCH_INSTANTIATE

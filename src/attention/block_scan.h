@@ -23,6 +23,11 @@ struct SketchHead {
   const T* kn = nullptr;
   int64_t h = 0;
   int p = 4;
+  // Context parallelism (causal): the key state of the earlier chunks, sum of pack(B_m)^T C_m,
+  // and (backward) the gradient state of the later ones, sum of pack(A_m)^T G_m; each
+  // [r(r+1)/2 x (d+1)], null for a whole sequence.
+  const T* z_in = nullptr;
+  const T* u_in = nullptr;
 };
 
 // out [n x d], den [n] = 1 + sum_j w_ij. Uses up to `threads` threads across blocks.
@@ -34,5 +39,14 @@ void sketch_forward(const SketchHead<T>& s, int threads, T* out, T* den);
 template <typename T>
 void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T* dout,
                      const T* den, T* da, T* db, T* dv, T* dqn, T* dkn);
+
+// What this chunk passes on under context parallelism, each [r(r+1)/2 x (d+1)], overwritten:
+// forward, its key state sum_l pack(B_l)^T C_l; backward, its gradient state
+// sum_l pack(A_l)^T G_l (G = dL/dN from out, dout, den), which is also dL/dz_in.
+template <typename T>
+void sketch_key_state(const SketchHead<T>& s, int threads, T* state);
+template <typename T>
+void sketch_grad_state(const SketchHead<T>& s, int threads, const T* out, const T* dout,
+                       const T* den, T* state);
 
 }  // namespace polysketch::attention
