@@ -7,10 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 
 #include "attention/mechanism.h"
 #include "chunk_group.h"
 #include "kernels/rng.h"
+#include "polysketch/model.h"
 #include "test_util.h"
 
 namespace polysketch::test {
@@ -128,6 +130,73 @@ TEST_P(ContextParallelTest, ChunksEqualTheWholeSequence) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sketches, ContextParallelTest, ::testing::ValuesIn(cp_cases()));
+
+// The whole model on K chunks (absolute positions for RoPE, sinusoids and dropout; the loss over
+// the batch's scored targets) equals the model on whole sequences: loss and every gradient.
+// Targets are partly ignored, and chunk 0 has no scored target at all.
+TEST_P(ContextParallelTest, ModelChunksEqualTheWholeModel) {
+  const auto& c = GetParam();
+  const int64_t n = kBlock * 2 * c.chunks, batch = 2, len = n / c.chunks;
+  ModelConfig mc;
+  mc.vocab = 13;
+  mc.layers = 2;
+  mc.width = 16;
+  mc.heads = 2;
+  mc.context = n;
+  mc.dropout = 0.2;
+  mc.attention.mechanism = c.mechanism;
+  mc.attention.r = 4;
+  mc.attention.block = kBlock;
+  mc.attention.threads = c.threads;
+  ModelT<double> model(mc);
+  auto rng = kernels::Rng::derive(11, 0, 0);
+  for (auto* p : model.params())
+    for (auto& x : p->value) x += 0.05 * rng.normal();
+  std::vector<int32_t> tokens(static_cast<size_t>(batch * n)), targets(tokens.size());
+  int64_t scored = 0;
+  for (int64_t i = 0; i < batch * n; ++i) {
+    tokens[i] = static_cast<int32_t>(rng.below(13));
+    const bool ignored = i % n < len || rng.below(3) == 0;
+    targets[i] = ignored ? kIgnoreTarget : static_cast<int32_t>(rng.below(13));
+    scored += !ignored;
+  }
+  const double loss = model.forward(tokens.data(), targets.data(), batch, n, true, 77);
+  auto grads = model.zero_grads();
+  model.backward(grads);
+
+  std::vector<double> c_loss(c.chunks);
+  std::vector<std::vector<std::vector<double>>> c_grads(c.chunks);
+  std::vector<std::unique_ptr<ModelT<double>>> replicas;
+  for (int i = 0; i < c.chunks; ++i) {  // every rank holds the same model
+    replicas.push_back(std::make_unique<ModelT<double>>(mc));
+    auto ps = replicas.back()->params();
+    auto src = model.params();
+    for (size_t p = 0; p < ps.size(); ++p) ps[p]->value = src[p]->value;
+  }
+  ChunkGroup<double> group(c.chunks);
+  group.run([&](int i, ChunkExchangeT<double>& exchange) {
+    std::vector<int32_t> x, y;
+    for (int64_t b = 0; b < batch; ++b) {
+      x.insert(x.end(), tokens.begin() + b * n + i * len, tokens.begin() + b * n + (i + 1) * len);
+      y.insert(y.end(), targets.begin() + b * n + i * len, targets.begin() + b * n + (i + 1) * len);
+    }
+    const ContextChunkT<double> chunk{&exchange, i * len, n, scored};
+    c_loss[i] = replicas[i]->forward(x.data(), y.data(), batch, len, true, 77, &chunk);
+    c_grads[i] = replicas[i]->zero_grads();
+    replicas[i]->backward(c_grads[i]);
+  });
+  EXPECT_EQ(c_loss[0], 0.0);  // nothing scored in chunk 0
+  double sum = 0;
+  for (double l : c_loss) sum += l;
+  EXPECT_NEAR(sum, loss, 1e-12 * loss);
+  const auto params = model.params();
+  for (size_t p = 0; p < grads.size(); ++p) {
+    std::vector<double> total(grads[p].size(), 0.0);
+    for (const auto& g : c_grads)
+      for (size_t j = 0; j < total.size(); ++j) total[j] += g[p][j];
+    expect_close(total, grads[p], "gradient of " + params[p]->name);
+  }
+}
 
 TEST(ContextParallelErrors, ExactMechanismsAndPartialBlocksAreRefused) {
   ChunkGroup<double> group(1);

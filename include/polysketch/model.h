@@ -41,6 +41,17 @@ struct ModelConfig {
 template <typename T>
 class DecodeStateT;  // polysketch/decode.h
 
+// Context parallelism (`polysketch train --context-parallel K`): this process holds tokens
+// [offset, offset + len) of every sequence of a batch; the other chunks are on the other members
+// of `exchange`'s group (AttentionT::forward). Sketch mechanisms only.
+template <typename T>
+struct ContextChunkT {
+  ChunkExchangeT<T>* exchange = nullptr;
+  int64_t offset = 0;    // absolute position of the chunk's first token: RoPE, sinusoids, dropout
+  int64_t seq_len = 0;   // length of the whole sequences
+  int64_t scored = 0;    // scored targets of the whole batch over every chunk (>= 1)
+};
+
 template <typename T>
 class ModelT {
  public:
@@ -59,9 +70,13 @@ class ModelT {
   // Mean next-token cross-entropy of targets given tokens, both [batch x len], over the scored
   // positions (targets in [0, vocab); kIgnoreTarget skips one; at least one must be scored).
   // With train=true, dropout is active (seeded by dropout_seed) and activations are kept for backward().
+  // With `chunk`, tokens and targets are one chunk of longer sequences and the result is this
+  // chunk's share of the loss (its cross-entropy sum / chunk->scored): the shares of the group
+  // add up to the whole batch's loss, and backward's gradients likewise.
   double forward(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
-                 bool train, uint64_t dropout_seed = 0);
-  // Adds d(loss)/d(params) into grads (shaped like params()). Call after forward(train=true).
+                 bool train, uint64_t dropout_seed = 0, const ContextChunkT<T>* chunk = nullptr);
+  // Adds d(loss)/d(params) into grads (shaped like params()). Call after forward(train=true)
+  // (with a chunk: every member of the group calls backward).
   void backward(std::vector<std::vector<T>>& grads);
 
   // Logits [batch x len x vocab] for tokens [batch x len] (no dropout, nothing kept).
@@ -89,5 +104,6 @@ class ModelT {
 };
 
 using Model = ModelT<float>;
+using ContextChunk = ContextChunkT<float>;
 
 }  // namespace polysketch

@@ -73,8 +73,8 @@ void rope_forward(T* x, int64_t heads_total, int64_t len, int64_t hd, int64_t t0
   rope_rotate(x, heads_total, len, hd, 1.0, t0);
 }
 template <typename T>
-void rope_backward(T* dx, int64_t heads_total, int64_t len, int64_t hd) {
-  rope_rotate(dx, heads_total, len, hd, -1.0, 0);  // the rotation's transpose is its inverse
+void rope_backward(T* dx, int64_t heads_total, int64_t len, int64_t hd, int64_t t0) {
+  rope_rotate(dx, heads_total, len, hd, -1.0, t0);  // the rotation's transpose is its inverse
 }
 
 template <typename T>
@@ -161,23 +161,30 @@ void glu_backward(T* du, const T* dg, const T* u, int64_t n, int64_t f) {
 }
 
 template <typename T>
-void dropout_mask(std::vector<T>& mask, int64_t count, double p, uint64_t seed, uint64_t site) {
+void dropout_mask(std::vector<T>& mask, int64_t batch, int64_t len, int64_t width, double p,
+                  uint64_t seed, uint64_t site, int64_t t0, int64_t seq_len) {
   if (p <= 0) {
     mask.clear();
     return;
   }
-  auto rng = kernels::Rng::derive(seed, site, 0xd409);
-  mask.resize(static_cast<size_t>(count));
+  if (seq_len == 0) seq_len = len;
+  mask.resize(static_cast<size_t>(batch * len * width));
   const T keep = static_cast<T>(1.0 / (1.0 - p));
-  for (auto& m : mask) m = rng.uniform() < p ? T(0) : keep;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < len; ++t) {
+      auto rng = kernels::Rng::derive(seed ^ 0xd409d409d409d409ULL, site,
+                                      static_cast<uint64_t>(b * seq_len + t0 + t));
+      T* row = mask.data() + (b * len + t) * width;
+      for (int64_t i = 0; i < width; ++i) row[i] = rng.uniform() < p ? T(0) : keep;
+    }
 }
 
 template <typename T>
 double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t vocab,
-                     T* dlogits) {
-  const int64_t scored = n - std::count(targets, targets + n, kIgnoreTarget);
-  if (scored == 0) throw Error("cross-entropy: no scored position (every target is ignored)");
-  const double inv = 1.0 / static_cast<double>(scored);
+                     T* dlogits, int64_t denominator) {
+  if (denominator == 0) denominator = n - std::count(targets, targets + n, kIgnoreTarget);
+  if (denominator <= 0) throw Error("cross-entropy: no scored position (every target is ignored)");
+  const double inv = 1.0 / static_cast<double>(denominator);
   // Rows split over threads; per-thread sums added in thread order (deterministic).
   const int threads = util::elementwise_threads(n * vocab);
   std::vector<double> partial(static_cast<size_t>(threads), 0.0);
@@ -217,7 +224,7 @@ double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t
                                      int64_t);                                                     \
   template void embedding_backward<T>(T*, const T*, const int32_t*, T, int64_t, int64_t);          \
   template void rope_forward<T>(T*, int64_t, int64_t, int64_t, int64_t);                           \
-  template void rope_backward<T>(T*, int64_t, int64_t, int64_t);                                   \
+  template void rope_backward<T>(T*, int64_t, int64_t, int64_t, int64_t);                          \
   template void split_heads<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t);          \
   template void merge_qkv_grads<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t,    \
                                    int64_t);                                                       \
@@ -225,8 +232,9 @@ double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t
   template void split_heads_grad<T>(T*, const T*, int64_t, int64_t, int64_t, int64_t);             \
   template void glu_forward<T>(T*, const T*, int64_t, int64_t);                                    \
   template void glu_backward<T>(T*, const T*, const T*, int64_t, int64_t);                         \
-  template void dropout_mask<T>(std::vector<T>&, int64_t, double, uint64_t, uint64_t);             \
-  template double cross_entropy<T>(const T*, const int32_t*, int64_t, int64_t, T*);
+  template void dropout_mask<T>(std::vector<T>&, int64_t, int64_t, int64_t, double, uint64_t,      \
+                                uint64_t, int64_t, int64_t);             \
+  template double cross_entropy<T>(const T*, const int32_t*, int64_t, int64_t, T*, int64_t);
 POLYSKETCH_INSTANTIATE(float)
 POLYSKETCH_INSTANTIATE(double)
 #undef POLYSKETCH_INSTANTIATE

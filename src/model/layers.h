@@ -30,7 +30,7 @@ void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, T scale
 template <typename T>
 void rope_forward(T* x, int64_t heads_total, int64_t len, int64_t hd, int64_t t0 = 0);
 template <typename T>
-void rope_backward(T* dx, int64_t heads_total, int64_t len, int64_t hd);
+void rope_backward(T* dx, int64_t heads_total, int64_t len, int64_t hd, int64_t t0 = 0);
 
 
 // qkv [batch*len x 3D] -> q, k, v [batch, heads, len, hd]; and the reverse (gradients).
@@ -53,15 +53,21 @@ void glu_forward(T* g, const T* u, int64_t n, int64_t f);
 template <typename T>
 void glu_backward(T* du, const T* dg, const T* u, int64_t n, int64_t f);
 
-// Dropout with a mask drawn from (seed, site); mask holds 0 or 1/(1-p). p == 0: mask empty.
+// Dropout mask [batch*len x width] holding 0 or 1/(1-p) (p == 0: mask empty), drawn from
+// (seed, site) row by row: each token of each sequence of seq_len tokens (0: len) has its own
+// stream, found by its absolute position t0 + t, so a chunk of a sequence (context parallelism)
+// gets the rows of the whole sequence's mask.
 template <typename T>
-void dropout_mask(std::vector<T>& mask, int64_t count, double p, uint64_t seed, uint64_t site);
+void dropout_mask(std::vector<T>& mask, int64_t batch, int64_t len, int64_t width, double p,
+                  uint64_t seed, uint64_t site, int64_t t0 = 0, int64_t seq_len = 0);
 
-// Cross-entropy: logits [N x V] -> mean over the scored rows of -log softmax(logits)[target];
-// rows whose target is kIgnoreTarget are not scored (their dlogits are 0). If dlogits is non-null
-// it receives d(mean loss)/d logits (may alias logits). Needs at least one scored row.
+// Cross-entropy: logits [N x V] -> the sum over the scored rows of -log softmax(logits)[target]
+// divided by `denominator` (0: the number of scored rows, the mean; context parallelism passes
+// the whole sequence's); rows whose target is kIgnoreTarget are not scored (their dlogits are
+// 0). If dlogits is non-null it receives d(loss)/d logits (may alias logits). Throws Error
+// when the denominator is 0.
 template <typename T>
 double cross_entropy(const T* logits, const int32_t* targets, int64_t n, int64_t vocab,
-                     T* dlogits);
+                     T* dlogits, int64_t denominator = 0);
 
 }  // namespace polysketch::model

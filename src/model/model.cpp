@@ -118,7 +118,7 @@ template <typename T, typename Impl>
 void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t batch, int64_t len,
                bool train, uint64_t dropout_seed, std::vector<typename Impl::LayerActs>* acts,
                std::vector<T>& x, std::vector<T>& xf, const AttentionHook<T>* hook = nullptr,
-               int64_t t0 = 0) {
+               int64_t t0 = 0, const ContextChunkT<T>* chunk = nullptr) {
   const int64_t n = batch * len, d = cfg.width, h = cfg.heads, hd = cfg.head_dim(),
                 f = cfg.glu_hidden();
   for (int64_t i = 0; i < n; ++i)
@@ -155,12 +155,14 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
     model::rope_forward(a.k.data(), batch * h, len, hd, t0);
     a.o.resize(x.size());
     l.attn->forward(shape, a.q.data(), a.k.data(), a.v.data(), a.o.data(),
-                    acts || hook ? &a.saved : nullptr);
+                    acts || hook ? &a.saved : nullptr, chunk ? chunk->exchange : nullptr);
     if (hook) (*hook)(li, a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.saved.row_stat.data(), a.saved);
     a.merged.resize(x.size());
     model::merge_heads(a.merged.data(), a.o.data(), batch, len, h, hd);
     gemm<T>(false, false, n, d, d, T(1), a.merged.data(), d, l.out.value.data(), d, T(0), proj, d);
-    model::dropout_mask(a.mask1, n * d, train ? cfg.dropout : 0.0, dropout_seed, 2 * li);
+    const int64_t seq_len = chunk ? chunk->seq_len : len;
+    model::dropout_mask(a.mask1, batch, len, d, train ? cfg.dropout : 0.0, dropout_seed, 2 * li,
+                        t0, seq_len);
     for (int64_t i = 0; i < n * d; ++i) x[i] += a.mask1.empty() ? proj[i] : proj[i] * a.mask1[i];
     if (acts) a.x_mid = x;
     a.ln2.resize(x.size());
@@ -172,7 +174,8 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
     a.g.resize(static_cast<size_t>(n * f));
     model::glu_forward(a.g.data(), a.u.data(), n, f);
     gemm<T>(false, false, n, d, f, T(1), a.g.data(), f, l.glu_out.value.data(), d, T(0), proj, d);
-    model::dropout_mask(a.mask2, n * d, train ? cfg.dropout : 0.0, dropout_seed, 2 * li + 1);
+    model::dropout_mask(a.mask2, batch, len, d, train ? cfg.dropout : 0.0, dropout_seed,
+                        2 * li + 1, t0, seq_len);
     for (int64_t i = 0; i < n * d; ++i) x[i] += a.mask2.empty() ? proj[i] : proj[i] * a.mask2[i];
   }
   xf.resize(x.size());
@@ -184,12 +187,18 @@ void run_trunk(Impl& m, const ModelConfig& cfg, const int32_t* tokens, int64_t b
 
 template <typename T>
 double ModelT<T>::forward(const int32_t* tokens, const int32_t* targets, int64_t batch,
-                          int64_t len, bool train, uint64_t dropout_seed) {
+                          int64_t len, bool train, uint64_t dropout_seed,
+                          const ContextChunkT<T>* chunk) {
   auto& m = *impl_;
   if (batch < 1 || len < 1)
     throw Error(fmt::format("forward needs batch, len >= 1; got batch={} len={}", batch, len));
   const int64_t n = batch * len, v = config_.vocab;
-  if (std::count(targets, targets + n, kIgnoreTarget) == n)
+  if (chunk && (!chunk->exchange || chunk->offset < 0 || chunk->seq_len < chunk->offset + len ||
+                chunk->scored < 1))
+    throw Error(fmt::format("forward: invalid context chunk (offset {}, sequence length {}, "
+                            "scored {}) for {} tokens", chunk->offset, chunk->seq_len,
+                            chunk->scored, len));
+  if (!chunk && std::count(targets, targets + n, kIgnoreTarget) == n)
     throw Error("forward: no scored position (every target is ignored)");
   for (int64_t i = 0; i < n; ++i)
     if ((targets[i] < 0 || targets[i] >= v) && targets[i] != kIgnoreTarget)
@@ -198,11 +207,13 @@ double ModelT<T>::forward(const int32_t* tokens, const int32_t* targets, int64_t
   m.acts.resize(m.layers.size());
   std::vector<T> x, xf;
   run_trunk<T>(m, config_, tokens, batch, len, train, dropout_seed, train ? &m.acts : nullptr, x,
-               xf);
+               xf, nullptr, chunk ? chunk->offset : 0, chunk);
   auto& logits = m.dlogits;  // becomes d loss / d logits in place when training
   output_logits(m.embedding, m.output_bias, xf, n, config_.width, v, logits);
   const double loss = model::cross_entropy(logits.data(), targets, n, v,
-                                           train ? logits.data() : static_cast<T*>(nullptr));
+                                           train ? logits.data() : static_cast<T*>(nullptr),
+                                           chunk ? chunk->scored : 0);
+  m.chunk = chunk ? *chunk : ContextChunkT<T>{};
   m.grads_ready = train;
   if (train) {
     m.x_final = std::move(x);
@@ -372,10 +383,10 @@ void ModelT<T>::backward(std::vector<std::vector<T>>& grads) {
     model::split_heads_grad(dy.data(), tmp.data(), batch, len, h, hd);  // dy <- d o
     auto attn_grads = l.attn->zero_grads();
     l.attn->backward(shape, a.q.data(), a.k.data(), a.v.data(), a.o.data(), dy.data(), a.saved,
-                     dq.data(), dk.data(), dv.data(), &attn_grads);
+                     dq.data(), dk.data(), dv.data(), &attn_grads, m.chunk.exchange);
     for (size_t p = 0; p < na; ++p) add_into(grads[s + 4 + p], attn_grads[p]);
-    model::rope_backward(dq.data(), batch * h, len, hd);
-    model::rope_backward(dk.data(), batch * h, len, hd);
+    model::rope_backward(dq.data(), batch * h, len, hd, m.chunk.offset);
+    model::rope_backward(dk.data(), batch * h, len, hd, m.chunk.offset);
     model::merge_qkv_grads(dqkv.data(), dq.data(), dk.data(), dv.data(), batch, len, h, hd);
     gemm<T>(true, false, d, 3 * d, n, T(1), a.ln1.data(), d, dqkv.data(), 3 * d, T(1),
             g_qkv.data(), 3 * d);

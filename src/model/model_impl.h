@@ -27,6 +27,7 @@ struct ModelT<T>::Impl {
   std::vector<T> x_final, xf, dlogits;
   std::vector<int32_t> tokens;
   int64_t batch = 0, len = 0;
+  ContextChunkT<T> chunk;  // of the last training forward (exchange null: whole sequences)
   // Scratch kept across steps: fresh multi-hundred-megabyte buffers every step cost page faults
   // and zero-filling (a quarter of a step at n = 32768). Also the position table for `pe_len`.
   std::vector<T> qkv, proj, dx, tmp, dg, du, dy, dq, dk, dv, dqkv, pe;
