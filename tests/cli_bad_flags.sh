@@ -35,6 +35,8 @@ cases=$(cat <<ROWS
 --min-lr-ratio|$TR --min-lr-ratio 2
 --batch|$TR --batch 0
 --accum|$TR --accum 0
+--context-parallel|$TR --context-parallel 0
+--context-parallel 2 must divide|$TR --context-parallel 2
 --threads|$TR --threads -1
 --layers|$TR --layers 0
 --layers|$TR --layers 1000000

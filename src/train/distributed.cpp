@@ -1,5 +1,7 @@
 #include "train/distributed.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdlib>
 
@@ -11,8 +13,37 @@ namespace polysketch::train {
 
 namespace {
 bool g_mpi = false;
-int g_rank = 0, g_size = 1;
-int64_t g_sent = 0;
+int g_rank = 0, g_size = 1, g_context = 1;
+int64_t g_sent = 0, g_chunk_sent = 0;
+#ifdef POLYSKETCH_HAVE_MPI
+MPI_Comm g_forward = MPI_COMM_NULL, g_backward = MPI_COMM_NULL;  // the group, in both orders
+#endif
+
+// MPI counts are int: long buffers go in pieces below INT_MAX elements.
+constexpr int64_t kPiece = int64_t{1} << 30;
+
+class MpiChunkExchange : public ChunkExchangeT<float> {
+ public:
+  void exclusive_sum([[maybe_unused]] float* values, int64_t count,
+                     [[maybe_unused]] bool reverse) override {
+    g_chunk_sent += count * 4;
+#ifdef POLYSKETCH_HAVE_MPI
+    if (g_context > 1) {
+      // The reverse sum is the forward one over the group numbered backwards.
+      const MPI_Comm comm = reverse ? g_backward : g_forward;
+      for (int64_t at = 0; at < count; at += kPiece) {
+        const int n = static_cast<int>(std::min(kPiece, count - at));
+        MPI_Exscan(MPI_IN_PLACE, values + at, n, MPI_FLOAT, MPI_SUM, comm);
+      }
+      int first = 0;
+      MPI_Comm_rank(comm, &first);
+      if (first == 0) std::fill(values, values + count, 0.f);  // Exscan leaves it undefined
+      return;
+    }
+#endif
+    std::fill(values, values + count, 0.f);  // a group of one: nothing before or after
+  }
+};
 }  // namespace
 
 void World::init([[maybe_unused]] int* argc, [[maybe_unused]] char*** argv) {
@@ -44,13 +75,32 @@ void World::abort(int status) {
 int World::rank() { return g_rank; }
 int World::size() { return g_size; }
 
+void World::split_context(int k) {
+  if (k < 1 || g_size % k != 0)
+    throw Error(fmt::format("--context-parallel {} must divide the number of ranks, {} (start "
+                            "N ranks with `mpirun -np N`, N a multiple of {})", k, g_size, k));
+#ifdef POLYSKETCH_HAVE_MPI
+  if (g_mpi && g_context == 1 && k > 1) {
+    MPI_Comm_split(MPI_COMM_WORLD, g_rank / k, g_rank % k, &g_forward);
+    MPI_Comm_split(MPI_COMM_WORLD, g_rank / k, k - 1 - g_rank % k, &g_backward);
+  }
+#endif
+  g_context = k;
+}
+int World::context_size() { return g_context; }
+int World::context_rank() { return g_rank % g_context; }
+
+ChunkExchangeT<float>& World::chunk_exchange() {
+  static MpiChunkExchange exchange;
+  return exchange;
+}
+int64_t World::chunk_bytes() { return g_chunk_sent; }
+
 void World::sum([[maybe_unused]] std::vector<float>& values) {
 #ifdef POLYSKETCH_HAVE_MPI
   if (g_size == 1) return;
-  // Chunks below INT_MAX elements (MPI counts are int).
-  constexpr size_t kChunk = size_t{1} << 30;
-  for (size_t at = 0; at < values.size(); at += kChunk) {
-    const int n = static_cast<int>(std::min(kChunk, values.size() - at));
+  for (size_t at = 0; at < values.size(); at += kPiece) {
+    const int n = static_cast<int>(std::min<size_t>(kPiece, values.size() - at));
     MPI_Allreduce(MPI_IN_PLACE, values.data() + at, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     g_sent += static_cast<int64_t>(n) * 4;
   }

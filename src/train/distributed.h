@@ -1,11 +1,16 @@
-// Data parallelism across processes started by `mpirun -np N polysketch train ...` (OpenMPI).
-// Every rank holds the model; each computes its share of a step's micro-batches; gradients and
-// losses are summed with MPI_Allreduce; every rank applies the same AdamW update. Without
-// mpirun (or in a build without MPI) the world is one process and every call is trivial.
+// Data and context parallelism across processes started by `mpirun -np N polysketch train ...`
+// (OpenMPI). Every rank holds the model. Ranks form N/K data groups of K consecutive ranks
+// (rank = group * K + chunk): each group computes its share of a step's micro-batches, and its K
+// ranks each hold one contiguous chunk of those sequences (context parallelism, K > 1), passing
+// attention block states along the group. Gradients and losses are summed over all ranks with
+// MPI_Allreduce; every rank applies the same AdamW update. Without mpirun (or in a build without
+// MPI) the world is one process and every call is trivial.
 #pragma once
 
 #include <cstdint>
 #include <vector>
+
+#include "polysketch/attention.h"
 
 namespace polysketch::train {
 
@@ -21,6 +26,18 @@ class World {
   static int rank();
   static int size();
   static bool root() { return rank() == 0; }
+
+  // Splits the world into data groups of k consecutive ranks (k must divide size(); Error
+  // otherwise). Collective: every rank calls it once, with the same k, before training.
+  static void split_context(int k);
+  static int context_size();  // k (1 until split_context)
+  static int context_rank();  // this rank's chunk: rank() % k
+  static int data_groups() { return size() / context_size(); }
+  static int data_rank() { return rank() / context_size(); }
+  // The exclusive prefix sums over this rank's group (MPI_Exscan), for AttentionT.
+  static ChunkExchangeT<float>& chunk_exchange();
+  // Payload bytes this process has passed to chunk_exchange so far.
+  static int64_t chunk_bytes();
 
   // In-place sums over the ranks (identical on every rank afterwards).
   static void sum(std::vector<float>& values);

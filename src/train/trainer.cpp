@@ -89,6 +89,31 @@ void sample_batch(const data::Dataset& data, int64_t context, int64_t batch, uin
   fill_batch(data.train, data.train_scored, data.example_tokens, context, starts, x, y);
 }
 
+// Chunk `c` of `k` of every sequence of x [batch x context] (context parallelism).
+void take_chunk(const std::vector<int32_t>& x, int64_t batch, int64_t context, int64_t c, int64_t k,
+                std::vector<int32_t>& out) {
+  const int64_t len = context / k;
+  out.resize(static_cast<size_t>(batch * len));
+  for (int64_t b = 0; b < batch; ++b)
+    std::copy(x.begin() + b * context + c * len, x.begin() + b * context + (c + 1) * len,
+              out.begin() + b * len);
+}
+
+// Throws Error unless context parallelism over k ranks suits this model.
+void check_context_parallel(const ModelConfig& mc, int64_t k) {
+  if (k == 1) return;
+  const Mechanism mech = mc.attention.mechanism;
+  if (mech == Mechanism::softmax || mech == Mechanism::polynomial)
+    throw Error(fmt::format("--context-parallel needs a sketch mechanism (polysketch, "
+                            "polysketch-learned, polysketch-local, polysketch-learned-local): {} "
+                            "attends to every earlier key, which another rank holds",
+                            mechanism_name(mech)));
+  if (mc.context % (k * mc.attention.block) != 0)
+    throw Error(fmt::format("--context-parallel {}: the context {} must split into {} chunks of "
+                            "whole blocks of {} (a multiple of {})", k, mc.context, k,
+                            mc.attention.block, k * mc.attention.block));
+}
+
 // grads summed over the ranks with one allreduce of one flat buffer.
 void sum_over_ranks(std::vector<std::vector<float>>& grads, std::vector<float>& flat) {
   size_t total = 0;
@@ -272,6 +297,7 @@ void validate_options(const TrainOptions& o) {
   util::check_range("--eval-batches", o.eval_batches, 1, int64_t{1} << 20);
   util::check_range("--checkpoint-every", o.checkpoint_every, 0, int64_t{1} << 40);
   util::check_range("--keep", o.keep, 0, int64_t{1} << 20);
+  util::check_range("--context-parallel", o.context_parallel, 1, int64_t{1} << 20);
   util::check_range("--time-budget (seconds)", o.time_budget_s, 0.0, 1e9);
   try {
     kernels::parse_precision(o.precision);
@@ -290,6 +316,8 @@ TrainResult run_training(const TrainOptions& opts_in) {
   // progress); every rank computes its share of each step's micro-batches.
   const bool root = World::root();
   const int64_t ranks = World::size();
+  World::split_context(static_cast<int>(o.context_parallel));
+  const int64_t groups = World::data_groups(), cp = World::context_size();
   // One trainer per run directory; what killed trainers left behind is removed under the lock.
   std::unique_ptr<RunLock> lock;
   if (root) {
@@ -313,12 +341,12 @@ TrainResult run_training(const TrainOptions& opts_in) {
       throw Error(fmt::format("{}: invalid training options ({})", st_path, e.what()));
     }
     if (opts_in.steps > 0) o.steps = opts_in.steps;  // e.g. to extend a finished run
-    // The saved accumulation is the whole step's (every rank's micro-batches): split it anew.
-    if (o.accum % ranks != 0)
-      throw Error(fmt::format("the run accumulates {} micro-batches per step, which {} ranks cannot "
-                              "share evenly (use a number of ranks that divides {})",
-                              o.accum, ranks, o.accum));
-    o.accum /= ranks;
+    // The saved accumulation is the whole step's (every group's micro-batches): split it anew.
+    if (o.accum % groups != 0)
+      throw Error(fmt::format("the run accumulates {} micro-batches per step, which {} data "
+                              "groups cannot share evenly (use a number of groups, ranks / "
+                              "--context-parallel, that divides {})", o.accum, groups, o.accum));
+    o.accum /= groups;
     std::error_code ec;
     same_run = fs::equivalent(fs::path(ckpt->dir).parent_path(), o.out_dir, ec);
   } else if (o.steps == 0) {
@@ -340,7 +368,8 @@ TrainResult run_training(const TrainOptions& opts_in) {
   const int64_t ctx = mc.context;
   check_context(data, ctx);
   mc.validate();
-  mc.check_fits_in_memory(o.batch * ctx);
+  check_context_parallel(mc, cp);
+  mc.check_fits_in_memory(o.batch * ctx / cp);
   kernels::set_precision(kernels::parse_precision(o.precision));
   Model model(mc);
   AdamW opt(model.params(), {0.9, 0.95, 1e-8, o.weight_decay});
@@ -354,9 +383,11 @@ TrainResult run_training(const TrainOptions& opts_in) {
   }
   std::unique_ptr<MetricsLog> metrics;
   if (root) metrics = std::make_unique<MetricsLog>((fs::path(o.out_dir) / "metrics.jsonl").string(), step);
-  const int64_t global_accum = o.accum * ranks;  // micro-batches per step over all ranks
+  const int64_t global_accum = o.accum * groups;  // micro-batches per step over all groups
   TrainResult res;
   res.unigram_loss = unigram_loss(data);
+  if (o.progress && ranks > 1)
+    fmt::print(stderr, "{} ranks: {} data group(s) of {} (context parallel)\n", ranks, groups, cp);
   if (o.progress)
     fmt::print(stderr, "model: {} parameters, {} layers, width {}, {} heads, context {}, {}\n"
                "data: {} train / {} validation tokens; unigram baseline: loss {:.3f} (ppl {:.1f})\n",
@@ -388,22 +419,32 @@ TrainResult run_training(const TrainOptions& opts_in) {
   StopSignals signals;
   const bool tty = isatty(2);
   auto grads = model.zero_grads();
-  std::vector<int32_t> x, y;
+  std::vector<int32_t> x, y, xc, yc;
   std::vector<float> flat;  // the gradients in one buffer, for one allreduce per step
-  int64_t sent_before = World::payload_bytes();
+  int64_t sent_before = World::payload_bytes(), chunk_before = World::chunk_bytes();
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step;
   while (step < o.steps) {
     const auto ts = std::chrono::steady_clock::now();
     for (auto& g : grads) std::fill(g.begin(), g.end(), 0.f);
     double loss = 0;
-    // This rank's micro-batches: global indices rank*accum .. rank*accum+accum-1, so N ranks
-    // with --accum A compute the step of one process with --accum N*A.
+    // This group's micro-batches: global indices group*accum .. group*accum+accum-1, so G
+    // groups with --accum A compute the step of one process with --accum G*A. Under context
+    // parallelism each rank of the group takes its chunk of every sequence, and its loss is its
+    // share of the micro-batch's (the group's shares add up to it).
     for (int64_t a = 0; a < o.accum; ++a) {
-      const int64_t micro = World::rank() * o.accum + a;
+      const int64_t micro = World::data_rank() * o.accum + a;
       sample_batch(data, ctx, o.batch, o.seed, step, micro, x, y);
-      loss += model.forward(x.data(), y.data(), o.batch, ctx, true,
-                            o.seed ^ (static_cast<uint64_t>(step) * 0x9e3779b97f4a7c15ULL + micro));
+      const uint64_t dropout_seed = o.seed ^ (static_cast<uint64_t>(step) * 0x9e3779b97f4a7c15ULL + micro);
+      if (cp > 1) {
+        const int64_t scored = static_cast<int64_t>(y.size()) - std::count(y.begin(), y.end(), kIgnoreTarget);
+        take_chunk(x, o.batch, ctx, World::context_rank(), cp, xc);
+        take_chunk(y, o.batch, ctx, World::context_rank(), cp, yc);
+        const ContextChunk chunk{&World::chunk_exchange(), World::context_rank() * (ctx / cp), ctx, scored};
+        loss += model.forward(xc.data(), yc.data(), o.batch, ctx / cp, true, dropout_seed, &chunk);
+      } else {
+        loss += model.forward(x.data(), y.data(), o.batch, ctx, true, dropout_seed);
+      }
       model.backward(grads);
     }
     if (ranks > 1) {
@@ -435,6 +476,10 @@ TrainResult run_training(const TrainOptions& opts_in) {
       if (ranks > 1) {  // what this rank contributed to the step's collectives
         record["allreduce_bytes"] = World::payload_bytes() - sent_before;
         sent_before = World::payload_bytes();
+      }
+      if (cp > 1) {  // and passed along its group: the attention block states
+        record["context_bytes"] = World::chunk_bytes() - chunk_before;
+        chunk_before = World::chunk_bytes();
       }
       metrics->write(record);
     }

@@ -20,6 +20,9 @@ struct TrainOptions {
   double lr = 1e-3, min_lr_ratio = 0.1, clip = 1.0, weight_decay = 0.1;
   int64_t eval_every = 100, eval_batches = 16, checkpoint_every = 250;
   int64_t keep = 2;  // checkpoints kept (0: all); the one `latest` names is never removed
+  // Ranks per sequence (mpirun): each holds a contiguous chunk of whole blocks of every sequence
+  // (sketch mechanisms). A layout of this run, not saved: a resume may choose another.
+  int64_t context_parallel = 1;
   double time_budget_s = 0;  // stop early (and save) after this much training time; 0: none
   uint64_t seed = 1;
   // "f32" or "bf16" (matrix-product inputs; kernels/gemm.h). Saved with the run: a resume uses
