@@ -58,6 +58,13 @@ one_run() {  # task mechanism
     --heads 2 --context "$len" --block 64 --batch "$batch" --steps "$STEPS" --warmup 100 --lr "$LR" \
     --eval-every 200 --eval-batches 8 --checkpoint-every 0 --seed 1 --threads 1 > "$run.log" 2>&1
   wall=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  # Only a run that trained every step is a result (a stopped run saves a checkpoint too).
+  local last
+  last=$(jq -s '[.[] | select(.loss != null) | .step] | max // 0' "$run/metrics.jsonl" 2>/dev/null || echo 0)
+  if [ "$last" != "$STEPS" ]; then
+    echo "$task $mech: stopped at step $last of $STEPS; no result recorded (see $run.log)" >&2
+    return 0
+  fi
   "$BIN" eval --checkpoint "$run" --data "$out/data/$task" --batch 50 --batches 10 --threads 1 --json |
     jq -c --arg task "$task" --arg mech "$mech" --argjson wall "$wall" --argjson steps "$STEPS" \
       --argjson batch "$batch" '{task: $task, mechanism: $mech, steps: $steps, batch: $batch,

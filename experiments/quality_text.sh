@@ -44,6 +44,9 @@ while IFS='|' read -r name flags; do
     --warmup 30 --lr "$LR" --eval-every 50 --eval-batches 8 --checkpoint-every 0 --seed 1 \
     --threads "$THREADS" > "$run.train.log" 2>&1
   wall=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  # Only a run that trained every step is a result (a stopped run saves a checkpoint too).
+  last=$(jq -s '[.[] | select(.loss != null) | .step] | max // 0' "$run/metrics.jsonl")
+  [ "$last" = "$STEPS" ] || { echo "$name stopped at step $last of $STEPS (see $run.train.log)" >&2; exit 1; }
   extra=""
   case $name in polysketch|polysketch-local|polysketch-learned|polysketch-learned-local) extra=--sketch-error ;; esac
   "$BIN" eval --checkpoint "$run" --data "$DATA" --context "$CONTEXT,$((4 * CONTEXT))" --batches 16 \
