@@ -9,6 +9,7 @@
 #include "kernels/gemm.h"
 #include "kernels/rng.h"
 #include "kernels/vec.h"
+#include "util/buffer.h"
 
 namespace polysketch::attention {
 
@@ -26,69 +27,92 @@ Dims dims_of(const FeatureMap<T>& fm) {
           fm.cfg->sketch_levels};
 }
 
-// Activations of one chain for a set of rows: per level its input, LN output, pre-GELU, GELU.
+// Activations of one chain for a set of rows: per level its LN output, pre-GELU u, GELU a, the
+// tanh term of the GELU (for backward) and output y (the next level's input). Grow-only buffers
+// reused from call to call on each thread (thread_local below): fresh ones cost a zero-fill and
+// page faults on every call.
 template <typename T>
 struct ChainActs {
-  std::vector<std::vector<T>> x, ln, u, a;
-  std::vector<T> y;  // chain output [rows x r]
+  std::vector<std::vector<T>> ln, u, a, t, y;
+  void reserve(const Dims& d, int64_t rows) {
+    for (auto* v : {&ln, &u, &a, &t, &y})
+      if (static_cast<int>(v->size()) < d.levels) v->resize(static_cast<size_t>(d.levels));
+    for (int l = 0; l < d.levels; ++l) {
+      util::grown(ln[l], rows * d.level_in(l));
+      for (auto* v : {&u, &a, &t}) util::grown((*v)[l], rows * d.hidden);
+      util::grown(y[l], rows * d.r);
+    }
+  }
+  const T* input(int l, const T* x) const { return l == 0 ? x : y[l - 1].data(); }
+  const T* out(const Dims& d) const { return y[d.levels - 1].data(); }
 };
 
 template <typename T>
 void chain_forward(const Dims& d, const Param<T>* p, int64_t rows, const T* x, ChainActs<T>& acts) {
-  acts.x.assign(d.levels, {});
-  acts.ln.assign(d.levels, {});
-  acts.u.assign(d.levels, {});
-  acts.a.assign(d.levels, {});
-  const T* in = x;
+  acts.reserve(d, rows);
   for (int l = 0; l < d.levels; ++l) {
     const int64_t din = d.level_in(l);
     const Param<T>* lp = p + 4 * l;
-    acts.x[l].assign(in, in + rows * din);
-    acts.ln[l].resize(static_cast<size_t>(rows * din));
-    kernels::layernorm_forward(rows, din, in, lp[0].value.data(), lp[1].value.data(),
+    kernels::layernorm_forward(rows, din, acts.input(l, x), lp[0].value.data(), lp[1].value.data(),
                                acts.ln[l].data());
-    acts.u[l].resize(static_cast<size_t>(rows * d.hidden));
     kernels::gemm<T>(false, false, rows, d.hidden, din, T(1), acts.ln[l].data(), din,
                      lp[2].value.data(), d.hidden, T(0), acts.u[l].data(), d.hidden);
-    acts.a[l].resize(acts.u[l].size());
-    kernels::gelu_forward(rows * d.hidden, acts.u[l].data(), acts.a[l].data());
-    acts.y.resize(static_cast<size_t>(rows * d.r));
+    kernels::gelu_forward(rows * d.hidden, acts.u[l].data(), acts.a[l].data(), acts.t[l].data());
     kernels::gemm<T>(false, false, rows, d.r, d.hidden, T(1), acts.a[l].data(), d.hidden,
-                     lp[3].value.data(), d.r, T(0), acts.y.data(), d.r);
-    in = acts.y.data();
+                     lp[3].value.data(), d.r, T(0), acts.y[l].data(), d.r);
   }
 }
 
-// dy [rows x r] -> dx [rows x in] (+=), parameter gradients (+=) into dp[0..4*levels).
 template <typename T>
-void chain_backward(const Dims& d, const Param<T>* p, int64_t rows, const ChainActs<T>& acts,
-                    std::vector<T> dy, T* dx, std::vector<T>* dp) {
-  std::vector<T> da, dln;
+struct BackScratch {
+  std::vector<T> dy, da, dln;
+};
+
+// dy [rows x r] (overwritten) -> dx [rows x in] (+=), parameter gradients (+=) into
+// dp[0..4*levels).
+template <typename T>
+void chain_backward(const Dims& d, const Param<T>* p, int64_t rows, const T* x,
+                    const ChainActs<T>& acts, T* dy, T* dx, std::vector<T>* dp,
+                    BackScratch<T>& sc) {
   for (int l = d.levels - 1; l >= 0; --l) {
     const int64_t din = d.level_in(l);
     const Param<T>* lp = p + 4 * l;
     std::vector<T>* lg = dp + 4 * l;
     // y = a W2
-    kernels::gemm<T>(true, false, d.hidden, d.r, rows, T(1), acts.a[l].data(), d.hidden, dy.data(),
-                     d.r, T(1), lg[3].data(), d.r);
-    da.resize(static_cast<size_t>(rows * d.hidden));
-    kernels::gemm<T>(false, true, rows, d.hidden, d.r, T(1), dy.data(), d.r, lp[3].value.data(),
-                     d.r, T(0), da.data(), d.hidden);
-    kernels::gelu_backward(rows * d.hidden, acts.u[l].data(), da.data(), da.data());
+    kernels::gemm<T>(true, false, d.hidden, d.r, rows, T(1), acts.a[l].data(), d.hidden, dy, d.r,
+                     T(1), lg[3].data(), d.r);
+    T* da = util::grown(sc.da, rows * d.hidden);
+    kernels::gemm<T>(false, true, rows, d.hidden, d.r, T(1), dy, d.r, lp[3].value.data(), d.r,
+                     T(0), da, d.hidden);
+    kernels::gelu_backward_saved(rows * d.hidden, acts.u[l].data(), acts.t[l].data(), da, da);
     // u = ln W1
-    kernels::gemm<T>(true, false, din, d.hidden, rows, T(1), acts.ln[l].data(), din, da.data(),
-                     d.hidden, T(1), lg[2].data(), d.hidden);
-    dln.resize(static_cast<size_t>(rows * din));
-    kernels::gemm<T>(false, true, rows, din, d.hidden, T(1), da.data(), d.hidden,
-                     lp[2].value.data(), d.hidden, T(0), dln.data(), din);
-    kernels::layernorm_backward(rows, din, acts.x[l].data(), lp[0].value.data(), dln.data(),
-                                dln.data(), lg[0].data(), lg[1].data());
+    kernels::gemm<T>(true, false, din, d.hidden, rows, T(1), acts.ln[l].data(), din, da, d.hidden,
+                     T(1), lg[2].data(), d.hidden);
+    T* dln = util::grown(sc.dln, rows * din);
+    kernels::gemm<T>(false, true, rows, din, d.hidden, T(1), da, d.hidden, lp[2].value.data(),
+                     d.hidden, T(0), dln, din);
+    kernels::layernorm_backward(rows, din, acts.input(l, x), lp[0].value.data(), dln, dln,
+                                lg[0].data(), lg[1].data());
     if (l == 0) {
       for (int64_t i = 0; i < rows * din; ++i) dx[i] += dln[i];
     } else {
-      dy.swap(dln);
+      std::copy(dln, dln + rows * din, dy);  // din == r above level 0
     }
   }
+}
+
+// Per-thread working memory of the learned sketch.
+template <typename T>
+struct LearnedScratch {
+  ChainActs<T> f, g;
+  std::vector<T> t, df, dg;
+  BackScratch<T> back;
+};
+
+template <typename T>
+LearnedScratch<T>& scratch() {
+  thread_local LearnedScratch<T> s;
+  return s;
 }
 
 }  // namespace
@@ -132,32 +156,35 @@ void combine(int64_t n, int64_t r, const T* f, const T* g, T* t, T* out) {
 template <typename T>
 void learned_phi_forward(const FeatureMap<T>& fm, int64_t rows, const T* x, T* out) {
   const Dims d = dims_of(fm);
-  ChainActs<T> f, g;
-  chain_forward(d, fm.learned, rows, x, f);
-  chain_forward(d, fm.learned + 4 * d.levels, rows, x, g);
-  std::vector<T> t(f.y.size());
-  combine(rows * d.r, d.r, f.y.data(), g.y.data(), t.data(), out);
+  auto& s = scratch<T>();
+  chain_forward(d, fm.learned, rows, x, s.f);
+  chain_forward(d, fm.learned + 4 * d.levels, rows, x, s.g);
+  combine(rows * d.r, d.r, s.f.out(d), s.g.out(d), util::grown(s.t, rows * d.r), out);
 }
 
 template <typename T>
 void learned_phi_backward(const FeatureMap<T>& fm, int64_t rows, const T* x, const T* dphi, T* dx,
                           std::vector<T>* dlearned) {
   const Dims d = dims_of(fm);
-  ChainActs<T> f, g;
-  chain_forward(d, fm.learned, rows, x, f);
-  chain_forward(d, fm.learned + 4 * d.levels, rows, x, g);
+  auto& s = scratch<T>();
+  chain_forward(d, fm.learned, rows, x, s.f);
+  chain_forward(d, fm.learned + 4 * d.levels, rows, x, s.g);
   const int64_t n = rows * d.r;
-  std::vector<T> t(static_cast<size_t>(n));
-  combine<T>(n, d.r, f.y.data(), g.y.data(), t.data(), nullptr);
+  T* t = util::grown(s.t, n);
+  const T* f = s.f.out(d);
+  const T* g = s.g.out(d);
+  combine<T>(n, d.r, f, g, t, nullptr);
   // d phi / dF = (1 - t^2) G, d phi / dG = (1 - t^2) F.
-  std::vector<T> df(static_cast<size_t>(n)), dg(static_cast<size_t>(n));
+  T* df = util::grown(s.df, n);
+  T* dg = util::grown(s.dg, n);
   for (int64_t i = 0; i < n; ++i) {
-    const T s = dphi[i] * (T(1) - t[i] * t[i]);
-    df[i] = s * g.y[i];
-    dg[i] = s * f.y[i];
+    const T sl = dphi[i] * (T(1) - t[i] * t[i]);
+    df[i] = sl * g[i];
+    dg[i] = sl * f[i];
   }
-  chain_backward(d, fm.learned, rows, f, std::move(df), dx, dlearned);
-  chain_backward(d, fm.learned + 4 * d.levels, rows, g, std::move(dg), dx, dlearned + 4 * d.levels);
+  chain_backward(d, fm.learned, rows, x, s.f, df, dx, dlearned, s.back);
+  chain_backward(d, fm.learned + 4 * d.levels, rows, x, s.g, dg, dx, dlearned + 4 * d.levels,
+                 s.back);
 }
 
 #define POLYSKETCH_INSTANTIATE(T)                                                               \

@@ -70,26 +70,44 @@ void tanh_inplace(int64_t n, T* x) {
   for (int64_t i = 0; i < n; ++i) x[i] = tanh_t(x[i]);
 }
 
+namespace {
 template <typename T>
-void gelu_forward(int64_t n, const T* x, T* y) {
+inline T gelu_tanh(T v) {
+  return tanh_t(static_cast<T>(kGeluC) * (v + static_cast<T>(kGeluA) * v * v * v));
+}
+
+// gelu'(v) given t = gelu_tanh(v)
+template <typename T>
+inline T gelu_grad(T v, T t) {
   const T c = static_cast<T>(kGeluC), a = static_cast<T>(kGeluA);
+  return T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * c * (T(1) + T(3) * a * v * v);
+}
+}  // namespace
+
+template <typename T>
+void gelu_forward(int64_t n, const T* x, T* y, T* t) {
+  if (t) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = x[i];
-    y[i] = T(0.5) * v * (T(1) + tanh_t(c * (v + a * v * v * v)));
+    for (int64_t i = 0; i < n; ++i) {
+      t[i] = gelu_tanh(x[i]);
+      y[i] = T(0.5) * x[i] * (T(1) + t[i]);
+    }
+    return;
   }
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = T(0.5) * x[i] * (T(1) + gelu_tanh(x[i]));
 }
 
 template <typename T>
 void gelu_backward(int64_t n, const T* x, const T* dy, T* dx) {
-  const T c = static_cast<T>(kGeluC), a = static_cast<T>(kGeluA);
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = x[i];
-    const T t = tanh_t(c * (v + a * v * v * v));
-    const T d = T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * c * (T(1) + T(3) * a * v * v);
-    dx[i] = dy[i] * d;
-  }
+  for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * gelu_grad(x[i], gelu_tanh(x[i]));
+}
+
+template <typename T>
+void gelu_backward_saved(int64_t n, const T* x, const T* t, const T* dy, T* dx) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * gelu_grad(x[i], t[i]);
 }
 
 namespace {
@@ -187,8 +205,9 @@ void mat_vec(int64_t rows, int64_t n, const T* m, int64_t ld, const T* x, T* y) 
   template void vec_mat<T>(int64_t, int64_t, const T*, const T*, int64_t, T, T*);              \
   template void mat_vec<T>(int64_t, int64_t, const T*, int64_t, const T*, T*);                 \
   template void tanh_inplace<T>(int64_t, T*);                                                  \
-  template void gelu_forward<T>(int64_t, const T*, T*);                                        \
+  template void gelu_forward<T>(int64_t, const T*, T*, T*);                                    \
   template void gelu_backward<T>(int64_t, const T*, const T*, T*);                             \
+  template void gelu_backward_saved<T>(int64_t, const T*, const T*, const T*, T*);             \
   template void layernorm_forward<T>(int64_t, int64_t, const T*, const T*, const T*, T*);      \
   template void layernorm_backward<T>(int64_t, int64_t, const T*, const T*, const T*, T*, T*, \
                                       T*);

@@ -15,11 +15,16 @@ template <typename T>
 void exp_inplace(int64_t n, T* x);
 
 // y = x * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2, the tanh form of GELU (Flax's default).
+// With `t`, also stores the tanh term, from which gelu_backward_saved gets the derivative
+// without evaluating tanh again.
 template <typename T>
-void gelu_forward(int64_t n, const T* x, T* y);
+void gelu_forward(int64_t n, const T* x, T* y, T* t = nullptr);
 // dx = dy * gelu'(x)  (overwrites dx; dx may alias dy)
 template <typename T>
 void gelu_backward(int64_t n, const T* x, const T* dy, T* dx);
+// The same from the tanh term t that gelu_forward stored.
+template <typename T>
+void gelu_backward_saved(int64_t n, const T* x, const T* t, const T* dy, T* dx);
 
 template <typename T>
 void tanh_inplace(int64_t n, T* x);
