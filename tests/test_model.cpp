@@ -103,6 +103,12 @@ TEST(ModelLayers, LayerNormAndGeluBackward) {
   std::vector<double> dg(x.size());
   kernels::gelu_backward<double>(static_cast<int64_t>(x.size()), x.data(), w.data(), dg.data());
   EXPECT_LT(max_rel_error(dg, numeric_grad(x, gl)), 1e-6);
+  // The fast path from the saved tanh term equals the recomputing one (same formula: exactly).
+  std::vector<double> y(x.size()), t(x.size()), dg_saved(x.size());
+  kernels::gelu_forward<double>(static_cast<int64_t>(x.size()), x.data(), y.data(), t.data());
+  kernels::gelu_backward_saved<double>(static_cast<int64_t>(x.size()), x.data(), t.data(),
+                                       w.data(), dg_saved.data());
+  EXPECT_EQ(dg_saved, dg);
 }
 
 ModelConfig tiny_config(Mechanism m) {
