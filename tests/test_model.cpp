@@ -143,6 +143,29 @@ TEST_P(ModelGrad, WholeModelMatchesFiniteDifferences) {
         << params[p]->name;
 }
 
+// backward's `ready` reports every gradient tensor exactly once, after its last update: what
+// the trainer relies on to sum gradients over ranks while backward runs.
+TEST_P(ModelGrad, ReadyReportsEveryTensorOnceWhenFinal) {
+  ModelT<double> model(tiny_config(GetParam()));
+  const std::vector<int32_t> tokens{1, 4, 2, 9, 10, 0, 3, 3, 7, 5};
+  const std::vector<int32_t> targets{4, 2, 9, 10, 1, 3, 3, 6, 5, 8};
+  auto grads = model.zero_grads();
+  model.forward(tokens.data(), targets.data(), 2, 5, true);
+  std::vector<int> reported(grads.size(), 0);
+  std::vector<std::vector<double>> at_report(grads.size());
+  model.backward(grads, [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      ++reported[i];
+      at_report[i] = grads[i];
+    }
+  });
+  const auto params = model.params();
+  for (size_t i = 0; i < grads.size(); ++i) {
+    EXPECT_EQ(reported[i], 1) << params[i]->name;
+    EXPECT_EQ(at_report[i], grads[i]) << params[i]->name << " changed after it was reported";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Mechanisms, ModelGrad,
                          ::testing::Values(Mechanism::softmax, Mechanism::polysketch,
                                            Mechanism::polysketch_learned_local),

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,8 +77,12 @@ class ModelT {
   double forward(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
                  bool train, uint64_t dropout_seed = 0, const ContextChunkT<T>* chunk = nullptr);
   // Adds d(loss)/d(params) into grads (shaped like params()). Call after forward(train=true)
-  // (with a chunk: every member of the group calls backward).
-  void backward(std::vector<std::vector<T>>& grads);
+  // (with a chunk: every member of the group calls backward). With `ready`, calls
+  // ready(begin, end) as soon as the gradients of params()[begin, end) are complete: a layer at
+  // a time, last layer first, then the embedding, output bias and final LayerNorm (e.g. to start
+  // summing them over processes while backward goes on).
+  void backward(std::vector<std::vector<T>>& grads,
+                const std::function<void(size_t, size_t)>& ready = {});
 
   // Logits [batch x len x vocab] for tokens [batch x len] (no dropout, nothing kept).
   std::vector<T> logits(const int32_t* tokens, int64_t batch, int64_t len);

@@ -307,7 +307,8 @@ std::vector<T> ModelT<T>::prefill(DecodeStateT<T>& state, const int32_t* tokens,
 }
 
 template <typename T>
-void ModelT<T>::backward(std::vector<std::vector<T>>& grads) {
+void ModelT<T>::backward(std::vector<std::vector<T>>& grads,
+                         const std::function<void(size_t, size_t)>& ready) {
   auto& m = *impl_;
   if (!m.grads_ready) throw Error("backward() needs a preceding forward(train=true)");
   const int64_t batch = m.batch, len = m.len, n = batch * len, d = config_.width,
@@ -395,9 +396,14 @@ void ModelT<T>::backward(std::vector<std::vector<T>>& grads) {
     kernels::layernorm_backward(n, d, a.x_in.data(), l.ln1_scale.value.data(), tmp.data(),
                                 tmp.data(), g_ln1s.data(), g_ln1b.data());
     for (int64_t i = 0; i < n * d; ++i) dx[i] += tmp[i];
+    if (ready) ready(s, s + 8 + na);
   }
   model::embedding_backward(g_emb.data(), dx.data(), m.tokens.data(),
                             static_cast<T>(std::sqrt(static_cast<double>(d))), n, d);
+  if (ready) {
+    ready(0, 2);              // embedding, output bias
+    ready(slot, slot + 2);    // final LayerNorm
+  }
   m.grads_ready = false;
 }
 

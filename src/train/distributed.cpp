@@ -17,6 +17,7 @@ int g_rank = 0, g_size = 1, g_context = 1;
 int64_t g_sent = 0, g_chunk_sent = 0;
 #ifdef POLYSKETCH_HAVE_MPI
 MPI_Comm g_forward = MPI_COMM_NULL, g_backward = MPI_COMM_NULL;  // the group, in both orders
+std::vector<MPI_Request> g_pending;  // sums started and not finished
 #endif
 
 // MPI counts are int: long buffers go in pieces below INT_MAX elements.
@@ -104,6 +105,29 @@ void World::sum([[maybe_unused]] std::vector<float>& values) {
     MPI_Allreduce(MPI_IN_PLACE, values.data() + at, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     g_sent += static_cast<int64_t>(n) * 4;
   }
+#endif
+}
+
+void World::start_sum([[maybe_unused]] float* values, [[maybe_unused]] int64_t count) {
+#ifdef POLYSKETCH_HAVE_MPI
+  if (g_size == 1) return;
+  for (int64_t at = 0; at < count; at += kPiece) {
+    const int n = static_cast<int>(std::min(kPiece, count - at));
+    g_pending.emplace_back();
+    MPI_Iallreduce(MPI_IN_PLACE, values + at, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                   &g_pending.back());
+    g_sent += static_cast<int64_t>(n) * 4;
+  }
+  // MPI progresses started operations inside MPI calls: test the earlier ones now.
+  int done = 0;
+  MPI_Testall(static_cast<int>(g_pending.size()), g_pending.data(), &done, MPI_STATUSES_IGNORE);
+#endif
+}
+
+void World::finish_sums() {
+#ifdef POLYSKETCH_HAVE_MPI
+  MPI_Waitall(static_cast<int>(g_pending.size()), g_pending.data(), MPI_STATUSES_IGNORE);
+  g_pending.clear();
 #endif
 }
 

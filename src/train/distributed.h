@@ -41,6 +41,10 @@ class World {
 
   // In-place sums over the ranks (identical on every rank afterwards).
   static void sum(std::vector<float>& values);
+  // The same without waiting (MPI_Iallreduce): values must stay in place until finish_sums(),
+  // which waits for every sum started. Lets communication overlap computation.
+  static void start_sum(float* values, int64_t count);
+  static void finish_sums();
   static double sum(double value);
   static bool any(bool value);
   static void barrier();

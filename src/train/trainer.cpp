@@ -114,23 +114,29 @@ void check_context_parallel(const ModelConfig& mc, int64_t k) {
                             mc.attention.block, k * mc.attention.block));
 }
 
-// grads summed over the ranks with one allreduce of one flat buffer.
-void sum_over_ranks(std::vector<std::vector<float>>& grads, std::vector<float>& flat) {
-  size_t total = 0;
-  for (const auto& g : grads) total += g.size();
-  flat.resize(total);
-  size_t at = 0;
-  for (const auto& g : grads) {
-    std::copy(g.begin(), g.end(), flat.begin() + at);
-    at += g.size();
+// The step's gradients summed over the ranks while the last backward pass runs: each group of
+// tensors the model reports complete is copied into its place in one flat buffer and its
+// allreduce started (MPI_Iallreduce); finish() waits and copies the sums back.
+class OverlappedSum {
+ public:
+  explicit OverlappedSum(const std::vector<std::vector<float>>& grads) : offset_(grads.size() + 1, 0) {
+    for (size_t i = 0; i < grads.size(); ++i) offset_[i + 1] = offset_[i] + grads[i].size();
+    flat_.resize(offset_.back());
   }
-  World::sum(flat);
-  at = 0;
-  for (auto& g : grads) {
-    std::copy(flat.begin() + at, flat.begin() + at + g.size(), g.begin());
-    at += g.size();
+  void ready(const std::vector<std::vector<float>>& grads, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) std::copy(grads[i].begin(), grads[i].end(), flat_.begin() + offset_[i]);
+    World::start_sum(flat_.data() + offset_[begin], static_cast<int64_t>(offset_[end] - offset_[begin]));
   }
-}
+  void finish(std::vector<std::vector<float>>& grads) {
+    World::finish_sums();
+    for (size_t i = 0; i < grads.size(); ++i)
+      std::copy(flat_.begin() + offset_[i], flat_.begin() + offset_[i + 1], grads[i].begin());
+  }
+
+ private:
+  std::vector<size_t> offset_;
+  std::vector<float> flat_;
+};
 
 // ", non-finite gradients in: a, b, ..." naming the tensors (at most 5), for the divergence error.
 std::string nonfinite_gradients(Model& model, const std::vector<std::vector<float>>& grads) {
@@ -420,7 +426,7 @@ TrainResult run_training(const TrainOptions& opts_in) {
   const bool tty = isatty(2);
   auto grads = model.zero_grads();
   std::vector<int32_t> x, y, xc, yc;
-  std::vector<float> flat;  // the gradients in one buffer, for one allreduce per step
+  OverlappedSum overlapped(grads);
   int64_t sent_before = World::payload_bytes(), chunk_before = World::chunk_bytes();
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step;
@@ -445,11 +451,14 @@ TrainResult run_training(const TrainOptions& opts_in) {
       } else {
         loss += model.forward(x.data(), y.data(), o.batch, ctx, true, dropout_seed);
       }
-      model.backward(grads);
+      if (ranks > 1 && a == o.accum - 1)  // the gradients are final: sum them as they complete
+        model.backward(grads, [&](size_t begin, size_t end) { overlapped.ready(grads, begin, end); });
+      else
+        model.backward(grads);
     }
     if (ranks > 1) {
+      overlapped.finish(grads);
       loss = World::sum(loss);
-      sum_over_ranks(grads, flat);
     }
     loss /= static_cast<double>(global_accum);
     if (global_accum > 1)
