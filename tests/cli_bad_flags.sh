@@ -99,6 +99,10 @@ vocab|eval $C --data $tmp/task
 --mechanism|bench-attention --mechanism flash
 --heads|bench-attention --heads 0
 --n|bench-train --n 0
+--n|bench-gemm --n 0
+--r|bench-gemm --r 0
+--heads|bench-gemm --heads 7
+--repeat|bench-gemm --repeat 0
 --repeat|bench-train --repeat 0
 --warmup|bench-train --warmup -1
 --threads|bench-train --threads -1

@@ -45,6 +45,10 @@ printf 'ab\0cd' > "$tmp/binary.txt"
 expect_fail "NUL byte" $bin prepare --input "$tmp/binary.txt" --out "$tmp/x"
 expect_fail "cannot read" $bin prepare --input "$tmp/missing.txt" --out "$tmp/x"
 expect_fail "unknown attention mechanism 'flash'" $bin bench-attention --mechanism flash
+# bench-gemm: every product measured on the three backend/precision columns
+$bin bench-gemm --n 64 --width 64 --heads 4 --vocab 64 --r 4 --block 16 --repeat 1 --json > "$tmp/gemm"
+[ "$(jq -s 'length' "$tmp/gemm")" -eq 14 ] || { echo "FAIL: bench-gemm rows"; cat "$tmp/gemm"; exit 1; }
+jq -e -s 'all(.[]; .openblas_f32_gflops > 0 and .onednn_f32_gflops > 0 and .onednn_bf16_gflops > 0)' "$tmp/gemm" >/dev/null
 expect_fail "does not exist" $bin eval --checkpoint "$tmp/none" --data "$tmp/data"
 head -c 100 "$tmp/run/latest/model.safetensors" > "$tmp/trunc" && cp -r "$tmp/run/step-00000004" "$tmp/bad"
 cp "$tmp/trunc" "$tmp/bad/model.safetensors"

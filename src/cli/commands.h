@@ -11,5 +11,6 @@ void add_train(CLI::App& app);  // train and eval
 void add_generate(CLI::App& app);
 void add_bench_train(CLI::App& app);
 void add_bench_decode(CLI::App& app);
+void add_bench_gemm(CLI::App& app);
 
 }  // namespace polysketch::cli

@@ -38,6 +38,7 @@ int run(int argc, char** argv) {
   polysketch::cli::add_bench_attention(app);
   polysketch::cli::add_bench_train(app);
   polysketch::cli::add_bench_decode(app);
+  polysketch::cli::add_bench_gemm(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

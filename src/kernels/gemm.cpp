@@ -271,4 +271,56 @@ void gemm<double>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, d
 
 void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
 
+double measure_product_gflops(GemmBackend backend, Precision p, bool trans_a, bool trans_b,
+                              int64_t m, int64_t n, int64_t k, bool per_thread, int repeat) {
+  const GemmBackend saved_backend = gemm_backend();
+  const Precision saved_precision = g_precision;
+  set_gemm_backend(backend);
+  set_precision(p);
+  const int copies = per_thread ? omp_get_max_threads() : 1;
+  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  // Samples of at least ~200 MFLOP per thread, so that small products are timed over many calls.
+  const int64_t calls = std::max<int64_t>(1, static_cast<int64_t>(2e8 / flops));
+  struct Operands {
+    std::vector<float> a, b, c;
+  };
+  std::vector<Operands> ops(static_cast<size_t>(copies));
+  for (auto& o : ops) {
+    o.a.assign(static_cast<size_t>(m * k), 0.5f);
+    o.b.assign(static_cast<size_t>(k * n), 0.25f);
+    o.c.assign(static_cast<size_t>(m * n), 0.f);
+  }
+  auto product = [&](Operands& o) {
+    for (int64_t i = 0; i < calls; ++i)
+      gemm<float>(trans_a, trans_b, m, n, k, 1.f, o.a.data(), trans_a ? m : k, o.b.data(),
+                  trans_b ? k : n, 0.f, o.c.data(), n);
+  };
+  // Sample r's time: the slowest thread's, each timing its own products after a barrier (so
+  // waking the team is not counted). Sample 0 is a warm-up.
+  std::vector<double> seconds(static_cast<size_t>(repeat + 1), 0.0);
+  auto timed = [&](int thread) {
+    for (int r = 0; r <= repeat; ++r) {
+      if (per_thread) {
+#pragma omp barrier
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      product(ops[static_cast<size_t>(thread)]);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+#pragma omp critical(polysketch_gemm_timing)
+      seconds[static_cast<size_t>(r)] = std::max(seconds[static_cast<size_t>(r)], s);
+    }
+  };
+  if (per_thread) {
+#pragma omp parallel num_threads(copies)
+    timed(omp_get_thread_num());
+  } else {
+    timed(0);
+  }
+  seconds.erase(seconds.begin());
+  set_gemm_backend(saved_backend);
+  set_precision(saved_precision);
+  std::sort(seconds.begin(), seconds.end());
+  return flops * static_cast<double>(calls * copies) / seconds[seconds.size() / 2] / 1e9;
+}
+
 }  // namespace polysketch::kernels
