@@ -10,6 +10,7 @@
 #include <csignal>
 #include <filesystem>
 #include <limits>
+#include <optional>
 
 #include "kernels/gemm.h"
 #include "kernels/rng.h"
@@ -426,7 +427,8 @@ TrainResult run_training(const TrainOptions& opts_in) {
   const bool tty = isatty(2);
   auto grads = model.zero_grads();
   std::vector<int32_t> x, y, xc, yc;
-  OverlappedSum overlapped(grads);
+  std::optional<OverlappedSum> overlapped;  // a flat copy of the gradients: only with ranks to sum over
+  if (ranks > 1) overlapped.emplace(grads);
   int64_t sent_before = World::payload_bytes(), chunk_before = World::chunk_bytes();
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step;
@@ -452,12 +454,12 @@ TrainResult run_training(const TrainOptions& opts_in) {
         loss += model.forward(x.data(), y.data(), o.batch, ctx, true, dropout_seed);
       }
       if (ranks > 1 && a == o.accum - 1)  // the gradients are final: sum them as they complete
-        model.backward(grads, [&](size_t begin, size_t end) { overlapped.ready(grads, begin, end); });
+        model.backward(grads, [&](size_t begin, size_t end) { overlapped->ready(grads, begin, end); });
       else
         model.backward(grads);
     }
     if (ranks > 1) {
-      overlapped.finish(grads);
+      overlapped->finish(grads);
       loss = World::sum(loss);
     }
     loss /= static_cast<double>(global_accum);
