@@ -3,8 +3,12 @@
 // against their rounding bound; attention of every mechanism in bf16 against the double reference.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
+#include <cstring>
+#include <limits>
 
+#include "kernels/bf16_gemm.h"
 #include "kernels/gemm.h"
 #include "reference.h"
 
@@ -82,18 +86,106 @@ INSTANTIATE_TEST_SUITE_P(Both, GemmBackends, ::testing::Values(GemmBackend::open
 
 // bf16 rounds each input to 8 significant bits (relative error <= 2^-9), so each product is off
 // by at most ~2^-8 of |a||b|, plus f32 accumulation: 2^-7 of sum |a||b| is a strict bound. The
-// error must also exceed f32's (1e-5): proof that the bf16 path ran.
+// error must also exceed f32's (1e-5) on each shape: proof that a bf16 path ran.
 TEST(GemmBf16, WithinItsRoundingBoundAndReallyBf16) {
   kernels::set_precision(Precision::bf16);
-  double worst = 0;
+  // Large products (oneDNN matmul) and small ones (the AVX512-BF16 kernel where the CPU has it;
+  // 96 rows: split over the threads outside a parallel region).
   for (const Shape& s : {Shape{300, 200, 160, false, false}, Shape{256, 96, 256, true, false},
-                         Shape{200, 256, 128, false, true}}) {
+                         Shape{200, 256, 128, false, true}, Shape{96, 48, 80, false, true},
+                         Shape{64, 48, 80, true, false}}) {
     const double e = relative_error(s, 1.5f, 0.5f, 77);
     EXPECT_LT(e, 1.0 / 128) << s.m << "x" << s.n << "x" << s.k;
-    worst = std::max(worst, e);
+    if (s.m * s.n * s.k >= 1 << 21 || kernels::bf16_small_gemm_available()) {
+      EXPECT_GT(e, 1e-4) << s.m << "x" << s.n << "x" << s.k;
+    }
   }
   kernels::set_precision(Precision::f32);
-  EXPECT_GT(worst, 1e-4);
+}
+
+// Round to nearest even, as the bf16 paths round their inputs (NaN aside: none here).
+float round_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// The AVX512-BF16 kernel of small products against the double product of the rounded inputs:
+// the rounding is then the same on both sides, what remains is f32 accumulation (k 2^-24 of
+// sum |a||b|, and a pair's products are exact), so 1e-5 is a bound and a wrong rounding mode
+// (2^-9 per input) or a misplaced pair, tail row, tail column or padding fails it. Every tail of
+// the 8 x 32 register block (m, n), odd and even k, every transpose, alpha and beta, and C full
+// of NaN with beta = 0 (never read).
+TEST(GemmBf16, SmallKernelIsTheExactProductOfRoundedInputs) {
+  if (!kernels::bf16_small_gemm_available()) GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+  uint64_t seed = 500;
+  for (int64_t m : {1, 7, 8, 9, 17, 40})
+    for (int64_t n : {1, 15, 16, 17, 32, 33, 65})
+      for (int64_t k : {1, 2, 3, 64, 65})
+        for (int t = 0; t < 4; ++t) {
+          const Shape s{m, n, k, (t & 1) != 0, (t & 2) != 0};
+          const int64_t lda = (s.ta ? m : k) + 3, ldb = (s.tb ? k : n) + 1, ldc = n + 2;
+          auto a = cast<float>(random_vector(static_cast<size_t>((s.ta ? k : m) * lda), seed++));
+          auto b = cast<float>(random_vector(static_cast<size_t>((s.tb ? n : k) * ldb), seed++));
+          auto c = cast<float>(random_vector(static_cast<size_t>(m * ldc), seed++));
+          const float alpha = t == 3 ? 1.f : 0.75f, beta = t == 1 ? 0.f : -0.5f;
+          if (beta == 0.f) std::fill(c.begin(), c.end(), std::numeric_limits<float>::quiet_NaN());
+          std::vector<float> ra(a.size()), rb(b.size());
+          std::transform(a.begin(), a.end(), ra.begin(), round_bf16);
+          std::transform(b.begin(), b.end(), rb.begin(), round_bf16);
+          std::vector<double> want, mag;
+          reference(s, alpha, ra, lda, rb, ldb, beta, beta == 0.f ? std::vector<float>(c.size(), 0.f) : c,
+                    ldc, want, mag);
+          kernels::small_gemm_bf16(s.ta, s.tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta,
+                                   c.data(), ldc);
+          double worst = 0;
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+              const double e = std::abs(c[i * ldc + j] - want[i * ldc + j]) / (mag[i * ldc + j] + 1e-30);
+              worst = std::isnan(e) ? 1.0 : std::max(worst, e);
+            }
+          for (int64_t i = 0; i < m; ++i)  // the padding between rows of C is left alone
+            for (int64_t j = n; j < ldc && beta != 0.f; ++j) ASSERT_FALSE(std::isnan(c[i * ldc + j]));
+          ASSERT_LT(worst, 1e-5) << m << "x" << n << "x" << k << " ta " << s.ta << " tb " << s.tb;
+        }
+}
+
+// Blocks of operands packed once (the softmax tiles' use): rows i0.. of A, rows k0.. and columns
+// j0.. of B, with an odd k that ends inside a pair of B (A's zero padding must cancel B's next
+// row), against the double product of the rounded blocks. Same bound as above.
+TEST(GemmBf16, PackedBlocksAreTheProductsOfTheirRoundedBlocks) {
+  if (!kernels::bf16_small_gemm_available()) GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+  const int64_t rows = 40, cols = 100, depth = 70;
+  const auto a = cast<float>(random_vector(static_cast<size_t>(rows * depth), 1));
+  const auto b = cast<float>(random_vector(static_cast<size_t>(depth * cols), 2));
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      kernels::PackedA pa;
+      kernels::PackedB pb;
+      kernels::pack_b_bf16(tb, depth, cols, b.data(), tb ? depth : cols, pb);  // op(B) depth x cols
+      auto op_a = [&](int64_t i, int64_t p) { return round_bf16(ta ? a[p * rows + i] : a[i * depth + p]); };
+      auto op_b = [&](int64_t p, int64_t j) { return round_bf16(tb ? b[j * depth + p] : b[p * cols + j]); };
+      for (auto [i0, m, k0, k, j0, n] : {std::array<int64_t, 6>{9, 17, 4, 33, 32, 65},
+                                         std::array<int64_t, 6>{0, 40, 2, 67, 64, 36},
+                                         std::array<int64_t, 6>{31, 9, 0, 1, 0, 1}}) {
+        kernels::pack_a_bf16(ta, rows, k, a.data(), ta ? rows : depth, pa);  // op(A) rows x k
+        std::vector<float> c(static_cast<size_t>(m * n), std::numeric_limits<float>::quiet_NaN());
+        kernels::gemm_packed_bf16(m, n, k, 1.f, pa, i0, pb, k0, j0, 0.f, c.data(), n);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) {
+            double want = 0, mag = 0;
+            for (int64_t p = 0; p < k; ++p) {
+              want += static_cast<double>(op_a(i0 + i, p)) * op_b(k0 + p, j0 + j);
+              mag += std::abs(static_cast<double>(op_a(i0 + i, p)) * op_b(k0 + p, j0 + j));
+            }
+            ASSERT_LT(std::abs(c[i * n + j] - want), 1e-5 * mag + 1e-30)
+                << "ta " << ta << " tb " << tb << " i0 " << i0 << " k0 " << k0 << " j0 " << j0
+                << " at " << i << "," << j;
+          }
+      }
+    }
 }
 
 // Attention with bf16 products against the double reference: inputs of every product rounded to
@@ -118,6 +210,62 @@ TEST(GemmBf16, AttentionOfEveryMechanismStaysClose) {
     EXPECT_LT(max_rel_error(std::vector<double>(out.begin(), out.end()), want), 5e-2) << mechanism_name(m);
   }
   kernels::set_precision(Precision::f32);
+}
+
+// Backward in bf16 against the same attention in double: inputs of every product rounded to 8
+// bits leave gradients good to a few percent of their largest entry (measured 0.2-3.4% for dq,
+// dk, dv); 5e-2 still catches any wrong product (errors of order 1). The learned sketch's
+// parameter gradients, sums over every token of products of rounded features, get 1e-1
+// (measured up to 5.2%). Each error must exceed f32's (1e-4): bf16 really ran. Heads in parallel, and two threads inside one head (softmax's operands packed once
+// by the calling thread, read by both); an odd length leaves half a pair in every packing.
+TEST(GemmBf16, AttentionBackwardOfEveryMechanismStaysClose) {
+  for (Mechanism m : all_mechanisms())
+    for (int64_t heads : {2, 1})
+      for (int64_t n : {256, 301}) {
+        AttentionConfig cfg;
+        cfg.mechanism = m;
+        cfg.r = 16;
+        cfg.block = 64;
+        cfg.threads = 2;
+        if (n % cfg.block && m != Mechanism::softmax && m != Mechanism::polynomial) continue;
+        AttentionT<float> att(cfg, 32, 32);
+        AttentionT<double> ref(cfg, 32, 32);
+        perturb_params(att, 5);
+        perturb_params(ref, 5);
+        const AttentionShape shape{1, heads, n, 32, 32};
+        const size_t size = static_cast<size_t>(heads * n * 32);
+        const auto q = random_vector(size, 1), k = random_vector(size, 2), v = random_vector(size, 3),
+                   dout = random_vector(size, 4);
+        std::vector<double> out(size), dq(size), dk(size), dv(size);
+        AttentionSaved<double> saved;
+        ref.forward(shape, q.data(), k.data(), v.data(), out.data(), &saved);
+        auto dparams = ref.zero_grads();
+        ref.backward(shape, q.data(), k.data(), v.data(), out.data(), dout.data(), saved, dq.data(),
+                     dk.data(), dv.data(), &dparams);
+
+        kernels::set_precision(Precision::bf16);
+        const auto qf = cast<float>(q), kf = cast<float>(k), vf = cast<float>(v), df = cast<float>(dout);
+        std::vector<float> outf(size), dqf(size), dkf(size), dvf(size);
+        AttentionSaved<float> savedf;
+        att.forward(shape, qf.data(), kf.data(), vf.data(), outf.data(), &savedf);
+        auto dparamsf = att.zero_grads();
+        att.backward(shape, qf.data(), kf.data(), vf.data(), outf.data(), df.data(), savedf,
+                     dqf.data(), dkf.data(), dvf.data(), &dparamsf);
+        kernels::set_precision(Precision::f32);
+
+        auto check = [&](const std::vector<float>& got, const std::vector<double>& want,
+                         const std::string& what, double tolerance = 5e-2) {
+          const double e = max_rel_error(std::vector<double>(got.begin(), got.end()), want);
+          EXPECT_LT(e, tolerance) << mechanism_name(m) << " heads " << heads << " n " << n << " " << what;
+          EXPECT_GT(e, 1e-4) << mechanism_name(m) << " heads " << heads << " n " << n << " " << what;
+        };
+        check(dqf, dq, "dq");
+        check(dkf, dk, "dk");
+        check(dvf, dv, "dv");
+        for (size_t i = 0; i < dparams.size(); ++i)
+          check(dparamsf[i], dparams[i], att.params()[i].name,
+                att.params()[i].name.rfind("sketch.", 0) == 0 ? 1e-1 : 5e-2);
+      }
 }
 
 }  // namespace

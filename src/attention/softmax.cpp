@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
-#include "util/parallel.h"
+#include "kernels/bf16_gemm.h"
 #include "kernels/gemm.h"
 #include "kernels/vec.h"
+#include "util/parallel.h"
 
 namespace polysketch::attention {
 
@@ -31,6 +33,91 @@ void mask_tile(int64_t mq, int64_t mk, int64_t offset, T* s) {
     std::fill(s + i * mk + first_hidden, s + (i + 1) * mk, neg_inf<T>());
   }
 }
+// The tile products of one head (q tile i: rows i0 .. i0+mq; key tile j: rows j0 .. j0+mk).
+// gemm<T> on the operands as given; or, for float under bf16 precision on an AVX512-BF16 CPU,
+// the bf16 kernel on Q, K, V (and dO) packed once per head: packing them per tile, as gemm does,
+// took about half as long as the products themselves. The probability tiles are packed per tile.
+template <typename T>
+class TileProducts {
+  static constexpr bool kFloat = std::is_same_v<T, float>;
+
+ public:
+  TileProducts(int64_t n, int64_t h, int64_t d, const T* q, const T* k, const T* v, const T* dout)
+      : h_(h), d_(d), q_(q), k_(k), v_(v), dout_(dout) {
+    if constexpr (kFloat) {
+      bf16_ = kernels::precision() == kernels::Precision::bf16 && kernels::bf16_small_gemm_available();
+      if (!bf16_) return;
+      auto& p = packs();  // the calling thread's; tiles on other threads only read it
+      kernels::pack_a_bf16(false, n, h, q, h, p.q_rows);
+      kernels::pack_b_bf16(true, h, n, k, h, p.k_cols);
+      kernels::pack_b_bf16(false, n, d, v, d, p.v_rows);
+      if (dout) {
+        kernels::pack_a_bf16(false, n, d, dout, d, p.dout_rows);
+        kernels::pack_b_bf16(true, d, n, v, d, p.v_cols);
+        kernels::pack_b_bf16(false, n, h, k, h, p.k_rows);
+        kernels::pack_b_bf16(false, n, h, q, h, p.q_b);
+        kernels::pack_b_bf16(false, n, d, dout, d, p.dout_b);
+      }
+      packed_ = &p;
+    }
+  }
+  // s [mq x mk] = scale Q_i K_j^T
+  void scores(int64_t i0, int64_t mq, int64_t j0, int64_t mk, T scale, T* s) const {
+    if constexpr (kFloat)
+      if (bf16_) return kernels::gemm_packed_bf16(mq, mk, h_, scale, packed_->q_rows, i0, packed_->k_cols, 0, j0, 0.f, s, mk);
+    kernels::gemm<T>(false, true, mq, mk, h_, scale, q_ + i0 * h_, h_, k_ + j0 * h_, h_, T(0), s, mk);
+  }
+  // acc [mq x d] += P V_j, P [mq x mk]
+  void add_pv(int64_t mq, int64_t j0, int64_t mk, const T* p, T* acc) const {
+    if constexpr (kFloat)
+      if (bf16_) return kernels::gemm_packed_bf16(mq, d_, mk, 1.f, tile(false, mq, mk, p), 0, packed_->v_rows, j0, 0, 1.f, acc, d_);
+    kernels::gemm<T>(false, false, mq, d_, mk, T(1), p, mk, v_ + j0 * d_, d_, T(1), acc, d_);
+  }
+  // dv_j [mk x d] += P^T dO_i
+  void add_pt_dout(int64_t i0, int64_t mq, int64_t mk, const T* p, T* dvj) const {
+    if constexpr (kFloat)
+      if (bf16_) return kernels::gemm_packed_bf16(mk, d_, mq, 1.f, tile(true, mk, mq, p), 0, packed_->dout_b, i0, 0, 1.f, dvj, d_);
+    kernels::gemm<T>(true, false, mk, d_, mq, T(1), p, mk, dout_ + i0 * d_, d_, T(1), dvj, d_);
+  }
+  // dp [mq x mk] = dO_i V_j^T
+  void dout_vt(int64_t i0, int64_t mq, int64_t j0, int64_t mk, T* dp) const {
+    if constexpr (kFloat)
+      if (bf16_) return kernels::gemm_packed_bf16(mq, mk, d_, 1.f, packed_->dout_rows, i0, packed_->v_cols, 0, j0, 0.f, dp, mk);
+    kernels::gemm<T>(false, true, mq, mk, d_, T(1), dout_ + i0 * d_, d_, v_ + j0 * d_, d_, T(0), dp, mk);
+  }
+  // dq_i [mq x h] += scale dS K_j
+  void add_ds_k(int64_t mq, int64_t j0, int64_t mk, T scale, const T* ds, T* dqi) const {
+    if constexpr (kFloat)
+      if (bf16_) return kernels::gemm_packed_bf16(mq, h_, mk, scale, tile(false, mq, mk, ds), 0, packed_->k_rows, j0, 0, 1.f, dqi, h_);
+    kernels::gemm<T>(false, false, mq, h_, mk, scale, ds, mk, k_ + j0 * h_, h_, T(1), dqi, h_);
+  }
+  // dk_j [mk x h] += scale dS^T Q_i
+  void add_dst_q(int64_t i0, int64_t mq, int64_t mk, T scale, const T* ds, T* dkj) const {
+    if constexpr (kFloat)
+      if (bf16_) return kernels::gemm_packed_bf16(mk, h_, mq, scale, tile(true, mk, mq, ds), 0, packed_->q_b, i0, 0, 1.f, dkj, h_);
+    kernels::gemm<T>(true, false, mk, h_, mq, scale, ds, mk, q_ + i0 * h_, h_, T(1), dkj, h_);
+  }
+
+ private:
+  struct Packs {
+    kernels::PackedA q_rows, dout_rows;
+    kernels::PackedB k_cols, v_rows, v_cols, k_rows, q_b, dout_b;
+  };
+  static Packs& packs() {
+    thread_local Packs p;  // grow-only: no page faults per head
+    return p;
+  }
+  // op(X) [rows x k] of a probability tile X [mq x mk] (ld mk), packed on the calling thread.
+  static const kernels::PackedA& tile(bool trans, int64_t rows, int64_t k, const T* x) {
+    thread_local kernels::PackedA a;
+    if constexpr (kFloat) kernels::pack_a_bf16(trans, rows, k, x, trans ? rows : k, a);
+    return a;
+  }
+  int64_t h_, d_;
+  const T *q_, *k_, *v_, *dout_;
+  bool bf16_ = false;
+  const Packs* packed_ = nullptr;
+};
 }  // namespace
 
 template <typename T>
@@ -38,6 +125,7 @@ void softmax_forward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, co
                      bool causal, int threads, T* out, T* lse) {
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(h)));
   const int64_t qtiles = (n + kTileQ - 1) / kTileQ;
+  const TileProducts<T> products(n, h, d, q, k, v, nullptr);
   parallel_for(qtiles, threads, [&](int64_t qt, int) {
     const int64_t i0 = qt * kTileQ, mq = std::min(kTileQ, n - i0);
     std::vector<T> s(static_cast<size_t>(kTileQ * kTileK)), m(mq, neg_inf<T>()), l(mq, T(0));
@@ -46,8 +134,7 @@ void softmax_forward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, co
     const int64_t kend = causal ? i0 + mq : n;
     for (int64_t j0 = 0; j0 < kend; j0 += kTileK) {
       const int64_t mk = std::min(kTileK, kend - j0);
-      kernels::gemm<T>(false, true, mq, mk, h, scale, q + i0 * h, h, k + j0 * h, h, T(0), s.data(),
-                       mk);
+      products.scores(i0, mq, j0, mk, scale, s.data());
       if (causal && j0 + mk > i0 + 1) mask_tile(mq, mk, i0 - j0, s.data());
       for (int64_t i = 0; i < mq; ++i) {
         T* si = s.data() + i * mk;
@@ -69,7 +156,7 @@ void softmax_forward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, co
           for (int64_t c = 0; c < d; ++c) ai[c] *= corr;
         }
       }
-      kernels::gemm<T>(false, false, mq, d, mk, T(1), s.data(), mk, v + j0 * d, d, T(1), acc, d);
+      products.add_pv(mq, j0, mk, s.data(), acc);
     }
     for (int64_t i = 0; i < mq; ++i) {
       const T inv = T(1) / l[i];
@@ -92,6 +179,7 @@ void softmax_backward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, c
   }
   const int64_t ktiles = (n + kTileK - 1) / kTileK;
   PerThread<T> dq_parts(threads, n * h, dq);
+  const TileProducts<T> products(n, h, d, q, k, v, dout);
   parallel_for(ktiles, threads, [&](int64_t kt, int thread) {
     T* dqt = dq_parts.get(thread);
     const int64_t j0 = kt * kTileK, mk = std::min(kTileK, n - j0);
@@ -104,8 +192,7 @@ void softmax_backward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, c
     for (int64_t i0 = qstart; i0 < n; i0 += kTileQ) {
       const int64_t mq = std::min(kTileQ, n - i0);
       if (causal && i0 + mq <= j0) continue;
-      kernels::gemm<T>(false, true, mq, mk, h, scale, q + i0 * h, h, k + j0 * h, h, T(0), p.data(),
-                       mk);
+      products.scores(i0, mq, j0, mk, scale, p.data());
       if (causal && j0 + mk > i0 + 1) mask_tile(mq, mk, i0 - j0, p.data());
       for (int64_t i = 0; i < mq; ++i) {
         T* pi = p.data() + i * mk;
@@ -115,9 +202,8 @@ void softmax_backward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, c
         kernels::exp_inplace(mk, pi);
       }
       // dV_j += P^T dO_i ; dP = dO_i V_j^T ; dS = P (dP - D) ; dQ_i += s dS K_j ; dK_j += s dS^T Q_i
-      kernels::gemm<T>(true, false, mk, d, mq, T(1), p.data(), mk, dout + i0 * d, d, T(1), dvj, d);
-      kernels::gemm<T>(false, true, mq, mk, d, T(1), dout + i0 * d, d, v + j0 * d, d, T(0),
-                       dp.data(), mk);
+      products.add_pt_dout(i0, mq, mk, p.data(), dvj);
+      products.dout_vt(i0, mq, j0, mk, dp.data());
       for (int64_t i = 0; i < mq; ++i) {
         T* pi = p.data() + i * mk;
         const T* dpi = dp.data() + i * mk;
@@ -125,9 +211,8 @@ void softmax_backward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, c
 #pragma omp simd
         for (int64_t j = 0; j < mk; ++j) pi[j] *= dpi[j] - di;
       }
-      kernels::gemm<T>(false, false, mq, h, mk, scale, p.data(), mk, k + j0 * h, h, T(1),
-                       dqt + i0 * h, h);
-      kernels::gemm<T>(true, false, mk, h, mq, scale, p.data(), mk, q + i0 * h, h, T(1), dkj, h);
+      products.add_ds_k(mq, j0, mk, scale, p.data(), dqt + i0 * h);
+      products.add_dst_q(i0, mq, mk, scale, p.data(), dkj);
     }
   });
   dq_parts.reduce_into(dq);

@@ -15,6 +15,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kernels/bf16_gemm.h"
 #include "polysketch/attention.h"
 
 namespace polysketch::kernels {
@@ -175,10 +176,27 @@ std::vector<double> product_seconds(GemmBackend backend, bool bf16, int64_t m, i
 }
 
 // Products smaller than this (softmax tiles, per-block products) skip the matmul primitive's
-// per-call overhead (a cache look-up, memory objects, a stream): oneDNN's sgemm, in f32 even
-// when bf16 is asked for. Larger ones run as matmul primitives, f32 or bf16 (measured here: f32
-// matmul 353 GFLOP/s against 281 for oneDNN's sgemm on 2048^3).
+// per-call overhead (a cache look-up, memory objects, a stream): oneDNN's sgemm in f32, and in
+// bf16 our AVX512-BF16 kernel (oneDNN's bf16 matmul measured 110-280 GFLOP/s on such shapes on 2
+// threads, below f32; the kernel 610-790), or f32 where the CPU lacks it. Larger ones run as
+// matmul primitives, f32 or bf16 (measured here: f32 matmul 353 GFLOP/s against 281 for oneDNN's
+// sgemm on 2048^3).
 constexpr double kMatmulMinFlops = 1 << 22;
+
+// A small bf16 product: on the caller's thread inside a parallel region, else split by rows over
+// the threads (rows are independent, so the result does not depend on the thread count).
+void small_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  const int threads = omp_in_parallel() ? 1 : static_cast<int>(std::min<int64_t>(omp_get_max_threads(), m / 32));
+  if (threads <= 1) return small_gemm_bf16(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    const int64_t i0 = m * t / threads, i1 = m * (t + 1) / threads;
+    small_gemm_bf16(ta, tb, i1 - i0, n, k, alpha, ta ? a + i0 : a + i0 * lda, lda, b, ldb, beta,
+                    c + i0 * ldc, ldc);
+  }
+}
 }  // namespace
 
 std::string gemm_backend_name(GemmBackend b) {
@@ -251,7 +269,9 @@ void gemm<float>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, fl
   }
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   const bool bf16 = g_precision == Precision::bf16;
-  if (flops >= kMatmulMinFlops && (bf16 || gemm_backend() == GemmBackend::onednn))
+  if (bf16 && flops < kMatmulMinFlops && bf16_small_gemm_available())
+    small_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  else if (flops >= kMatmulMinFlops && (bf16 || gemm_backend() == GemmBackend::onednn))
     onednn_matmul(bf16, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   else if (gemm_backend() == GemmBackend::onednn)
     onednn_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
