@@ -112,6 +112,23 @@ float round_bf16(float x) {
   return x;
 }
 
+// The rounding of every bf16 input: nearest, ties to even, NaN kept a (quiet) NaN, overflow to
+// infinity, on a row long enough for the vector loop and its masked tail.
+TEST(GemmBf16, RoundingIsNearestEven) {
+  const std::vector<std::pair<uint32_t, uint16_t>> cases{
+      {0x3f808000u, 0x3f80}, {0x3f818000u, 0x3f82}, {0x3f808001u, 0x3f81}, {0x3f807fffu, 0x3f80},
+      {0xbf808000u, 0xbf80}, {0x7f7fffffu, 0x7f80}, {0x7f800000u, 0x7f80}, {0xff800000u, 0xff80},
+      {0x7f800001u, 0x7fc0}, {0x00000001u, 0x0000}, {0x80000000u, 0x8000}, {0x00008000u, 0x0000},
+      {0x00018000u, 0x0002}, {0x40490fdbu, 0x4049}, {0xc0490fdbu, 0xc049}, {0x3e99999au, 0x3e9a},
+      {0x447a0000u, 0x447a}};
+  std::vector<float> x(cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) std::memcpy(&x[i], &cases[i].first, 4);
+  std::vector<uint16_t> out(cases.size());
+  kernels::round_rows_bf16(1, static_cast<int64_t>(x.size()), x.data(), static_cast<int64_t>(x.size()), out.data());
+  for (size_t i = 0; i < cases.size(); ++i)
+    EXPECT_EQ(out[i], cases[i].second) << std::hex << cases[i].first;
+}
+
 // The AVX512-BF16 kernel of small products against the double product of the rounded inputs:
 // the rounding is then the same on both sides, what remains is f32 accumulation (k 2^-24 of
 // sum |a||b|, and a pair's products are exact), so 1e-5 is a bound and a wrong rounding mode

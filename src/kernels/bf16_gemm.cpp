@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstring>
 #include <vector>
 
 #include "polysketch/error.h"
@@ -14,9 +15,25 @@
 
 namespace polysketch::kernels {
 
+namespace {
+uint16_t to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN stays NaN
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+[[maybe_unused]] void round_rows_scalar(int64_t rows, int64_t cols, const float* x, int64_t ld,
+                                        uint16_t* out) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) out[i * ld + j] = to_bf16(x[i * ld + j]);
+}
+}  // namespace
+
 #ifdef POLYSKETCH_BF16_KERNEL
 namespace {
 
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl")))
 #define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 // Operands are packed as 32-bit words, each holding the bf16 pair (x[2p], x[2p+1]) of one row of
@@ -32,19 +49,19 @@ using u32x16 = uint32_t __attribute__((vector_size(64)));
 // Round to nearest even, NaN kept quiet: the same rounding as the large-product path's. Returns
 // the bf16 in the low half of each lane. (Vector extensions rather than shift intrinsics: GCC 12
 // warns inside those.)
-BF16_TARGET inline u32x16 round_bf16(__m512 x) {
+AVX512_TARGET inline u32x16 round_bf16(__m512 x) {
   const auto u = reinterpret_cast<u32x16>(_mm512_castps_si512(x));
   const u32x16 rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
   return (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded;
 }
 
-BF16_TARGET inline __m512 load(const float* x, int64_t count) {
+AVX512_TARGET inline __m512 load(const float* x, int64_t count) {
   return count >= 16 ? _mm512_loadu_ps(x)
                      : _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1), x);
 }
 
 // out[j] = (lo[j], hi[j]) for j < len; hi may be null (zeros: the padding of an odd k).
-BF16_TARGET void interleave_rows(const float* lo, const float* hi, int64_t len, uint32_t* out) {
+AVX512_TARGET void interleave_rows(const float* lo, const float* hi, int64_t len, uint32_t* out) {
   for (int64_t j = 0; j < len; j += 16) {
     const int64_t count = std::min<int64_t>(16, len - j);
     u32x16 pair = round_bf16(load(lo + j, count));
@@ -55,7 +72,7 @@ BF16_TARGET void interleave_rows(const float* lo, const float* hi, int64_t len, 
 }
 
 // out[p] = (x[2p], x[2p+1]) for p < (len + 1) / 2: a row of consecutive pairs.
-BF16_TARGET void pair_row(const float* x, int64_t len, uint32_t* out) {
+AVX512_TARGET void pair_row(const float* x, int64_t len, uint32_t* out) {
   auto* half = reinterpret_cast<uint16_t*>(out);
   for (int64_t j = 0; j < len; j += 16) {
     const int64_t count = std::min<int64_t>(16, len - j);
@@ -110,12 +127,27 @@ void rows_block(int rows, int64_t pairs, const uint32_t* a, int64_t step_i, int6
 
 constexpr int kRows = 8;  // 8 rows x a panel: 16 accumulators, enough to hide vdpbf16ps latency
 
+AVX512_TARGET void round_row(const float* x, int64_t len, uint16_t* out) {
+  for (int64_t j = 0; j < len; j += 16) {
+    const int64_t count = std::min<int64_t>(16, len - j);
+    _mm512_mask_cvtepi32_storeu_epi16(out + j, static_cast<__mmask16>((1u << count) - 1),
+                                      reinterpret_cast<__m512i>(round_bf16(load(x + j, count))));
+  }
+}
+
 }  // namespace
 
 bool bf16_small_gemm_available() {
   static const bool available = __builtin_cpu_supports("avx512bf16") &&
                                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
   return available;
+}
+
+void round_rows_bf16(int64_t rows, int64_t cols, const float* x, int64_t ld, uint16_t* out) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                            __builtin_cpu_supports("avx512vl");
+  if (!avx512) return round_rows_scalar(rows, cols, x, ld, out);
+  for (int64_t i = 0; i < rows; ++i) round_row(x + i * ld, cols, out + i * ld);
 }
 
 void pack_a_bf16(bool trans, int64_t rows, int64_t k, const float* a, int64_t lda, PackedA& out) {
@@ -196,6 +228,9 @@ namespace {
 [[noreturn]] void unavailable() { throw Error("this build has no AVX512-BF16 kernel"); }
 }  // namespace
 bool bf16_small_gemm_available() { return false; }
+void round_rows_bf16(int64_t rows, int64_t cols, const float* x, int64_t ld, uint16_t* out) {
+  round_rows_scalar(rows, cols, x, ld, out);
+}
 void pack_a_bf16(bool, int64_t, int64_t, const float*, int64_t, PackedA&) { unavailable(); }
 void pack_b_bf16(bool, int64_t, int64_t, const float*, int64_t, PackedB&) { unavailable(); }
 void gemm_packed_bf16(int64_t, int64_t, int64_t, float, const PackedA&, int64_t, const PackedB&,

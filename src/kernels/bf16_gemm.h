@@ -10,8 +10,12 @@
 
 namespace polysketch::kernels {
 
-// Whether this CPU (and this build) can run the functions below.
+// Whether this CPU (and this build) can run the functions below (round_rows_bf16 aside).
 bool bf16_small_gemm_available();
+
+// out[i * ld + j] = x[i * ld + j] rounded to bf16 (nearest even; NaN stays NaN, quiet), for
+// i < rows, j < cols: the inputs of every bf16 product. AVX-512 where available, on any CPU.
+void round_rows_bf16(int64_t rows, int64_t cols, const float* x, int64_t ld, uint16_t* out);
 
 // Operands packed once for many products, as 32-bit words each holding a bf16 pair along k.
 struct PackedA {  // op(A), rows x k: word (i, p) at words[i * step_i + p * step_p]

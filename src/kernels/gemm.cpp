@@ -98,18 +98,17 @@ Matmuls& matmuls() {
   return m;
 }
 
-uint16_t to_bf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN stays NaN
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
+// Rounds a float matrix to bf16 in `out` (same layout); split by rows over the threads outside
+// a parallel region (a dense layer's activations are tens of megabytes).
 void round_to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ld, std::vector<uint16_t>& out) {
   out.resize(static_cast<size_t>((rows - 1) * ld + cols));
-  for (int64_t i = 0; i < rows; ++i)
-#pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) out[i * ld + j] = to_bf16(x[i * ld + j]);
+  const int threads = rows * cols >= (1 << 16) && !omp_in_parallel() ? omp_get_max_threads() : 1;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t i0 = rows * t / nt, i1 = rows * (t + 1) / nt;
+    round_rows_bf16(i1 - i0, cols, x + i0 * ld, ld, out.data() + i0 * ld);
+  }
 }
 
 void onednn_matmul(bool bf16, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
@@ -175,12 +174,14 @@ std::vector<double> product_seconds(GemmBackend backend, bool bf16, int64_t m, i
   return seconds;
 }
 
-// Products smaller than this (softmax tiles, per-block products) skip the matmul primitive's
-// per-call overhead (a cache look-up, memory objects, a stream): oneDNN's sgemm in f32, and in
-// bf16 our AVX512-BF16 kernel (oneDNN's bf16 matmul measured 110-280 GFLOP/s on such shapes on 2
-// threads, below f32; the kernel 610-790), or f32 where the CPU lacks it. Larger ones run as
-// matmul primitives, f32 or bf16 (measured here: f32 matmul 353 GFLOP/s against 281 for oneDNN's
-// sgemm on 2048^3).
+// Products smaller than this skip the matmul primitive's per-call overhead (a cache look-up,
+// memory objects, a stream): oneDNN's sgemm in f32. In bf16, those and every product run per
+// thread inside our parallel regions (softmax tiles, per-block products, the learned sketch's
+// layers) go to our AVX512-BF16 kernel where the CPU has it (oneDNN's bf16 matmul, which then
+// runs on one thread and packs its operands per call, measured 110-320 GFLOP/s on such shapes on
+// 2 threads, below its own f32; the kernel 490-630: `polysketch bench-gemm`), else to f32.
+// Larger ones run as matmul primitives, f32 or bf16 (measured here: f32 matmul 353 GFLOP/s
+// against 281 for oneDNN's sgemm on 2048^3).
 constexpr double kMatmulMinFlops = 1 << 22;
 
 // A small bf16 product: on the caller's thread inside a parallel region, else split by rows over
@@ -269,7 +270,7 @@ void gemm<float>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, fl
   }
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   const bool bf16 = g_precision == Precision::bf16;
-  if (bf16 && flops < kMatmulMinFlops && bf16_small_gemm_available())
+  if (bf16 && (flops < kMatmulMinFlops || omp_in_parallel()) && bf16_small_gemm_available())
     small_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   else if (flops >= kMatmulMinFlops && (bf16 || gemm_backend() == GemmBackend::onednn))
     onednn_matmul(bf16, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
