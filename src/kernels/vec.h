@@ -1,5 +1,6 @@
 // Elementwise kernels on contiguous arrays. The float versions are written so that GCC
-// vectorizes them for the build's target (-march=native: AVX-512 here); model and attention code
+// vectorizes them for the build's target (-march=native: AVX-512 here), except the GELU forward,
+// which has AVX-512 intrinsics where the target has them (no vdivps); model and attention code
 // never touch intrinsics. The double versions use libm and serve the gradient checks.
 #pragma once
 
