@@ -45,10 +45,12 @@ printf 'ab\0cd' > "$tmp/binary.txt"
 expect_fail "NUL byte" $bin prepare --input "$tmp/binary.txt" --out "$tmp/x"
 expect_fail "cannot read" $bin prepare --input "$tmp/missing.txt" --out "$tmp/x"
 expect_fail "unknown attention mechanism 'flash'" $bin bench-attention --mechanism flash
-# bench-gemm: every product measured on the three backend/precision columns
+# bench-gemm: every product measured on the four backend/precision/kernel columns
 $bin bench-gemm --n 64 --width 64 --heads 4 --vocab 64 --r 4 --block 16 --repeat 1 --json > "$tmp/gemm"
 [ "$(jq -s 'length' "$tmp/gemm")" -eq 14 ] || { echo "FAIL: bench-gemm rows"; cat "$tmp/gemm"; exit 1; }
-jq -e -s 'all(.[]; .openblas_f32_gflops > 0 and .onednn_f32_gflops > 0 and .onednn_bf16_gflops > 0)' "$tmp/gemm" >/dev/null
+jq -e -s 'all(.[]; .openblas_f32_gflops > 0 and .onednn_f32_gflops > 0 and .bf16_gflops > 0 and .bf16_no_kernel_gflops > 0)' "$tmp/gemm" >/dev/null
+POLYSKETCH_BF16_KERNEL=off $bin bench-attention --mechanism softmax --n 64 --head-dim 16 --heads 2 --repeat 1 --precision bf16 --json > /dev/null
+expect_fail "POLYSKETCH_BF16_KERNEL='maybe': expected on or off" env POLYSKETCH_BF16_KERNEL=maybe $bin bench-gemm --n 64
 expect_fail "does not exist" $bin eval --checkpoint "$tmp/none" --data "$tmp/data"
 head -c 100 "$tmp/run/latest/model.safetensors" > "$tmp/trunc" && cp -r "$tmp/run/step-00000004" "$tmp/bad"
 cp "$tmp/trunc" "$tmp/bad/model.safetensors"

@@ -28,6 +28,7 @@ int apply_runtime(const Runtime& r) {
   omp_set_num_threads(t);
   kernels::set_blas_threads(t);
   kernels::gemm_backend();  // measured now, on every thread, not inside a parallel region later
+  kernels::bf16_kernel();   // POLYSKETCH_BF16_KERNEL checked before any work
   return t;
 }
 

@@ -67,6 +67,24 @@ void skinny_gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, i
 }
 std::atomic<GemmBackend> g_backend{GemmBackend::automatic};
 std::atomic<Precision> g_precision{Precision::f32};
+std::atomic<bool> g_bf16_kernel{true};
+
+}  // namespace
+
+bool bf16_kernel() {
+  static std::once_flag env_once;
+  std::call_once(env_once, [] {
+    if (const char* env = std::getenv("POLYSKETCH_BF16_KERNEL")) {
+      const std::string v = env;
+      if (v != "on" && v != "off")
+        throw Error(fmt::format("POLYSKETCH_BF16_KERNEL='{}': expected on or off", v));
+      g_bf16_kernel = v == "on";
+    }
+  });
+  return g_bf16_kernel && bf16_small_gemm_available();
+}
+
+namespace {
 
 void openblas_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                     int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
@@ -238,6 +256,10 @@ Precision parse_precision(const std::string& name) {
   throw Error(fmt::format("unknown precision '{}' (valid: f32, bf16)", name));
 }
 void set_precision(Precision p) { g_precision = p; }
+void set_bf16_kernel(bool enabled) {
+  bf16_kernel();  // the environment is read first, so that this call has the last word
+  g_bf16_kernel = enabled;
+}
 Precision precision() { return g_precision; }
 
 double measure_gemm_gflops(GemmBackend backend, Precision p, int64_t m, int repeat) {
@@ -270,7 +292,7 @@ void gemm<float>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, fl
   }
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   const bool bf16 = g_precision == Precision::bf16;
-  if (bf16 && (flops < kMatmulMinFlops || omp_in_parallel()) && bf16_small_gemm_available())
+  if (bf16 && (flops < kMatmulMinFlops || omp_in_parallel()) && bf16_kernel())
     small_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   else if (flops >= kMatmulMinFlops && (bf16 || gemm_backend() == GemmBackend::onednn))
     onednn_matmul(bf16, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -292,12 +314,16 @@ void gemm<double>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, d
 
 void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
 
-double measure_product_gflops(GemmBackend backend, Precision p, bool trans_a, bool trans_b,
-                              int64_t m, int64_t n, int64_t k, bool per_thread, int repeat) {
+double measure_product_gflops(GemmBackend backend, Precision p, bool use_kernel, bool trans_a,
+                              bool trans_b, int64_t m, int64_t n, int64_t k, bool per_thread,
+                              int repeat) {
   const GemmBackend saved_backend = gemm_backend();
   const Precision saved_precision = g_precision;
+  bf16_kernel();
+  const bool saved_kernel = g_bf16_kernel;
   set_gemm_backend(backend);
   set_precision(p);
+  set_bf16_kernel(use_kernel);
   const int copies = per_thread ? omp_get_max_threads() : 1;
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   // Samples of at least ~200 MFLOP per thread, so that small products are timed over many calls.
@@ -340,6 +366,7 @@ double measure_product_gflops(GemmBackend backend, Precision p, bool trans_a, bo
   seconds.erase(seconds.begin());
   set_gemm_backend(saved_backend);
   set_precision(saved_precision);
+  set_bf16_kernel(saved_kernel);
   std::sort(seconds.begin(), seconds.end());
   return flops * static_cast<double>(calls * copies) / seconds[seconds.size() / 2] / 1e9;
 }

@@ -29,11 +29,17 @@ GemmBackend gemm_backend();
 std::string gemm_backend_name(GemmBackend backend);
 GemmBackend parse_gemm_backend(const std::string& name);  // throws Error listing the names
 
-// Float products' precision. bf16: the inputs of the large GEMMs are rounded to bfloat16 and
-// multiplied with float32 accumulation (oneDNN matmul); outputs stay float32.
+// Float products' precision. bf16: the inputs are rounded to bfloat16 and multiplied with
+// float32 accumulation (large products: oneDNN matmul; small and per-thread ones: our
+// AVX512-BF16 kernel where the CPU has it, else float32); outputs stay float32.
 enum class Precision { f32, bf16 };
 void set_precision(Precision precision);
 Precision precision();
+// Whether bf16 uses our AVX512-BF16 kernel for small and per-thread products: on by default
+// where the CPU has AVX512-BF16; POLYSKETCH_BF16_KERNEL=off turns it off for a run (they then go
+// as before it existed), read on the first call, which throws Error on a value other than on/off.
+bool bf16_kernel();
+void set_bf16_kernel(bool enabled);
 Precision parse_precision(const std::string& name);  // "f32" | "bf16"
 
 // Throughput (GFLOP/s, median of `repeat`) of one backend at one precision on an m x m x m
@@ -41,11 +47,12 @@ Precision parse_precision(const std::string& name);  // "f32" | "bf16"
 double measure_gemm_gflops(GemmBackend backend, Precision precision, int64_t m, int repeat);
 
 // Throughput (GFLOP/s, median of `repeat` samples) of gemm<float> itself, with every dispatch
-// rule, on one product shape with the given backend and precision (restored afterwards). With
+// rule, on one product shape with the given backend, precision and bf16 kernel setting
+// (restored afterwards). With
 // per_thread, every thread runs its own product at once inside a parallel region, as the
 // attention's per-head and per-block products run; the figure is then the sum over threads.
-double measure_product_gflops(GemmBackend backend, Precision precision, bool trans_a,
-                              bool trans_b, int64_t m, int64_t n, int64_t k, bool per_thread,
-                              int repeat);
+double measure_product_gflops(GemmBackend backend, Precision precision, bool bf16_kernel,
+                              bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                              bool per_thread, int repeat);
 
 }  // namespace polysketch::kernels
