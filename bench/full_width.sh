@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The measurements of docs/BENCHMARKS.md "Using the whole CPU": bench-train before (a build of
 # BASE_BIN, e.g. commit 99594a6 built elsewhere) and after, f32 and bf16; bench-attention
-# efficiency against the peaks measured in the same run. One command at a time.
+# efficiency against the peaks measured in the same run; bench-gemm. One command at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh release
@@ -12,3 +12,4 @@ for p in f32 bf16; do
   $bin bench-attention --mechanism softmax --n 8192 --json --precision $p
   $bin bench-attention --mechanism polysketch,polysketch-learned-local --n 32768 --json --precision $p
 done | tee docs/bench/attention_onednn.jsonl
+$bin bench-gemm --json | tee docs/bench/gemm.jsonl

@@ -154,12 +154,21 @@ struct HeadContext {
   }
 };
 
-// Per-thread buffers reused from head to head: fresh multi-megabyte allocations per head cost
-// page faults (~15% of the time at n = 65536). Every buffer is fully written before it is read.
+// Per-thread buffers reused from head to head and from call to call: fresh multi-megabyte
+// allocations per head cost page faults (~15% of the time at n = 65536), and so would per-call
+// ones past glibc's 32 MB mmap threshold (mapped and zero-filled on every forward and backward).
+// Grow-only, on the calling thread (with parallelism inside a head, the caller's); every buffer
+// is fully written before it is read.
 template <typename T>
 struct Workspace {
   std::vector<T> qn, kn, a, b, da, db, c, num, g;
 };
+
+template <typename T>
+Workspace<T>& thread_workspace() {
+  thread_local Workspace<T> w;
+  return w;
+}
 
 // C = [v | 1]
 template <typename T>
@@ -308,14 +317,13 @@ void AttentionT<T>::forward_impl(const AttentionShape& shape, const T* q, const 
     }
     saved->state_in.clear();
   }
-  std::vector<Workspace<T>> ws(static_cast<size_t>(outer));
   const int64_t ss = kernels::packed_size(feature_dim_) * (d + 1);  // state per head
   if (chunks) {
     // Pass 1: phi and this chunk's key state per head; the group's exclusive prefix sum turns
     // them into the earlier chunks' state, where pass 2 (the block algorithm) starts.
     saved->state_in.resize(static_cast<size_t>(heads * ss));
-    parallel_for(heads, outer, [&](int64_t i, int thread) {
-      auto& w = ws[static_cast<size_t>(thread)];
+    parallel_for(heads, outer, [&](int64_t i, int) {
+      auto& w = thread_workspace<T>();
       T* qn = util::grown(w.qn, n * h);
       T* kn = util::grown(w.kn, n * h);
       hc.normalize(q + i * n * h, k + i * n * h, qn, kn);
@@ -326,8 +334,8 @@ void AttentionT<T>::forward_impl(const AttentionShape& shape, const T* q, const 
     });
     chunks->exclusive_sum(saved->state_in.data(), heads * ss, false);
   }
-  parallel_for(heads, outer, [&](int64_t i, int thread) {
-    head_forward(hc, ws[static_cast<size_t>(thread)], q + i * n * h, k + i * n * h, v + i * n * d,
+  parallel_for(heads, outer, [&](int64_t i, int) {
+    head_forward(hc, thread_workspace<T>(), q + i * n * h, k + i * n * h, v + i * n * d,
                  out + i * n * d, stat.data() + i * n, features ? features + i * per_head : nullptr,
                  exact, chunks ? saved->state_in.data() + i * ss : nullptr);
   });
@@ -382,9 +390,8 @@ void AttentionT<T>::backward(const AttentionShape& shape, const T* q, const T* k
   }
   // One parameter-gradient buffer per thread, summed in thread order: deterministic.
   std::vector<std::vector<std::vector<T>>> grads(static_cast<size_t>(threads), zero_grads());
-  std::vector<Workspace<T>> ws(static_cast<size_t>(outer));
   parallel_for(heads, outer, [&](int64_t i, int thread) {
-    head_backward(hc, ws[static_cast<size_t>(thread)], q + i * n * h, k + i * n * h, v + i * n * d,
+    head_backward(hc, thread_workspace<T>(), q + i * n * h, k + i * n * h, v + i * n * d,
                   out + i * n * d, dout + i * n * d, saved.row_stat.data() + i * n,
                   features ? features + i * per_head : nullptr, dq + i * n * h, dk + i * n * h,
                   dv + i * n * d, grads.data(), outer == 1 ? 0 : thread,
