@@ -80,5 +80,5 @@ refused "needs a sketch mechanism" -np 2 "$bin" train $common --mechanism softma
 # shellcheck disable=SC2086
 refused "must divide the number of ranks" -np 2 "$bin" train $common --steps 1 --context-parallel 4 --out "$tmp/e2"
 # shellcheck disable=SC2086
-refused "whole blocks of 8" -np 2 "$bin" train ${common/--context 96/--context 88} --steps 1 --context-parallel 2 --out "$tmp/e3"
+refused "not a whole number of blocks of 8" -np 2 "$bin" train ${common/--context 96/--context 88} --steps 1 --context-parallel 2 --out "$tmp/e3"
 echo "context parallelism: all checks passed"

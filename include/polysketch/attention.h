@@ -69,6 +69,12 @@ struct AttentionSaved {
 // sketch mechanism depends only on the key state Z = sum_j pack(phi(k_j))^T [v_j | 1] of the
 // earlier tokens (r(r+1)/2 x (d+1) values per head) and, in backward, on its gradient from the
 // later tokens, so the chunks exchange these states and never keys or values.
+// Why attention with `cfg` cannot run on chunks of `chunk_len` tokens of a longer sequence, or ""
+// when it can: a sketch mechanism (the others attend to every earlier key, which another chunk
+// holds), causal, chunks of whole blocks. The one statement of these rules, for the attention
+// itself and for the trainer, which checks before it builds anything.
+std::string chunk_layout_problem(const AttentionConfig& cfg, int64_t chunk_len);
+
 template <typename T>
 class ChunkExchangeT {
  public:

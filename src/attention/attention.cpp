@@ -271,16 +271,8 @@ void AttentionT<T>::forward(const AttentionShape& shape, const T* q, const T* k,
 
 template <typename T>
 void AttentionT<T>::check_chunk(const AttentionShape& shape) const {
-  const Mechanism m = config_.mechanism;
-  if (!uses_sketch(m))
-    throw Error(fmt::format("context parallelism needs a sketch mechanism (polysketch, "
-                            "polysketch-learned, polysketch-local, polysketch-learned-local): {} "
-                            "attends to every earlier key, which a chunk does not hold",
-                            mechanism_name(m)));
-  if (!config_.causal) throw Error("context parallelism needs causal attention");
-  if (shape.n % config_.block != 0)
-    throw Error(fmt::format("context parallelism: a chunk of {} tokens is not a whole number of "
-                            "blocks of {}", shape.n, config_.block));
+  if (const auto problem = chunk_layout_problem(config_, shape.n); !problem.empty())
+    throw Error("context parallelism " + problem);
 }
 
 template <typename T>

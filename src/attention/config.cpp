@@ -20,6 +20,17 @@ constexpr std::array<std::pair<Mechanism, const char*>, 6> kNames{{
 bool is_power_of_two(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
 }  // namespace
 
+std::string chunk_layout_problem(const AttentionConfig& cfg, int64_t chunk_len) {
+  if (!attention::uses_sketch(cfg.mechanism))
+    return fmt::format("needs a sketch mechanism (polysketch, polysketch-learned, polysketch-local, "
+                       "polysketch-learned-local): {} attends to every earlier key, which another "
+                       "chunk holds", mechanism_name(cfg.mechanism));
+  if (!cfg.causal) return "needs causal attention";
+  if (chunk_len % cfg.block != 0)
+    return fmt::format("a chunk of {} tokens is not a whole number of blocks of {}", chunk_len, cfg.block);
+  return "";
+}
+
 Mechanism parse_mechanism(std::string_view name) {
   std::string valid;
   for (const auto& [m, n] : kNames) {

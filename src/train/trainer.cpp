@@ -103,16 +103,11 @@ void take_chunk(const std::vector<int32_t>& x, int64_t batch, int64_t context, i
 // Throws Error unless context parallelism over k ranks suits this model.
 void check_context_parallel(const ModelConfig& mc, int64_t k) {
   if (k == 1) return;
-  const Mechanism mech = mc.attention.mechanism;
-  if (mech == Mechanism::softmax || mech == Mechanism::polynomial)
-    throw Error(fmt::format("--context-parallel needs a sketch mechanism (polysketch, "
-                            "polysketch-learned, polysketch-local, polysketch-learned-local): {} "
-                            "attends to every earlier key, which another rank holds",
-                            mechanism_name(mech)));
-  if (mc.context % (k * mc.attention.block) != 0)
-    throw Error(fmt::format("--context-parallel {}: the context {} must split into {} chunks of "
-                            "whole blocks of {} (a multiple of {})", k, mc.context, k,
-                            mc.attention.block, k * mc.attention.block));
+  if (mc.context % k != 0)
+    throw Error(fmt::format("--context-parallel {}: the context {} does not split into {} chunks",
+                            k, mc.context, k));
+  if (const auto problem = chunk_layout_problem(mc.attention, mc.context / k); !problem.empty())
+    throw Error(fmt::format("--context-parallel {} {}", k, problem));
 }
 
 // The step's gradients summed over the ranks while the last backward pass runs: each group of
