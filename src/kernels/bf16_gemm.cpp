@@ -71,14 +71,19 @@ AVX512_TARGET void interleave_rows(const float* lo, const float* hi, int64_t len
   }
 }
 
+// out[j] = x[j] in bf16 for j < len.
+AVX512_TARGET void round_row(const float* x, int64_t len, uint16_t* out) {
+  for (int64_t j = 0; j < len; j += 16) {
+    const int64_t count = std::min<int64_t>(16, len - j);
+    _mm512_mask_cvtepi32_storeu_epi16(out + j, static_cast<__mmask16>((1u << count) - 1),
+                                      reinterpret_cast<__m512i>(round_bf16(load(x + j, count))));
+  }
+}
+
 // out[p] = (x[2p], x[2p+1]) for p < (len + 1) / 2: a row of consecutive pairs.
 AVX512_TARGET void pair_row(const float* x, int64_t len, uint32_t* out) {
   auto* half = reinterpret_cast<uint16_t*>(out);
-  for (int64_t j = 0; j < len; j += 16) {
-    const int64_t count = std::min<int64_t>(16, len - j);
-    _mm512_mask_cvtepi32_storeu_epi16(half + j, static_cast<__mmask16>((1u << count) - 1),
-                                      reinterpret_cast<__m512i>(round_bf16(load(x + j, count))));
-  }
+  round_row(x, len, half);
   if (len % 2) half[len] = 0;
 }
 
@@ -127,13 +132,6 @@ void rows_block(int rows, int64_t pairs, const uint32_t* a, int64_t step_i, int6
 
 constexpr int kRows = 8;  // 8 rows x a panel: 16 accumulators, enough to hide vdpbf16ps latency
 
-AVX512_TARGET void round_row(const float* x, int64_t len, uint16_t* out) {
-  for (int64_t j = 0; j < len; j += 16) {
-    const int64_t count = std::min<int64_t>(16, len - j);
-    _mm512_mask_cvtepi32_storeu_epi16(out + j, static_cast<__mmask16>((1u << count) - 1),
-                                      reinterpret_cast<__m512i>(round_bf16(load(x + j, count))));
-  }
-}
 
 }  // namespace
 

@@ -17,6 +17,7 @@
 
 #include "kernels/bf16_gemm.h"
 #include "polysketch/attention.h"
+#include "util/parallel.h"
 
 namespace polysketch::kernels {
 
@@ -120,13 +121,9 @@ Matmuls& matmuls() {
 // a parallel region (a dense layer's activations are tens of megabytes).
 void round_to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ld, std::vector<uint16_t>& out) {
   out.resize(static_cast<size_t>((rows - 1) * ld + cols));
-  const int threads = rows * cols >= (1 << 16) && !omp_in_parallel() ? omp_get_max_threads() : 1;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t i0 = rows * t / nt, i1 = rows * (t + 1) / nt;
+  util::parallel_ranges(rows, util::elementwise_threads(rows * cols), [&](int64_t i0, int64_t i1, int) {
     round_rows_bf16(i1 - i0, cols, x + i0 * ld, ld, out.data() + i0 * ld);
-  }
+  });
 }
 
 void onednn_matmul(bool bf16, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
@@ -207,14 +204,10 @@ constexpr double kMatmulMinFlops = 1 << 22;
 void small_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   const int threads = omp_in_parallel() ? 1 : static_cast<int>(std::min<int64_t>(omp_get_max_threads(), m / 32));
-  if (threads <= 1) return small_gemm_bf16(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num();
-    const int64_t i0 = m * t / threads, i1 = m * (t + 1) / threads;
+  util::parallel_ranges(m, threads, [&](int64_t i0, int64_t i1, int) {
     small_gemm_bf16(ta, tb, i1 - i0, n, k, alpha, ta ? a + i0 : a + i0 * lda, lda, b, ldb, beta,
                     c + i0 * ldc, ldc);
-  }
+  });
 }
 }  // namespace
 

@@ -48,10 +48,10 @@ double measure_gemm_gflops(GemmBackend backend, Precision precision, int64_t m, 
 
 // Throughput (GFLOP/s, median of `repeat` samples) of gemm<float> itself, with every dispatch
 // rule, on one product shape with the given backend, precision and bf16 kernel setting
-// (restored afterwards). With
-// per_thread, every thread runs its own product at once inside a parallel region, as the
-// attention's per-head and per-block products run; the figure is then the sum over threads.
-double measure_product_gflops(GemmBackend backend, Precision precision, bool bf16_kernel,
+// (restored afterwards). With per_thread, every thread runs its own product at once inside a
+// parallel region, as the attention's per-head and per-block products run; the figure is then
+// the sum over threads.
+double measure_product_gflops(GemmBackend backend, Precision precision, bool use_kernel,
                               bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                               bool per_thread, int repeat);
 
