@@ -35,6 +35,25 @@ std::vector<T> cast(const std::vector<double>& x) {
   return std::vector<T>(x.begin(), x.end());
 }
 
+// One forward (keeping what backward needs) and one backward with upstream gradient dout.
+template <typename T>
+struct AttentionGrads {
+  std::vector<T> out, dq, dk, dv;
+  std::vector<std::vector<T>> dparams;
+};
+template <typename T>
+AttentionGrads<T> forward_backward(const AttentionT<T>& att, const AttentionShape& shape,
+                                   const std::vector<T>& q, const std::vector<T>& k,
+                                   const std::vector<T>& v, const std::vector<T>& dout) {
+  AttentionGrads<T> g{std::vector<T>(v.size()), std::vector<T>(q.size()), std::vector<T>(k.size()),
+                      std::vector<T>(v.size()), att.zero_grads()};
+  AttentionSaved<T> saved;
+  att.forward(shape, q.data(), k.data(), v.data(), g.out.data(), &saved);
+  att.backward(shape, q.data(), k.data(), v.data(), g.out.data(), dout.data(), saved, g.dq.data(),
+               g.dk.data(), g.dv.data(), &g.dparams);
+  return g;
+}
+
 // max |a - b| / max(max |b|, floor)
 double max_rel_error(const std::vector<double>& a, const std::vector<double>& b,
                      double floor = 1e-30);

@@ -76,19 +76,14 @@ TEST_P(GradTest, MatchesFiniteDifferences) {
     for (size_t i = 0; i < vs; ++i) l += out[i] * weight[i];
     return l;
   };
-  std::vector<double> out(vs), dq(qs), dk(qs), dv(vs);
-  AttentionSaved<double> saved;
-  att.forward(shape, q.data(), k.data(), v.data(), out.data(), &saved);
-  auto dparams = att.zero_grads();
-  att.backward(shape, q.data(), k.data(), v.data(), out.data(), weight.data(), saved, dq.data(),
-               dk.data(), dv.data(), &dparams);
+  const auto g = forward_backward(att, shape, q, k, v, weight);
 
   auto numeric = [&](std::vector<double>& x) { return numeric_grad(x, loss); };
-  expect_close(dq, numeric(q), "dq");
-  expect_close(dk, numeric(k), "dk");
-  expect_close(dv, numeric(v), "dv");
+  expect_close(g.dq, numeric(q), "dq");
+  expect_close(g.dk, numeric(k), "dk");
+  expect_close(g.dv, numeric(v), "dv");
   for (size_t p = 0; p < att.params().size(); ++p)
-    expect_close(dparams[p], numeric(att.params()[p].value), att.params()[p].name);
+    expect_close(g.dparams[p], numeric(att.params()[p].value), att.params()[p].name);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllMechanisms, GradTest, ::testing::ValuesIn(grad_cases()));

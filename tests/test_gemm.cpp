@@ -233,8 +233,9 @@ TEST(GemmBf16, AttentionOfEveryMechanismStaysClose) {
 // bits leave gradients good to a few percent of their largest entry (measured 0.2-3.4% for dq,
 // dk, dv); 5e-2 still catches any wrong product (errors of order 1). The learned sketch's
 // parameter gradients, sums over every token of products of rounded features, get 1e-1
-// (measured up to 5.2%). Each error must exceed f32's (1e-4): bf16 really ran. Heads in parallel, and two threads inside one head (softmax's operands packed once
-// by the calling thread, read by both); an odd length leaves half a pair in every packing.
+// (measured up to 5.2%). Each error must exceed f32's (1e-4): bf16 really ran. Heads in
+// parallel, and two threads inside one head (softmax's operands packed once by the calling
+// thread, read by both); an odd length leaves half a pair in every packing.
 TEST(GemmBf16, AttentionBackwardOfEveryMechanismStaysClose) {
   for (Mechanism m : all_mechanisms())
     for (int64_t heads : {2, 1})
@@ -253,34 +254,23 @@ TEST(GemmBf16, AttentionBackwardOfEveryMechanismStaysClose) {
         const size_t size = static_cast<size_t>(heads * n * 32);
         const auto q = random_vector(size, 1), k = random_vector(size, 2), v = random_vector(size, 3),
                    dout = random_vector(size, 4);
-        std::vector<double> out(size), dq(size), dk(size), dv(size);
-        AttentionSaved<double> saved;
-        ref.forward(shape, q.data(), k.data(), v.data(), out.data(), &saved);
-        auto dparams = ref.zero_grads();
-        ref.backward(shape, q.data(), k.data(), v.data(), out.data(), dout.data(), saved, dq.data(),
-                     dk.data(), dv.data(), &dparams);
-
+        const auto want = forward_backward(ref, shape, q, k, v, dout);
         kernels::set_precision(Precision::bf16);
-        const auto qf = cast<float>(q), kf = cast<float>(k), vf = cast<float>(v), df = cast<float>(dout);
-        std::vector<float> outf(size), dqf(size), dkf(size), dvf(size);
-        AttentionSaved<float> savedf;
-        att.forward(shape, qf.data(), kf.data(), vf.data(), outf.data(), &savedf);
-        auto dparamsf = att.zero_grads();
-        att.backward(shape, qf.data(), kf.data(), vf.data(), outf.data(), df.data(), savedf,
-                     dqf.data(), dkf.data(), dvf.data(), &dparamsf);
+        const auto got = forward_backward(att, shape, cast<float>(q), cast<float>(k), cast<float>(v),
+                                          cast<float>(dout));
         kernels::set_precision(Precision::f32);
 
-        auto check = [&](const std::vector<float>& got, const std::vector<double>& want,
+        auto check = [&](const std::vector<float>& bf16, const std::vector<double>& exact,
                          const std::string& what, double tolerance = 5e-2) {
-          const double e = max_rel_error(std::vector<double>(got.begin(), got.end()), want);
+          const double e = max_rel_error(std::vector<double>(bf16.begin(), bf16.end()), exact);
           EXPECT_LT(e, tolerance) << mechanism_name(m) << " heads " << heads << " n " << n << " " << what;
           EXPECT_GT(e, 1e-4) << mechanism_name(m) << " heads " << heads << " n " << n << " " << what;
         };
-        check(dqf, dq, "dq");
-        check(dkf, dk, "dk");
-        check(dvf, dv, "dv");
-        for (size_t i = 0; i < dparams.size(); ++i)
-          check(dparamsf[i], dparams[i], att.params()[i].name,
+        check(got.dq, want.dq, "dq");
+        check(got.dk, want.dk, "dk");
+        check(got.dv, want.dv, "dv");
+        for (size_t i = 0; i < want.dparams.size(); ++i)
+          check(got.dparams[i], want.dparams[i], att.params()[i].name,
                 att.params()[i].name.rfind("sketch.", 0) == 0 ? 1e-1 : 5e-2);
       }
 }
