@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "polysketch/attention.h"
 #include "train/distributed.h"
+#include "train/stop_signals.h"
 
 namespace {
 int fail(const std::string& message) {
@@ -62,6 +63,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  polysketch::train::watch_stop_signals();  // first: every later thread inherits the blocked mask
   polysketch::train::World::init(&argc, &argv);  // data parallelism when started by mpirun
   const int status = run(argc, argv);
   polysketch::train::World::finalize();

@@ -4,10 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <filesystem>
 #include <limits>
 #include <optional>
@@ -19,6 +17,7 @@
 #include "train/checkpoint.h"
 #include "train/distributed.h"
 #include "train/run_dir.h"
+#include "train/stop_signals.h"
 #include "util/atomic_file.h"
 #include "util/check.h"
 
@@ -27,33 +26,6 @@ namespace polysketch::train {
 namespace fs = std::filesystem;
 
 namespace {
-
-// SIGINT, SIGTERM and SIGHUP only raise this flag while training and saving: the loop stops at
-// the end of the current step and the final checkpoint is written before the handlers go.
-volatile std::sig_atomic_t g_signal = 0;
-extern "C" void on_stop_signal(int sig) { g_signal = sig; }
-
-class StopSignals {
- public:
-  StopSignals() {
-    g_signal = 0;
-    struct sigaction sa {};
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < kSignals.size(); ++i) sigaction(kSignals[i], &sa, &old_[i]);
-  }
-  ~StopSignals() { restore(); }
-  void restore() {
-    if (restored_) return;
-    for (size_t i = 0; i < kSignals.size(); ++i) sigaction(kSignals[i], &old_[i], nullptr);
-    restored_ = true;
-  }
-
- private:
-  static constexpr std::array<int, 3> kSignals{SIGINT, SIGTERM, SIGHUP};
-  std::array<struct sigaction, 3> old_{};
-  bool restored_ = false;
-};
 
 // Fills x (inputs) and y (targets) with `count` sequences of `context` tokens: running text as
 // windows starting at starts[i]; a synthetic task's examples (whole, index starts[i]) with
@@ -418,7 +390,9 @@ TrainResult run_training(const TrainOptions& opts_in) {
                  step, r.loss, std::exp(r.loss), r.accuracy);
   };
 
-  StopSignals signals;
+  // SIGINT, SIGTERM and SIGHUP only raise a flag while training and saving: the loop stops at
+  // the end of the current step and the final checkpoint is written before the scope ends.
+  StopScope signals;
   const bool tty = isatty(2);
   auto grads = model.zero_grads();
   std::vector<int32_t> x, y, xc, yc;
@@ -499,7 +473,7 @@ TrainResult run_training(const TrainOptions& opts_in) {
     // Every rank stops at the same step: rank 0's clock decides the time budget, and a signal
     // on any rank stops all (mpirun forwards SIGINT/SIGTERM to every rank).
     const bool out_of_time = World::any(root && o.time_budget_s > 0 && elapsed >= o.time_budget_s);
-    const bool signalled = World::any(g_signal != 0);
+    const bool signalled = World::any(stop_signal() != 0);
     if (root && o.eval_every > 0 && step % o.eval_every == 0 && step < o.steps && !out_of_time && !signalled) log_eval();
     if (root && o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && step < o.steps) save();
     if (signalled) {
@@ -517,8 +491,8 @@ TrainResult run_training(const TrainOptions& opts_in) {
   if (saved_step != step) save();
   res.checkpoint = (fs::path(o.out_dir) / fmt::format("step-{:08d}", step)).string();
   // The checkpoint is safe: from here a second Ctrl-C may end the process at once.
-  signals.restore();
-  res.interrupted = res.interrupted || g_signal;
+  signals.end();
+  res.interrupted = res.interrupted || stop_signal() != 0;
   log_eval();
   if (o.progress)
     fmt::print(stderr, "{}checkpoint: {}\n", res.interrupted ? "interrupted; " : "", res.checkpoint);

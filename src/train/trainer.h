@@ -44,7 +44,8 @@ void validate_options(const TrainOptions& options);
 
 // Trains into options.out_dir, which it locks (one trainer per directory). A new run refuses a
 // directory that already holds checkpoints; resuming into the checkpoint's own directory
-// continues it. SIGINT, SIGTERM and SIGHUP stop training after the current step and save.
+// continues it. SIGINT, SIGTERM and SIGHUP stop training after the current step and save, in a
+// program that called watch_stop_signals() first (train/stop_signals.h; the CLI does).
 // A diverged step (non-finite loss or gradient) throws Error; nothing non-finite is saved.
 TrainResult run_training(const TrainOptions& options);
 
