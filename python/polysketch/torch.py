@@ -5,8 +5,10 @@ library's (a torch.autograd.Function; no Python re-implementation).
     out = attn(q, k, v)          # q, k, v: [batch, heads, n, head_dim] CPU tensors
     out.sum().backward()         # gradients for q, k, v and attn's parameters
 
-CPU tensors of the module's dtype (float32 by default; float64 for gradcheck). Non-contiguous
-inputs are made contiguous (a copy); other dtypes or devices raise ValueError.
+CPU tensors of the module's dtype: float32 by default, float64 for gradcheck. The dtype follows
+the parameters, so the usual conversions work (`.double()`, `.float()`, `.to(torch.float64)`);
+float16/bfloat16 modules and tensors of another dtype or device raise ValueError. Non-contiguous
+inputs are made contiguous (a copy).
 """
 import numpy as np
 import torch
@@ -26,6 +28,15 @@ def _as_numpy(t, name, dtype):
         raise ValueError(f"{name} is {t.dtype}, but this PolySketchAttention is {dtype} "
                          f"(build it with dtype={t.dtype} or convert the tensor)")
     return t.detach().contiguous().numpy()
+
+
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _check_dtype(dtype):
+    if dtype not in _NUMPY:
+        raise ValueError(f"PolySketchAttention's dtype must be torch.float32 or torch.float64, not {dtype} "
+                         "(convert with .float() or .double())")
 
 
 class _Function(torch.autograd.Function):
@@ -56,24 +67,40 @@ class PolySketchAttention(nn.Module):
     def __init__(self, head_dim, mechanism="polysketch-learned-local", causal=True, p=4, r=32, block=256,
                  sketch="gaussian", seed=0, layer=0, threads=0, value_dim=None, dtype=torch.float32):
         super().__init__()
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        _check_dtype(dtype)
         self.head_dim = int(head_dim)
         self.value_dim = int(value_dim if value_dim is not None else head_dim)
         self.mechanism = mechanism
-        self.dtype = dtype
-        np_dtype = np.float64 if dtype == torch.float64 else np.float32
-        self._impl = _impl(np_dtype, mechanism, causal, p, r, block, sketch, seed, layer, threads,
-                           self.head_dim, self.value_dim)
+        args = (mechanism, causal, p, r, block, sketch, seed, layer, threads, self.head_dim,
+                self.value_dim)
+        # One library object per dtype, made from the same arguments (so the same random sketch),
+        # the other one when the module is first used after a conversion.
+        self._impl_args = args
+        self._impls = {dtype: _impl(_NUMPY[dtype], *args)}
+        # Carries the module's dtype through .double()/.float()/.to() when a mechanism has no
+        # parameters (softmax); not saved in the state_dict.
+        self.register_buffer("_dtype_marker", torch.empty(0, dtype=dtype), persistent=False)
         self._names = []
-        for name, value in self._impl.params():
+        for name, value in self._impls[dtype].params():
             attr = name.replace(".", "_")
             self.register_parameter(attr, nn.Parameter(torch.from_numpy(np.array(value))))
             self._names.append(attr)
 
+    @property
+    def dtype(self):
+        """The dtype of the parameters, hence of the inputs forward takes."""
+        return self._dtype_marker.dtype
+
     def forward(self, q, k, v):
         params = [getattr(self, n) for n in self._names]
-        return _Function.apply(self._impl, self.dtype, q, k, v, *params)
+        dtype = self.dtype
+        _check_dtype(dtype)
+        if any(p.dtype != dtype for p in params):
+            raise ValueError("the parameters of this PolySketchAttention have mixed dtypes "
+                             f"{sorted({str(p.dtype) for p in params})}: convert the whole module")
+        if dtype not in self._impls:
+            self._impls[dtype] = _impl(_NUMPY[dtype], *self._impl_args)
+        return _Function.apply(self._impls[dtype], dtype, q, k, v, *params)
 
     def extra_repr(self):
         return f"head_dim={self.head_dim}, value_dim={self.value_dim}, mechanism={self.mechanism!r}"

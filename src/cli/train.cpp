@@ -39,6 +39,7 @@ void run_train(TrainCli& c) {
     check_model_flags(c.o.model);
   }
   const auto r = train::run_training(c.o);
+  if (!r.reported) return;  // only rank 0 reports
   fmt::print("step {}: train loss {:.4f}, validation loss {:.4f} (perplexity {:.2f}, accuracy "
              "{:.4f}); unigram baseline loss {:.4f} (perplexity {:.2f})\n",
              r.step, r.train_loss, r.val_loss, std::exp(r.val_loss), r.val_accuracy,

@@ -487,7 +487,10 @@ TrainResult run_training(const TrainOptions& opts_in) {
     }
   }
   res.step = step;
-  if (!root) return res;  // rank 0 saves and validates
+  if (!root) {  // rank 0 saves and validates
+    res.reported = false;
+    return res;
+  }
   if (saved_step != step) save();
   res.checkpoint = (fs::path(o.out_dir) / fmt::format("step-{:08d}", step)).string();
   // The checkpoint is safe: from here a second Ctrl-C may end the process at once.

@@ -37,6 +37,9 @@ struct TrainResult {
   std::vector<double> losses;  // training loss of every step run in this call
   std::string checkpoint;
   bool interrupted = false;
+  // False on ranks other than 0 (mpirun): they neither save nor validate, so the fields above
+  // past `step`, `train_loss` and `losses` are not theirs to report.
+  bool reported = true;
 };
 
 // Throws Error naming the flag of the first invalid value.

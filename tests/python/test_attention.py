@@ -171,3 +171,50 @@ def test_bad_torch_inputs():
     # Non-contiguous tensors are made contiguous: same result.
     t = torch.randn(1, 2, 8, 16).transpose(2, 3)
     torch.testing.assert_close(attn(t, t, t), attn(t.contiguous(), t.contiguous(), t.contiguous()))
+
+
+@pytest.mark.parametrize("mechanism", ["softmax", "polysketch", "polysketch-learned-local"])
+def test_module_dtype_follows_its_parameters(mechanism):
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 12, 4, dtype=torch.float64) for _ in range(3))
+    ref = pst.PolySketchAttention(4, mechanism=mechanism, r=4, block=4, dtype=torch.float64, threads=1)
+    for convert in (lambda m: m.double(), lambda m: m.to(torch.float64), lambda m: m.to(dtype=torch.float64)):
+        attn = convert(pst.PolySketchAttention(4, mechanism=mechanism, r=4, block=4, threads=1))
+        assert attn.dtype == torch.float64
+        assert all(p.dtype == torch.float64 for p in attn.parameters())
+        # Same arguments and parameters: the float64 module's result. The random sketch of each
+        # dtype is drawn from the same seed in that dtype, so it differs by float32 rounding.
+        ref.load_state_dict(attn.state_dict())
+        torch.testing.assert_close(attn(q, k, v), ref(q, k, v), rtol=1e-5, atol=1e-6)
+        with pytest.raises(ValueError, match="float32"):  # float32 inputs no longer fit
+            attn(q.float(), k.float(), v.float())
+    # And back: float32, against the float64 result (float32 rounding).
+    want = ref(q, k, v)
+    back = ref.float()
+    assert back.dtype == torch.float32
+    torch.testing.assert_close(back(q.float(), k.float(), v.float()), want.float(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="float16"):
+        pst.PolySketchAttention(4, mechanism=mechanism, r=4, block=4).half()(q.half(), k.half(), v.half())
+
+
+def test_double_module_passes_gradcheck_and_state_dict_round_trips():
+    torch.manual_seed(2)
+    attn = pst.PolySketchAttention(4, mechanism="polysketch-learned-local", r=4, block=4, threads=1).double()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    q, k, v = (torch.randn(1, 2, 10, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v), (q, k, v), eps=1e-6, atol=1e-6)
+    params = tuple(attn.parameters())
+    assert torch.autograd.gradcheck(lambda *ps: attn(q.detach(), k.detach(), v.detach()),
+                                    params, eps=1e-6, atol=1e-6)
+    state = attn.state_dict()
+    assert "_dtype_marker" not in state and all(t.dtype == torch.float64 for t in state.values())
+    other = pst.PolySketchAttention(4, mechanism="polysketch-learned-local", r=4, block=4, threads=1,
+                                    dtype=torch.float64)
+    other.load_state_dict(state)
+    torch.testing.assert_close(other(q, k, v), attn(q, k, v), rtol=0, atol=0)
+    mixed = pst.PolySketchAttention(4, mechanism="polysketch", r=4, block=4)
+    mixed.ln_qk_scale.data = mixed.ln_qk_scale.data.double()
+    with pytest.raises(ValueError, match="mixed dtypes"):
+        mixed(q.float(), k.float(), v.float())
