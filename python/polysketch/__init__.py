@@ -145,7 +145,9 @@ class LanguageModel:
 
     def generate_tokens(self, prompt_ids, max_tokens=200, temperature=0.8, top_k=0, top_p=1.0, seed=1,
                         _prompt_text=None):
-        """Token-level generation: yields token ids (or, from generate(), text pieces)."""
+        """Token-level generation: yields token ids (or, from generate(), text pieces). Token ids
+        are drawn from the model's distribution as it is; generate() also never draws a byte
+        piece that cannot continue valid UTF-8 (docs/PYTHON.md)."""
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < 0:
             raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
         if not (0 <= temperature <= 1e3):
@@ -157,18 +159,15 @@ class LanguageModel:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         ids = [int(i) for i in prompt_ids]
-        gen = _core.Generator(self._model, ids, float(temperature), int(top_k), float(top_p), int(seed))
-        tok = self.tokenizer
-        shown = tok.decode(ids) if _prompt_text is not None else None
+        text = _prompt_text is not None
+        gen = _core.Generator(self._model, ids, float(temperature), int(top_k), float(top_p), int(seed), text)
         for _ in range(max_tokens):
-            ids.append(gen.next())
-            if _prompt_text is None:
-                yield ids[-1]
+            if not text:
+                yield gen.next()
                 continue
-            text = tok.decode(ids)  # decode whole: pieces may merge across tokens
-            if len(text) > len(shown) and text.startswith(shown):
-                yield text[len(shown):]
-                shown = text
+            piece = gen.next_text()  # never broken UTF-8: an incomplete character is held back
+            if piece:
+                yield piece
 
 
 def load(checkpoint):

@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "data/text_stream.h"
 #include "data/tokenizer.h"
 #include "polysketch/decode.h"
 #include "model/checkpoint.h"
@@ -44,20 +45,18 @@ void run(const GenerateOptions& o) {
                                     : DecodeState::load(o.load_state, ck.config, identity);
   std::vector<int32_t> ids = tok.encode(o.prompt);
   model::Generator gen(model, state, o.sampling);
-  std::string shown = tok.decode(ids);
-  fmt::print("{}", shown);
+  data::TextStream text(tok, ids);  // never shows broken UTF-8 (byte pieces held back)
+  fmt::print("{}", text.shown());
   std::fflush(stdout);
   const auto t0 = std::chrono::steady_clock::now();
   gen.prompt(ids);
   const auto t1 = std::chrono::steady_clock::now();
   const size_t prompt_tokens = ids.size();
   for (int64_t i = 0; i < o.max_tokens; ++i) {
-    ids.push_back(gen.next());  // the state always holds every token shown
-    const std::string text = tok.decode(ids);  // decode whole: pieces may merge across tokens
-    if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
-      fmt::print("{}", text.substr(shown.size()));
+    const std::string fresh = text.push(gen.next(text.allowed()));
+    if (!fresh.empty()) {
+      fmt::print("{}", fresh);
       std::fflush(stdout);
-      shown = text;
     }
   }
   const auto t2 = std::chrono::steady_clock::now();

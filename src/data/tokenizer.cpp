@@ -96,4 +96,15 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
 
 int Tokenizer::vocab_size() const { return impl_->sp.GetPieceSize(); }
 
+std::vector<int16_t> Tokenizer::byte_pieces() const {
+  std::vector<int16_t> bytes(static_cast<size_t>(vocab_size()), -1);
+  for (int id = 0; id < vocab_size(); ++id) {
+    if (!impl_->sp.IsByte(id)) continue;
+    const std::string& piece = impl_->sp.IdToPiece(id);  // "<0xAB>"
+    if (piece.size() == 6 && piece.compare(0, 3, "<0x") == 0 && piece[5] == '>')
+      bytes[id] = static_cast<int16_t>(std::stoi(piece.substr(3, 2), nullptr, 16));
+  }
+  return bytes;
+}
+
 }  // namespace polysketch::data

@@ -1,6 +1,7 @@
 // SentencePiece tokenizer (Debian libsentencepiece): training from text and encode/decode.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +22,8 @@ class Tokenizer {
   std::vector<int32_t> encode(const std::string& text) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   int vocab_size() const;
+  // Per id: the byte a byte-fallback piece (<0xNN>) stands for, else -1.
+  std::vector<int16_t> byte_pieces() const;
   const std::string& model_bytes() const { return bytes_; }
 
  private:

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "util/check.h"
@@ -14,7 +15,15 @@ void check_sampling(const SamplingOptions& o) {
   util::check_range("--top-k", o.top_k, 0, int64_t{1} << 31);
 }
 
-int32_t sample(const std::vector<float>& logits, const SamplingOptions& o, kernels::Rng& rng) {
+int32_t sample(const std::vector<float>& all_logits, const SamplingOptions& o, kernels::Rng& rng,
+               const std::vector<uint8_t>& allowed) {
+  std::vector<float> masked;
+  if (!allowed.empty()) {
+    masked = all_logits;
+    for (size_t i = 0; i < std::min(masked.size(), allowed.size()); ++i)
+      if (!allowed[i]) masked[i] = -std::numeric_limits<float>::infinity();
+  }
+  const std::vector<float>& logits = allowed.empty() ? all_logits : masked;
   const int64_t v = static_cast<int64_t>(logits.size());
   if (o.temperature <= 0) return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   std::vector<int32_t> order(static_cast<size_t>(v));
@@ -52,8 +61,8 @@ void Generator::prompt(std::vector<int32_t> ids) {
   if (!ids.empty()) model_.prefill(state_, ids.data(), static_cast<int64_t>(ids.size()));
 }
 
-int32_t Generator::next() {
-  const int32_t token = sample(state_.last_logits(), options_, rng_);
+int32_t Generator::next(const std::vector<uint8_t>& allowed) {
+  const int32_t token = sample(state_.last_logits(), options_, rng_, allowed);
   DecodeState* one = &state_;
   model_.step(&one, &token, 1);
   return token;

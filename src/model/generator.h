@@ -22,15 +22,19 @@ struct SamplingOptions {
 void check_sampling(const SamplingOptions& options);
 
 // A token id drawn from logits under the options (temperature, then top-k, then top-p).
-int32_t sample(const std::vector<float>& logits, const SamplingOptions& options, kernels::Rng& rng);
+// `allowed` (if not empty): per id, 0 where a token must not be drawn (data::TextStream's mask);
+// ids past its end are allowed. At least one allowed id is expected.
+int32_t sample(const std::vector<float>& logits, const SamplingOptions& options, kernels::Rng& rng,
+               const std::vector<uint8_t>& allowed = {});
 
 class Generator {
  public:
   Generator(Model& model, DecodeState& state, const SamplingOptions& options);
   // Consumes the prompt (one prefill). An empty prompt on an empty state conditions on token 0.
   void prompt(std::vector<int32_t> ids);
-  // Samples the next token from the state's last logits and advances the state by it.
-  int32_t next();
+  // Samples the next token from the state's last logits (among `allowed`, see sample()) and
+  // advances the state by it.
+  int32_t next(const std::vector<uint8_t>& allowed = {});
 
  private:
   Model& model_;

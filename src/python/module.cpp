@@ -9,8 +9,10 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "data/shards.h"
+#include "data/text_stream.h"
 #include "data/tokenizer.h"
 #include "kernels/gemm.h"
 #include "model/checkpoint.h"
@@ -209,13 +211,16 @@ class PyModel {
   std::mutex mutex_;
 };
 
-// One generation: its own decoding state; the model is shared (one call at a time).
+// One generation: its own decoding state; the model is shared (one call at a time). With `text`,
+// tokens are drawn as `polysketch generate` draws them (data::TextStream's mask) and next_text()
+// streams the text; without, next() draws from the model's distribution unmasked.
 class PyGenerator {
  public:
   PyGenerator(PyModel& model, const std::vector<int32_t>& prompt, double temperature, int64_t top_k,
-              double top_p, uint64_t seed)
+              double top_p, uint64_t seed, bool text)
       : model_(model), state_(model.model().config()),
         gen_(model.model(), state_, model::SamplingOptions{temperature, top_k, top_p, seed}) {
+    if (text) text_.emplace(model.tokenizer(), prompt);
     std::lock_guard<std::mutex> lock(model_.mutex());
     py::gil_scoped_release release;
     ThreadScope threads;
@@ -226,7 +231,13 @@ class PyGenerator {
     std::lock_guard<std::mutex> lock(model_.mutex());
     py::gil_scoped_release release;
     ThreadScope threads;
-    return gen_.next();
+    return gen_.next(text_ ? text_->allowed() : std::vector<uint8_t>{});
+  }
+  // The text the next token adds (maybe empty: an incomplete character is held back).
+  std::string next_text() {
+    if (!text_) throw Error("next_text: this generator was made for token ids");
+    const int32_t id = next();
+    return text_->push(id);
   }
   int64_t position() const { return state_.position(); }
 
@@ -234,6 +245,7 @@ class PyGenerator {
   PyModel& model_;
   DecodeState state_;
   model::Generator gen_;
+  std::optional<data::TextStream> text_;
 };
 
 }  // namespace
@@ -276,8 +288,9 @@ PYBIND11_MODULE(_core, m) {
       .def("tokenizer", &PyModel::tokenizer, py::return_value_policy::reference_internal)
       .def("logits", &PyModel::logits);
   py::class_<PyGenerator>(m, "Generator")
-      .def(py::init<PyModel&, const std::vector<int32_t>&, double, int64_t, double, uint64_t>(),
+      .def(py::init<PyModel&, const std::vector<int32_t>&, double, int64_t, double, uint64_t, bool>(),
            py::keep_alive<1, 2>())
       .def("next", &PyGenerator::next)
+      .def("next_text", &PyGenerator::next_text)
       .def_property_readonly("position", &PyGenerator::position);
 }
