@@ -6,6 +6,7 @@ bin=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+fail() { echo "FAIL: $*"; exit 1; }
 expect_fail() {  # expect_fail "needle" cmd...
   local needle=$1; shift
   if "$@" >"$tmp/out" 2>&1; then echo "FAIL: expected an error from: $*"; exit 1; fi
@@ -51,6 +52,20 @@ $bin bench-gemm --n 64 --width 64 --heads 4 --vocab 64 --r 4 --block 16 --repeat
 jq -e -s 'all(.[]; .openblas_f32_gflops > 0 and .onednn_f32_gflops > 0 and .bf16_gflops > 0 and .bf16_no_kernel_gflops > 0)' "$tmp/gemm" >/dev/null
 POLYSKETCH_BF16_KERNEL=off $bin bench-attention --mechanism softmax --n 64 --head-dim 16 --heads 2 --repeat 1 --precision bf16 --json > /dev/null
 expect_fail "POLYSKETCH_BF16_KERNEL='maybe': expected on or off" env POLYSKETCH_BF16_KERNEL=maybe $bin bench-gemm --n 64
+# bf16 runs where it pays, else f32 products with one line saying so; the rows say what ran.
+bt="bench-train --mechanism polysketch --n 64 --layers 1 --width 32 --heads 2 --r 8 --block 16 --vocab 50 --repeat 1 --warmup 0 --json"
+# shellcheck disable=SC2086
+$bin $bt --precision bf16 > "$tmp/bt" 2> "$tmp/bt.err"
+pays=$(jq -r '.bf16_pays' <(head -1 "$tmp/gemm"))
+ran=$(jq -r '.precision' "$tmp/bt")
+jq -e '.precision_requested == "bf16" and (.openblas_core | length > 0)' "$tmp/bt" >/dev/null || fail "bench-train fields"
+if [ "$ran" = f32 ]; then grep -q "^--precision bf16: bf16 products are not faster than f32 on this CPU" "$tmp/bt.err" || fail "no note for f32 products"
+else [ "$ran" = bf16 ] && [ ! -s "$tmp/bt.err" ] || fail "precision '$ran', stderr: $(cat "$tmp/bt.err")"; fi
+echo "bf16 on this machine: ran $ran (bench-gemm: bf16_pays $pays)"
+# shellcheck disable=SC2086
+POLYSKETCH_BF16=always $bin $bt --precision bf16 | jq -e '.precision == "bf16"' >/dev/null || fail "POLYSKETCH_BF16=always"
+# shellcheck disable=SC2086
+expect_fail "POLYSKETCH_BF16='yes': expected auto or always" env POLYSKETCH_BF16=yes $bin $bt --precision bf16
 expect_fail "does not exist" $bin eval --checkpoint "$tmp/none" --data "$tmp/data"
 head -c 100 "$tmp/run/latest/model.safetensors" > "$tmp/trunc" && cp -r "$tmp/run/step-00000004" "$tmp/bad"
 cp "$tmp/trunc" "$tmp/bad/model.safetensors"

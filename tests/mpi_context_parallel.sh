@@ -44,12 +44,12 @@ for mech in polysketch polysketch-learned polysketch-local polysketch-learned-lo
   for k in $ks; do
     # shellcheck disable=SC2086
     mpirun -np "$k" "$bin" train $common --mechanism $mech --steps 4 --context-parallel "$k" \
-      --out "$tmp/$mech-cp$k" > "$tmp/log" 2>&1 || { cat "$tmp/log"; fail "$mech: context parallel $k"; }
+      --out "$tmp/$mech-cp$k" > "$tmp/out" 2> "$tmp/log" || { cat "$tmp/out" "$tmp/log"; fail "$mech: context parallel $k"; }
     same_run "$tmp/$mech-1" "$tmp/$mech-cp$k"
-    # Only rank 0 reports: one summary, naming the checkpoint.
-    [ "$(grep -c '^step .*validation loss' "$tmp/log")" = 1 ] || { cat "$tmp/log"; fail "$mech: one summary line expected"; }
-    [ "$(grep -c '^checkpoint: .' "$tmp/log")" = 1 ] && ! grep -q '^checkpoint: *$' "$tmp/log" \
-      || { cat "$tmp/log"; fail "$mech: one checkpoint line expected"; }
+    # Only rank 0 reports: one summary on stdout, naming the checkpoint.
+    [ "$(grep -c '^step 4: train loss .*validation loss' "$tmp/out")" = 1 ] || { cat "$tmp/out"; fail "$mech: one summary line expected"; }
+    [ "$(grep -c '^checkpoint: ' "$tmp/out")" = 1 ] && grep -q "^checkpoint: $tmp/$mech-cp$k/step-00000004$" "$tmp/out" \
+      || { cat "$tmp/out"; fail "$mech: one checkpoint line expected"; }
   done
 done
 

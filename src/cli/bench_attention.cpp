@@ -111,9 +111,8 @@ void run(const BenchOptions& o) {
   const double peak = bf16 ? peaks.bf16 : peaks.f32;
   if (!o.json) {
     fmt::print("{} threads; 2048^3 products: OpenBLAS sgemm {:.1f}, oneDNN f32 {:.1f}, bf16 {:.1f} "
-               "GFLOP/s; in use: {} {} (peak {:.1f})\n",
-               threads, peaks.sgemm, peaks.onednn_f32, peaks.bf16,
-               kernels::gemm_backend_name(kernels::gemm_backend()), o.runtime.precision, peak);
+               "GFLOP/s; peak in use {:.1f}\n{}\n",
+               threads, peaks.sgemm, peaks.onednn_f32, peaks.bf16, peak, runtime_line(o.runtime));
     fmt::print("batch {} heads {} head_dim {} r {} block {} p {} {}\n\n", o.batch, o.heads,
                o.head_dim, o.r, o.block, o.p, o.causal ? "causal" : "non-causal");
     fmt::print("{:<26} {:<8} {:>7} {:>10} {:>11} {:>9} {:>8} {:>9}\n", "mechanism", "pass", "n",
@@ -136,9 +135,8 @@ void run(const BenchOptions& o) {
                            {"threads", threads}, {"seconds", meas.seconds}, {"gflops", gflops},
                            {"sgemm_gflops", peaks.sgemm}, {"peak_gflops", peak},
                            {"peak_f32_gflops", peaks.f32}, {"peak_bf16_gflops", peaks.bf16},
-                           {"efficiency", gflops / peak}, {"precision", o.runtime.precision},
-                           {"gemm", kernels::gemm_backend_name(kernels::gemm_backend())},
-                           {"peak_rss_mb", meas.peak_rss_mb}};
+                           {"efficiency", gflops / peak}, {"peak_rss_mb", meas.peak_rss_mb}};
+          j.update(runtime_fields(o.runtime));
           fmt::print("{}\n", j.dump());
         } else {
           fmt::print("{:<26} {:<8} {:>7} {:>10.4f} {:>11.0f} {:>9.1f} {:>7.1f}% {:>9.0f}\n",

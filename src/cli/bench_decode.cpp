@@ -64,9 +64,10 @@ void run(const BenchDecodeOptions& o) {
   }
   if (!o.json)
     fmt::print("model: {} layers, width {}, {} heads, vocab {}, r {}, block {}, {} threads; {} decode "
-               "tokens per sequence after the context\n\n{:<26} {:>7} {:>5} {:>10} {:>11} {:>12} "
+               "tokens per sequence after the context\n{}\n\n{:<26} {:>7} {:>5} {:>10} {:>11} {:>12} "
                "{:>12} {:>8}  {}\n",
-               o.layers, o.width, o.heads, o.vocab, o.r, o.block, threads, o.decode, "mechanism",
+               o.layers, o.width, o.heads, o.vocab, o.r, o.block, threads, o.decode,
+               runtime_line(o.runtime), "mechanism",
                "context", "batch", "prefill s", "prefill t/s", "decode tok/s", "state bytes",
                "peak MB", "context made by");
   const double physical = static_cast<double>(util::physical_memory_bytes());
@@ -118,9 +119,10 @@ void run(const BenchDecodeOptions& o) {
         const std::string method = real ? "prefill" : "synthetic KV cache";
         if (o.json) {
           nlohmann::json j{{"mechanism", name}, {"context", ctx}, {"batch", batch},
-                           {"decode_tokens", o.decode}, {"threads", threads}, {"precision", o.runtime.precision},
+                           {"decode_tokens", o.decode}, {"threads", threads},
                            {"decode_tokens_per_s", decode_tps}, {"state_bytes", state_bytes},
                            {"peak_rss_mb", rss}, {"context_method", method}};
+          j.update(runtime_fields(o.runtime));
           if (real) {
             j["prefill_seconds"] = prefill_s;
             j["prefill_tokens_per_s"] = static_cast<double>(ctx) / prefill_s;

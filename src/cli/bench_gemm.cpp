@@ -75,6 +75,11 @@ void run(const BenchGemmOptions& o) {
                                     {GemmBackend::onednn, Precision::bf16, true},
                                     {GemmBackend::onednn, Precision::bf16, false}};
   if (!o.json)
+    fmt::print("OpenBLAS core {}; bf16 products {} on this machine ({:.0f} vs f32 {:.0f} GFLOP/s, "
+               "training's products)\n",
+               kernels::openblas_core(), kernels::bf16_choice().use ? "pay" : "do not pay",
+               kernels::bf16_choice().bf16_gflops, kernels::bf16_choice().f32_gflops);
+  if (!o.json)
     fmt::print("{:<30} {:>6} {:>6} {:>6} {:>7} {:>13} {:>11} {:>9} {:>15}   (GFLOP/s, {} threads)\n",
                "product", "M", "N", "K", "per", "openblas f32", "onednn f32", "bf16", "bf16 no kernel", threads);
   for (const auto& s : project_shapes(o)) {
@@ -89,7 +94,9 @@ void run(const BenchGemmOptions& o) {
                                         {"openblas_f32_gflops", gflops[0]},
                                         {"onednn_f32_gflops", gflops[1]},
                                         {"bf16_gflops", gflops[2]},
-                                        {"bf16_no_kernel_gflops", gflops[3]}}.dump());
+                                        {"bf16_no_kernel_gflops", gflops[3]},
+                                        {"openblas_core", kernels::openblas_core()},
+                                        {"bf16_pays", kernels::bf16_choice().use}}.dump());
     } else {
       fmt::print("{:<30} {:>6} {:>6} {:>6} {:>7} {:>13.1f} {:>11.1f} {:>9.1f} {:>15.1f}\n", s.name, s.m,
                  s.n, s.k, s.per_thread ? "thread" : "call", gflops[0], gflops[1], gflops[2], gflops[3]);

@@ -51,9 +51,10 @@ void run(const BenchTrainOptions& o) {
     for (int64_t n : o.ns) config_for(o, name, n).check_fits_in_memory(o.batch * n);
   const int threads = apply_runtime(o.runtime);
   if (!o.json)
-    fmt::print("model: {} layers, width {}, {} heads, vocab {}, batch {}, r {}, block {}, {} threads\n\n"
+    fmt::print("model: {} layers, width {}, {} heads, vocab {}, batch {}, r {}, block {}, {} threads\n{}\n\n"
                "{:<26} {:>7} {:>12} {:>10} {:>9}\n",
-               o.layers, o.width, o.heads, o.vocab, o.batch, o.r, o.block, threads, "mechanism",
+               o.layers, o.width, o.heads, o.vocab, o.batch, o.r, o.block, threads,
+               runtime_line(o.runtime), "mechanism",
                "n", "s/step", "tokens/s", "peak MB");
   for (const auto& name : o.mechanisms)
     for (int64_t n : o.ns) {
@@ -79,14 +80,12 @@ void run(const BenchTrainOptions& o) {
       const double tok_s = static_cast<double>(o.batch * n) / sec;
       const double rss = util::peak_rss_mb();
       if (o.json) {
-        fmt::print("{}\n", nlohmann::json{{"mechanism", name}, {"n", n}, {"batch", o.batch},
-                                          {"layers", o.layers}, {"width", o.width},
-                                          {"heads", o.heads}, {"r", o.r}, {"block", o.block},
-                                          {"threads", threads}, {"precision", o.runtime.precision},
-                                          {"gemm", kernels::gemm_backend_name(kernels::gemm_backend())},
-                                          {"seconds_per_step", sec},
-                                          {"tokens_per_s", tok_s}, {"peak_rss_mb", rss}}
-                               .dump());
+        nlohmann::json j{{"mechanism", name}, {"n", n}, {"batch", o.batch}, {"layers", o.layers},
+                         {"width", o.width}, {"heads", o.heads}, {"r", o.r}, {"block", o.block},
+                         {"threads", threads}, {"seconds_per_step", sec}, {"tokens_per_s", tok_s},
+                         {"peak_rss_mb", rss}};
+        j.update(runtime_fields(o.runtime));
+        fmt::print("{}\n", j.dump());
       } else {
         fmt::print("{:<26} {:>7} {:>12.3f} {:>10.0f} {:>9.0f}\n", name, n, sec, tok_s, rss);
       }

@@ -23,13 +23,30 @@ int apply_runtime(const Runtime& r) {
   } catch (const Error& e) {
     throw Error(fmt::format("--precision: {}", e.what()));
   }
-  kernels::set_precision(p);
   const int t = r.threads > 0 ? r.threads : omp_get_max_threads();
   omp_set_num_threads(t);
   kernels::set_blas_threads(t);
   kernels::gemm_backend();  // measured now, on every thread, not inside a parallel region later
   kernels::bf16_kernel();   // POLYSKETCH_BF16_KERNEL checked before any work
+  std::string note;         // bf16 where it is slower than f32: said once, f32 products
+  kernels::set_precision(kernels::effective_precision(p, &note));
+  if (!note.empty()) fmt::print(stderr, "{}\n", note);
   return t;
+}
+
+nlohmann::json runtime_fields(const Runtime& r) {
+  return {{"precision", kernels::precision_name(kernels::precision())},
+          {"precision_requested", r.precision},
+          {"gemm", kernels::gemm_backend_name(kernels::gemm_backend())},
+          {"openblas_core", kernels::openblas_core()}};
+}
+
+std::string runtime_line(const Runtime& r) {
+  const std::string ran = kernels::precision_name(kernels::precision());
+  return fmt::format("products: {} GEMM, {}{}; OpenBLAS core {}",
+                     kernels::gemm_backend_name(kernels::gemm_backend()), ran,
+                     ran == r.precision ? "" : fmt::format(" (asked: {})", r.precision),
+                     kernels::openblas_core());
 }
 
 Mechanism mechanism_flag(const std::string& name) {

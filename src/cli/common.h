@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "polysketch/model.h"
@@ -20,6 +21,12 @@ void add_runtime_flags(CLI::App* cmd, Runtime& runtime);
 // Validates and applies them: OpenMP's and the BLAS libraries' thread counts, and the precision
 // of the matrix products. Returns the thread count in use.
 int apply_runtime(const Runtime& runtime);
+
+// What the matrix products run on, after apply_runtime: the GEMM backend, the precision they
+// really run at (bf16 falls back to f32 where slower) and the one asked for, OpenBLAS's core.
+// As JSON fields for benchmark rows, and as one line for their text headers.
+nlohmann::json runtime_fields(const Runtime& runtime);
+std::string runtime_line(const Runtime& runtime);
 
 // parse_mechanism with the flag's name in the error.
 Mechanism mechanism_flag(const std::string& name);

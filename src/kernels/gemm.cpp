@@ -254,6 +254,52 @@ void set_bf16_kernel(bool enabled) {
   g_bf16_kernel = enabled;
 }
 Precision precision() { return g_precision; }
+std::string precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "f32"; }
+
+const Bf16Choice& bf16_choice() {
+  static const Bf16Choice choice = [] {
+    Bf16Choice c;
+    const char* env = std::getenv("POLYSKETCH_BF16");
+    const std::string mode = env ? env : "auto";
+    if (mode != "auto" && mode != "always")
+      throw Error(fmt::format("POLYSKETCH_BF16='{}': expected auto or always", mode));
+    if (mode == "always") return c;
+    // Equal work in both: seconds = flops / rate, summed over the dense and the per-thread product.
+    const GemmBackend backend = gemm_backend();
+    auto seconds = [&](Precision p) {
+      const double dense = measure_product_gflops(backend, p, true, false, false, 1024, 768, 768, false, 3);
+      const double block = measure_product_gflops(backend, p, true, false, true, 256, 256, 64, true, 3);
+      return 1.0 / dense + 1.0 / block;
+    };
+    const double f32 = seconds(Precision::f32), bf16 = seconds(Precision::bf16);
+    c.f32_gflops = 2.0 / f32;  // the harmonic mean of the two rates
+    c.bf16_gflops = 2.0 / bf16;
+    c.use = bf16 * 1.1 < f32;  // bf16 rounds every product's inputs: it must buy real speed
+    return c;
+  }();
+  return choice;
+}
+
+Precision effective_precision(Precision requested, std::string* note) {
+  if (note) note->clear();
+  if (requested != Precision::bf16 || bf16_choice().use) return requested;
+  if (note)
+    *note = fmt::format("--precision bf16: bf16 products are not faster than f32 on this CPU ({:.0f} vs "
+                        "{:.0f} GFLOP/s, measured); using f32 products (POLYSKETCH_BF16=always to force bf16)",
+                        bf16_choice().bf16_gflops, bf16_choice().f32_gflops);
+  return Precision::f32;
+}
+
+std::string openblas_core() {
+  const char* name = openblas_get_corename();
+  std::string core = name ? name : "unknown";
+  // Debian's OpenBLAS (0.3.21) does not know CPUs newer than it (Sapphire and Emerald Rapids
+  // among them) and falls back to an SSE3 core at a fifth of the speed (docs/DESIGN.md).
+  if (__builtin_cpu_supports("avx512f") && core.find("kylakex") == std::string::npos &&
+      core.find("ooperlake") == std::string::npos && core.find("apphire") == std::string::npos)
+    core += " (older than this AVX-512 CPU: OPENBLAS_CORETYPE=Cooperlake or SkylakeX helps)";
+  return core;
+}
 
 double measure_gemm_gflops(GemmBackend backend, Precision p, int64_t m, int repeat) {
   const auto seconds = product_seconds(backend, p == Precision::bf16, m, m, m, repeat);

@@ -41,6 +41,26 @@ Precision precision();
 bool bf16_kernel();
 void set_bf16_kernel(bool enabled);
 Precision parse_precision(const std::string& name);  // "f32" | "bf16"
+std::string precision_name(Precision precision);
+
+// Whether bf16 products pay on this machine, measured once (the first call; outside parallel
+// regions, after the thread count is set): the products as training runs them, a dense layer's
+// (1024 x 768 x 768) and per-thread block products (256 x 64 x 256 on every thread at once), in
+// bf16 against f32 on the backend in use. On CPUs without fast bf16 (Intel before AMX: vdpbf16ps
+// does not outrun two FMA ports) bf16 is slower. POLYSKETCH_BF16=auto (default) | always (use
+// bf16 products even where slower: for tests and comparisons).
+struct Bf16Choice {
+  bool use = true;
+  double bf16_gflops = 0, f32_gflops = 0;  // over both products (0 when not measured: always)
+};
+const Bf16Choice& bf16_choice();
+// The precision products run at when `requested` is asked for: f32 for bf16 where it does not
+// pay. `note` (if not null) receives one line saying so, else stays empty.
+Precision effective_precision(Precision requested, std::string* note = nullptr);
+
+// OpenBLAS's kernel for this CPU (openblas_get_corename()): a CPU it does not know falls back to
+// an older core (narrower vectors); OPENBLAS_CORETYPE=SkylakeX (for example) overrides it.
+std::string openblas_core();
 
 // Throughput (GFLOP/s, median of `repeat`) of one backend at one precision on an m x m x m
 // product, for benchmarks' peak figures. bf16 is oneDNN's whatever the backend.

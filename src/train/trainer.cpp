@@ -344,7 +344,14 @@ TrainResult run_training(const TrainOptions& opts_in) {
   mc.validate();
   check_context_parallel(mc, cp);
   mc.check_fits_in_memory(o.batch * ctx / cp);
-  kernels::set_precision(kernels::parse_precision(o.precision));
+  // bf16 where it does not pay runs f32 products; every rank does as the slowest says (they time
+  // on their own), so the ranks agree.
+  std::string note;
+  const auto requested = kernels::parse_precision(o.precision);
+  const bool bf16_pays = !World::any(kernels::effective_precision(requested, &note) != requested);
+  kernels::set_precision(bf16_pays ? requested : kernels::Precision::f32);
+  if (o.progress && !bf16_pays)
+    fmt::print(stderr, "{}\n", note.empty() ? "--precision bf16: another rank measured bf16 slower than f32; using f32 products" : note);
   Model model(mc);
   AdamW opt(model.params(), {0.9, 0.95, 1e-8, o.weight_decay});
   int64_t step = 0, saved_step = -1;
