@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "kernels/rng.h"
+#include "model/config_fields.h"
 #include "model/safetensors.h"
 #include "polysketch/model.h"
 #include "test_util.h"
@@ -152,6 +153,45 @@ TEST(ConfigJson, InexactOrMissingFieldsAreRejected) {
   huge.heads = 1;
   huge.layers = 4096;
   expect_error([&] { Model m(huge); }, "more than this machine's");
+}
+
+// One table of bounds (model/config_fields.h): at each field's bounds and one past them, a
+// config built in C++ validates exactly when its config.json loads (they disagreed: sketch_levels
+// 17 and hidden_mult 300 validated, were saved, then failed to load).
+TEST(ConfigJson, ValidateAndLoadAgreeAtEveryBound) {
+  int64_t checked = 0;
+  for (const auto& f : model::config_fields()) {
+    for (const int64_t v : {f.lo - 1, f.lo, f.hi, f.hi + 1}) {
+      auto c = tiny_config();
+      c.attention.mechanism = Mechanism::polysketch_learned_local;
+      c.attention.p = 4;
+      if (std::string(f.key) == "p" && (v == f.lo || v == f.hi)) c.attention.mechanism = Mechanism::polynomial;
+      if (std::string(f.key) == "width") c.heads = 1;
+      if (std::string(f.key) == "heads") c.width = std::clamp<int64_t>(2 * v, 2, 65536);
+      f.set(c, v);
+      bool valid = true;
+      try {
+        c.validate();
+      } catch (const Error&) {
+        valid = false;
+      }
+      EXPECT_EQ(valid, v >= f.lo && v <= f.hi) << f.key << " = " << v;
+      std::string json = c.to_json();
+      bool loads = true;
+      try {
+        ModelConfig::from_json(json, "c");
+      } catch (const Error&) {
+        loads = false;
+      }
+      EXPECT_EQ(loads, valid) << f.key << " = " << v << ": validate and from_json disagree";
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 40);
+  auto c = tiny_config();
+  c.attention.mechanism = Mechanism::polysketch_learned;
+  c.attention.sketch_levels = 17;
+  expect_error([&] { c.validate(); }, "sketch_levels must be in [1, 16]");
 }
 
 TEST(ConfigJson, SeededMutationFuzz) {

@@ -31,8 +31,8 @@ std::string runtime_line(const Runtime& runtime);
 // parse_mechanism with the flag's name in the error.
 Mechanism mechanism_flag(const std::string& name);
 
-// Checks a model given by flags (--layers, --width, --heads, --context, --r, --block, --p,
-// --dropout), naming the flag of the first invalid value; then the rules between values.
+// Checks a model given by flags: every rule of ModelConfig::validate (model/config_fields.h),
+// naming the flag (--layers, --width, ...) of the first invalid value.
 void check_model_flags(const ModelConfig& m);
 
 }  // namespace polysketch::cli

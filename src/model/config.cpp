@@ -6,35 +6,15 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <type_traits>
 
 #include "attention/mechanism.h"
+#include "model/config_fields.h"
 #include "polysketch/model.h"
 #include "util/memory.h"
 
 namespace polysketch {
 
-void ModelConfig::validate() const {
-  auto in_range = [](const char* what, int64_t v, int64_t lo, int64_t hi) {
-    if (v < lo || v > hi)
-      throw Error(fmt::format("model config: {} must be in [{}, {}], got {}", what, lo, hi, v));
-  };
-  // Upper bounds keep every size product far from int64 overflow; the memory check below is
-  // what refuses models too large for the machine.
-  in_range("vocab", vocab, 1, (int64_t{1} << 31) - 1);
-  in_range("layers", layers, 1, 4096);
-  in_range("width", width, 2, 65536);
-  in_range("heads", heads, 1, width);
-  in_range("context", context, 1, int64_t{1} << 30);
-  if (width % heads != 0)
-    throw Error(fmt::format("model config: width={} is not divisible by heads={}", width, heads));
-  if (head_dim() % 2 != 0)
-    throw Error(fmt::format("model config: head size width/heads={} must be even (RoPE)", head_dim()));
-  if (!(dropout >= 0.0 && dropout < 1.0))
-    throw Error(fmt::format("model config: dropout must be in [0, 1), got {}", dropout));
-  in_range("block", attention.block, 1, 1 << 20);
-  attention::validate_config(attention, head_dim(), head_dim());
-}
+void ModelConfig::validate() const { model::check_config(*this, false); }
 
 int64_t ModelConfig::parameter_count() const {
   const int64_t d = width, f = glu_hidden();
@@ -85,9 +65,8 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& w
     throw Error(fmt::format("{}: not valid JSON ({})", where, e.what()));
   }
   if (!j.is_object()) throw Error(fmt::format("{}: expected a JSON object", where));
-  static const std::set<std::string> known{"vocab", "layers", "width", "heads", "context",
-                                           "dropout", "seed", "mechanism", "causal", "p", "r",
-                                           "block", "sketch", "sketch_levels", "hidden_mult"};
+  std::set<std::string> known{"dropout", "seed", "mechanism", "causal", "sketch"};
+  for (const auto& f : model::config_fields()) known.insert(f.key);
   for (const auto& [key, value] : j.items())
     if (!known.count(key)) throw Error(fmt::format("{}: unknown field '{}'", where, key));
   std::vector<std::string> missing;
@@ -97,30 +76,19 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& w
     throw Error(fmt::format("{}: missing field(s) {}", where, fmt::join(missing, ", ")));
   ModelConfig c;
   // Exact types: 2.5 is not an integer layer count and 1e300 is not a width.
-  auto integer = [&](const char* key, auto& field, int64_t lo, int64_t hi) {
-    const auto& v = j.at(key);
+  for (const auto& f : model::config_fields()) {
+    const auto& v = j.at(f.key);
     if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)) ||
-        v.get<int64_t>() < lo || v.get<int64_t>() > hi)
-      throw Error(fmt::format("{}: '{}' must be an integer in [{}, {}], got {}", where, key, lo, hi,
-                              v.dump()));
-    field = static_cast<std::remove_reference_t<decltype(field)>>(v.get<int64_t>());
-  };
+        v.get<int64_t>() < f.lo || v.get<int64_t>() > f.hi)
+      throw Error(fmt::format("{}: '{}' must be an integer in [{}, {}], got {}", where, f.key, f.lo,
+                              f.hi, v.dump()));
+    f.set(c, v.get<int64_t>());
+  }
   auto string_field = [&](const char* key) {
     if (!j.at(key).is_string())
       throw Error(fmt::format("{}: '{}' must be a string, got {}", where, key, j.at(key).dump()));
     return j.at(key).get<std::string>();
   };
-  constexpr int64_t kBig = int64_t{1} << 31;
-  integer("vocab", c.vocab, 1, kBig - 1);
-  integer("layers", c.layers, 1, 4096);
-  integer("width", c.width, 2, 65536);
-  integer("heads", c.heads, 1, 65536);
-  integer("context", c.context, 1, int64_t{1} << 30);
-  integer("p", c.attention.p, 2, 64);
-  integer("r", c.attention.r, 1, 4096);
-  integer("block", c.attention.block, 1, 1 << 20);
-  integer("sketch_levels", c.attention.sketch_levels, 1, 16);
-  integer("hidden_mult", c.attention.hidden_mult, 1, 256);
   if (!j.at("seed").is_number_unsigned() && !(j.at("seed").is_number_integer() && j.at("seed").get<int64_t>() >= 0))
     throw Error(fmt::format("{}: 'seed' must be a non-negative integer, got {}", where, j.at("seed").dump()));
   c.seed = j.at("seed").get<uint64_t>();
