@@ -1,6 +1,6 @@
 // Streamed text is never broken UTF-8: utf8_continues against the set of all prefixes of every
 // code point's encoding; TextStream holds back an incomplete character and masks byte pieces
-// that cannot continue one; sampling under the mask never draws a masked id; a random (untrained)
+// that cannot continue one (sampling under the mask: tests/test_sampling.cpp); a random (untrained)
 // model, which draws byte pieces often, streams only valid UTF-8 under the mask and does not
 // without it (so the end-to-end check can fail).
 #include <gtest/gtest.h>
@@ -126,20 +126,6 @@ TEST(TextStream, HoldsBackAnIncompleteCharacterAndMasksWhatCannotContinueIt) {
   EXPECT_EQ(cut.shown(), "a");
   EXPECT_EQ(cut.held(), 2);
   EXPECT_EQ(cut.push(byte_id(bytes, 0xAC)), "€");
-}
-
-TEST(Sampling, NeverDrawsAMaskedId) {
-  std::vector<float> logits(50, 0.f);
-  logits[7] = 5.f;  // the favourite is masked
-  std::vector<uint8_t> allowed(50, 0);
-  for (int id : {3, 11, 40}) allowed[id] = 1;
-  kernels::Rng rng(5);
-  std::map<int32_t, int> seen;
-  for (const double t : {0.0, 0.7, 1.0, 5.0})
-    for (int i = 0; i < 300; ++i) ++seen[model::sample(logits, {t, 0, 1.0, 1}, rng, allowed)];
-  for (const auto& [id, count] : seen) EXPECT_TRUE(allowed[id]) << id << " drawn " << count << " times";
-  EXPECT_EQ(seen.size(), 3u);
-  EXPECT_EQ(model::sample(logits, {0.0, 2, 0.5, 1}, rng, allowed), 3);  // greedy among the allowed
 }
 
 TEST(TextStream, AnUntrainedModelStreamsOnlyValidUtf8UnderTheMask) {
