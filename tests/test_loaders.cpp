@@ -194,6 +194,38 @@ TEST(ConfigJson, ValidateAndLoadAgreeAtEveryBound) {
   expect_error([&] { c.validate(); }, "sketch_levels must be in [1, 16]");
 }
 
+// same_config (decoding's per-step check) is equality of config.json, without the JSON.
+TEST(ConfigJson, SameConfigIsEqualityOfTheJson) {
+  const auto base = tiny_config();
+  std::vector<ModelConfig> others;
+  for (const auto& f : model::config_fields()) {
+    auto c = base;
+    f.set(c, f.get(c) + 1);
+    others.push_back(c);
+  }
+  auto c = base;
+  c.dropout = 0.25;
+  others.push_back(c);
+  c = base;
+  c.seed += 1;
+  others.push_back(c);
+  c = base;
+  c.attention.mechanism = Mechanism::softmax;
+  others.push_back(c);
+  c = base;
+  c.attention.causal = !c.attention.causal;
+  others.push_back(c);
+  c = base;
+  c.attention.sketch = SketchType::hadamard;
+  others.push_back(c);
+  c = base;
+  c.attention.threads = 3;  // not part of the model (not in config.json)
+  others.push_back(c);
+  for (const auto& o : others)
+    EXPECT_EQ(model::same_config(base, o), base.to_json() == o.to_json()) << o.to_json();
+  EXPECT_TRUE(model::same_config(base, ModelConfig::from_json(base.to_json(), "c")));
+}
+
 TEST(ConfigJson, SeededMutationFuzz) {
   const std::string good = tiny_config().to_json();
   auto rng = kernels::Rng::derive(7, 7, 7);

@@ -30,6 +30,14 @@ const std::vector<ConfigField>& config_fields() {
 
 #undef POLYSKETCH_FIELD
 
+bool same_config(const ModelConfig& a, const ModelConfig& b) {
+  for (const auto& f : config_fields())
+    if (f.get(a) != f.get(b)) return false;
+  // The fields config.json holds beyond the table's (ModelConfig::to_json).
+  return a.dropout == b.dropout && a.seed == b.seed && a.attention.mechanism == b.attention.mechanism &&
+         a.attention.causal == b.attention.causal && a.attention.sketch == b.attention.sketch;
+}
+
 void check_config(const ModelConfig& c, bool flag_names) {
   const auto& fields = config_fields();
   auto name = [&](const char* key) {

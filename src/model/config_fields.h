@@ -25,4 +25,8 @@ const std::vector<ConfigField>& config_fields();
 // or, with `flag_names`, by their command-line flag.
 void check_config(const ModelConfig& config, bool flag_names);
 
+// Whether two configs are the same model (every field config.json holds), without serialising
+// them: decoding checks it per state and step.
+bool same_config(const ModelConfig& a, const ModelConfig& b);
+
 }  // namespace polysketch::model

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "kernels/vec.h"
+#include "model/config_fields.h"
 #include "model/decode_state.h"
 #include "model/layers.h"
 #include "model/model_impl.h"
@@ -62,7 +63,7 @@ const std::vector<T>& DecodeStateT<T>::last_logits() const {
 
 template <typename T>
 void check_decode_state(const ModelConfig& config, DecodeStateT<T>& state) {
-  if (state.config().to_json() != config.to_json())
+  if (!model::same_config(state.config(), config))
     throw Error("this decoding state was made for a different model configuration");
 }
 
