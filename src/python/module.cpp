@@ -2,11 +2,14 @@
 // dispatch live in python/polysketch/*.py; here, arrays are passed without copies and the GIL is
 // released while the library computes. polysketch::Error becomes ValueError.
 #include <malloc.h>
+#include <pthread.h>
 #include <omp.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
+#include <csignal>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -31,17 +34,44 @@ namespace {
 // physical core count) and this library do not change each other's setting.
 int g_threads = 0;
 
+//
+// While a call computes, asynchronous signals (Ctrl-C's SIGINT among them) are blocked on the
+// calling thread and on OpenMP's threads, and arrive when it returns (KeyboardInterrupt as usual):
+// a handler run inside the computation would put its signal frame where Debian's oneDNN JIT sgemm
+// has pointed rsp, at the heap (oneDNN issue #4845; src/train/stop_signals.h).
 class ThreadScope {
  public:
-  ThreadScope() : saved_(omp_get_max_threads()) { apply(g_threads > 0 ? g_threads : omp_get_num_procs()); }
-  ~ThreadScope() { apply(saved_); }
+  ThreadScope() : saved_(omp_get_max_threads()) {
+    const sigset_t set = async_signals();
+    pthread_sigmask(SIG_BLOCK, &set, &saved_mask_);
+    const int t = g_threads > 0 ? g_threads : omp_get_num_procs();
+    apply(t);
+    static std::atomic<int> shielded{0};  // OpenMP's threads keep the mask: once per team size
+    if (t > shielded) {
+#pragma omp parallel num_threads(t)
+      pthread_sigmask(SIG_BLOCK, &set, nullptr);
+      shielded = t;
+    }
+  }
+  ~ThreadScope() {
+    apply(saved_);
+    pthread_sigmask(SIG_SETMASK, &saved_mask_, nullptr);
+  }
 
  private:
+  static sigset_t async_signals() {
+    sigset_t set;
+    sigfillset(&set);
+    for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS})  // synchronous
+      sigdelset(&set, s);
+    return set;
+  }
   static void apply(int t) {
     omp_set_num_threads(t);
     kernels::set_blas_threads(t);
   }
   int saved_;
+  sigset_t saved_mask_;
 };
 
 template <typename T>
