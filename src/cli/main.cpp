@@ -7,7 +7,7 @@
 #include <string>
 
 #include "cli/commands.h"
-#include "polysketch/attention.h"
+#include "polysketch/error.h"
 #include "train/distributed.h"
 #include "train/stop_signals.h"
 

@@ -10,7 +10,7 @@
 #include "data/dataset.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
-#include "polysketch/attention.h"
+#include "polysketch/error.h"
 #include "util/atomic_file.h"
 #include "util/check.h"
 

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <sstream>
 
-#include "polysketch/attention.h"
+#include "polysketch/error.h"
 #include "util/atomic_file.h"
 
 namespace polysketch::data {

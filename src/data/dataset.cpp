@@ -7,7 +7,7 @@
 
 #include "data/shards.h"
 #include "data/tokenizer.h"
-#include "polysketch/attention.h"
+#include "polysketch/error.h"
 #include "util/atomic_file.h"
 
 namespace polysketch::data {

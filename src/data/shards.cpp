@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-#include "polysketch/attention.h"
+#include "polysketch/error.h"
 #include "util/atomic_file.h"
 
 namespace polysketch::data {

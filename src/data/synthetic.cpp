@@ -7,7 +7,7 @@
 #include <numeric>
 
 #include "kernels/rng.h"
-#include "polysketch/attention.h"
+#include "polysketch/error.h"
 #include "util/check.h"
 
 namespace polysketch::data {

@@ -6,7 +6,7 @@
 
 #include <regex>
 
-#include "polysketch/attention.h"
+#include "polysketch/error.h"
 #include "util/atomic_file.h"
 
 namespace polysketch::data {

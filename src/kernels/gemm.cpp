@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "kernels/bf16_gemm.h"
-#include "polysketch/attention.h"
+#include "polysketch/error.h"
 #include "util/parallel.h"
 
 namespace polysketch::kernels {

@@ -8,7 +8,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "polysketch/attention.h"
+#include "polysketch/error.h"
 
 namespace polysketch::model {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "polysketch/attention.h"
+#include "polysketch/param.h"
 
 namespace polysketch::train {
 

@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <sstream>
 
-#include "polysketch/attention.h"
+#include "polysketch/error.h"
 #include "util/atomic_file.h"
 
 namespace polysketch::train {

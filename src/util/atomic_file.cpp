@@ -11,7 +11,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "polysketch/attention.h"
+#include "polysketch/error.h"
 
 namespace polysketch::util {
 

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "polysketch/attention.h"
+#include "polysketch/error.h"
 
 namespace polysketch::util {
 
