@@ -14,6 +14,7 @@ packages=(
   python3-numpy python3-torch python3-pytest
   openmpi-bin libopenmpi-dev  # data-parallel training (mpirun -np N polysketch train)
   jq procps                # the test, bench and experiment scripts read JSON (jq) and find ranks (pgrep)
+  gnuplot-nox              # tools/plot_*.sh (training curves, benchmark plots)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,9 +1,6 @@
 #!/usr/bin/env bash
-# Installs jq and gnuplot (Debian packages) if missing; sourced by the plot scripts.
+# Sourced by the plot scripts: jq and gnuplot come from scripts/install-deps.sh (packages jq,
+# gnuplot-nox); a clear error if they are missing, instead of failing halfway through a plot.
 for tool in jq gnuplot; do
-  if ! command -v "$tool" >/dev/null; then
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get install -y -qq --no-install-recommends jq gnuplot-nox >/dev/null
-    break
-  fi
+  command -v "$tool" >/dev/null || { echo "error: $tool is missing (run scripts/install-deps.sh)" >&2; exit 1; }
 done
