@@ -1,22 +1,10 @@
 #include <fmt/format.h>
 
-#include <array>
-#include <utility>
-
 #include "attention/mechanism.h"
 
 namespace polysketch {
 
 namespace {
-constexpr std::array<std::pair<Mechanism, const char*>, 6> kNames{{
-    {Mechanism::softmax, "softmax"},
-    {Mechanism::polynomial, "polynomial"},
-    {Mechanism::polysketch, "polysketch"},
-    {Mechanism::polysketch_learned, "polysketch-learned"},
-    {Mechanism::polysketch_local, "polysketch-local"},
-    {Mechanism::polysketch_learned_local, "polysketch-learned-local"},
-}};
-
 bool is_power_of_two(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
 }  // namespace
 
@@ -33,23 +21,22 @@ std::string chunk_layout_problem(const AttentionConfig& cfg, int64_t chunk_len) 
 
 Mechanism parse_mechanism(std::string_view name) {
   std::string valid;
-  for (const auto& [m, n] : kNames) {
-    if (name == n) return m;
-    valid += valid.empty() ? n : fmt::format(", {}", n);
+  for (const auto& t : attention::kMechanisms) {
+    if (name == t.name) return t.mechanism;
+    valid += valid.empty() ? t.name : fmt::format(", {}", t.name);
   }
   throw Error(fmt::format("unknown attention mechanism '{}' (valid: {})", name, valid));
 }
 
 std::string mechanism_name(Mechanism m) {
-  for (const auto& [mm, n] : kNames)
-    if (mm == m) return n;
-  return "unknown";
+  const auto i = static_cast<size_t>(m);
+  return i < attention::kMechanisms.size() ? attention::kMechanisms[i].name : "unknown";
 }
 
 const std::vector<Mechanism>& all_mechanisms() {
   static const std::vector<Mechanism> all = [] {
     std::vector<Mechanism> v;
-    for (const auto& [m, n] : kNames) v.push_back(m);
+    for (const auto& t : attention::kMechanisms) v.push_back(t.mechanism);
     return v;
   }();
   return all;

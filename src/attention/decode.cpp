@@ -61,7 +61,7 @@ void append_tokens(const AttentionT<T>& att, int64_t h, HeadState<T>& s, int64_t
   const auto& cfg = att.config();
   const Mechanism m = cfg.mechanism;
   const int64_t d = h;
-  if (m == Mechanism::softmax || m == Mechanism::polynomial) {
+  if (!uses_sketch(m)) {  // a KV cache
     const auto old = static_cast<size_t>(s.count * h);
     s.keys.resize(old + static_cast<size_t>(n * h));
     if (m == Mechanism::softmax)

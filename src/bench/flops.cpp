@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "attention/mechanism.h"
 #include "kernels/gemm.h"
 
 namespace polysketch::bench {
@@ -16,13 +17,9 @@ double attention_forward_flops(const AttentionConfig& cfg, const AttentionShape&
                d = static_cast<double>(s.value_dim), heads = static_cast<double>(s.batch * s.heads);
   // Query-key pairs inside the attended region (causal: the lower triangle, diagonal included).
   auto pairs = [&](double len) { return cfg.causal ? len * (len + 1) / 2 : len * len; };
-  if (cfg.mechanism == Mechanism::softmax || cfg.mechanism == Mechanism::polynomial)
-    return heads * 2 * pairs(n) * (h + d);  // S = Q K^T, then W V
-  const bool local = cfg.mechanism == Mechanism::polysketch_local ||
-                     cfg.mechanism == Mechanism::polysketch_learned_local;
-  const bool learned = cfg.mechanism == Mechanism::polysketch_learned ||
-                       cfg.mechanism == Mechanism::polysketch_learned_local;
-  const double r = cfg.p == 2 && !learned ? h : cfg.r;
+  if (!attention::uses_sketch(cfg.mechanism)) return heads * 2 * pairs(n) * (h + d);  // S = Q K^T, then W V
+  const bool local = attention::is_local(cfg.mechanism), learned = attention::is_learned(cfg.mechanism);
+  const double r = static_cast<double>(attention::feature_dim(cfg, s.head_dim));
   const double rp = r * (r + 1) / 2, dc = d + 1, b = cfg.block;
   // Diagonal blocks: dense products with features (dimension r) or, for *-local, q/k (h).
   const double full_blocks = std::floor(n / b), tail = n - full_blocks * b;
