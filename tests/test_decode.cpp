@@ -2,9 +2,11 @@
 // mechanism and prompt lengths around the block size; batched steps equal single ones; snapshots
 // round-trip and damaged or foreign ones are rejected; the sketch state has a constant size.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
 #include "kernels/rng.h"
 #include "polysketch/decode.h"
@@ -133,6 +135,60 @@ TEST_P(DecodeParity, BatchedStepsEqualSingleStepsAtMixedPositions) {
       const auto want = model.step(&one, &next[b], 1);
       expect_close(&got[b * cfg.vocab], want.data(), cfg.vocab, "sequence " + std::to_string(b));
     }
+  }
+}
+
+// Two threads stepping two sequences on one model at once (step is const: it reads the weights
+// and writes only its states) give exactly the tokens and logits of stepping them in turn.
+// Run under the tsan preset too (ctest --preset tsan), which checks for data races.
+TEST_P(DecodeParity, TwoThreadsStepTwoSequencesOnOneModelAsInTurn) {
+  const auto cfg = config_for(GetParam());
+  Model model(cfg);
+  perturb(model);
+  const std::vector<std::vector<int32_t>> prompts{random_tokens(9, 5), random_tokens(14, 6)};
+  constexpr int kSteps = 24;
+  // Greedy decoding of one sequence: its tokens and every step's logits.
+  auto decode = [&](size_t which, std::vector<int32_t>& tokens, std::vector<float>& logits) {
+    omp_set_num_threads(1);
+    DecodeState state(cfg);
+    auto last = model.prefill(state, prompts[which].data(), static_cast<int64_t>(prompts[which].size()));
+    const Model& shared = model;  // the concurrent part uses the model as const
+    for (int i = 0; i < kSteps; ++i) {
+      const int32_t t = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+      tokens.push_back(t);
+      DecodeState* one = &state;
+      last = shared.step(&one, &t, 1);
+      logits.insert(logits.end(), last.begin(), last.end());
+    }
+  };
+  std::vector<int32_t> want_tokens[2], got_tokens[2];
+  std::vector<float> want_logits[2], got_logits[2];
+  std::thread([&] {  // in turn, on a thread of its own (its OpenMP setting stays its own)
+    for (size_t s = 0; s < 2; ++s) decode(s, want_tokens[s], want_logits[s]);
+  }).join();
+  // Prefill mutates the model's scratch: the two threads prefill one after the other, then step
+  // at the same time.
+  DecodeState states[2] = {DecodeState(cfg), DecodeState(cfg)};
+  std::vector<float> last[2];
+  for (size_t s = 0; s < 2; ++s)
+    last[s] = model.prefill(states[s], prompts[s].data(), static_cast<int64_t>(prompts[s].size()));
+  const Model& shared = model;
+  auto run = [&](size_t s) {
+    omp_set_num_threads(1);
+    for (int i = 0; i < kSteps; ++i) {
+      const int32_t t = static_cast<int32_t>(std::max_element(last[s].begin(), last[s].end()) - last[s].begin());
+      got_tokens[s].push_back(t);
+      DecodeState* one = &states[s];
+      last[s] = shared.step(&one, &t, 1);
+      got_logits[s].insert(got_logits[s].end(), last[s].begin(), last[s].end());
+    }
+  };
+  std::thread a(run, 0), b(run, 1);
+  a.join();
+  b.join();
+  for (size_t s = 0; s < 2; ++s) {
+    EXPECT_EQ(got_tokens[s], want_tokens[s]) << "sequence " << s;
+    EXPECT_EQ(got_logits[s], want_logits[s]) << "sequence " << s;  // bit for bit
   }
 }
 

@@ -98,7 +98,9 @@ class ModelT {
   std::vector<T> prefill(DecodeStateT<T>& state, const int32_t* tokens, int64_t n);
   // Advances states[0..batch) (distinct, each at its own position) by tokens[b] each, in one
   // batched pass; returns logits [batch x vocab]. Positions may pass config().context.
-  std::vector<T> step(DecodeStateT<T>* const* states, const int32_t* tokens, int64_t batch);
+  // Const: it reads the weights and writes only the states, so several threads may step
+  // different states on one model at once (prefill and training still may not run beside it).
+  std::vector<T> step(DecodeStateT<T>* const* states, const int32_t* tokens, int64_t batch) const;
   // Identifies these weights and this configuration (CRC-32s): what a state snapshot is tied to.
   std::string identity();
 

@@ -217,8 +217,8 @@ std::string ModelT<T>::identity() {
 }
 
 template <typename T>
-std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* tokens, int64_t batch) {
-  auto& m = *impl_;
+std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* tokens, int64_t batch) const {
+  const auto& m = *impl_;
   const auto& cfg = config_;
   const int64_t d = cfg.width, nh = cfg.heads, hd = cfg.head_dim(), f = cfg.glu_hidden(), v = cfg.vocab;
   if (batch < 1) throw Error(fmt::format("step needs at least one sequence, got {}", batch));
@@ -280,8 +280,8 @@ template void check_decode_state<float>(const ModelConfig&, DecodeStateT<float>&
 template void check_decode_state<double>(const ModelConfig&, DecodeStateT<double>&);
 template void check_kv_room<float>(const ModelConfig&, const DecodeStateT<float>&, int64_t);
 template void check_kv_room<double>(const ModelConfig&, const DecodeStateT<double>&, int64_t);
-template std::vector<float> ModelT<float>::step(DecodeStateT<float>* const*, const int32_t*, int64_t);
-template std::vector<double> ModelT<double>::step(DecodeStateT<double>* const*, const int32_t*, int64_t);
+template std::vector<float> ModelT<float>::step(DecodeStateT<float>* const*, const int32_t*, int64_t) const;
+template std::vector<double> ModelT<double>::step(DecodeStateT<double>* const*, const int32_t*, int64_t) const;
 template std::string ModelT<float>::identity();
 template std::string ModelT<double>::identity();
 
