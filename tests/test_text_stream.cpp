@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 
+#include "data/corpus.h"
 #include "data/text_stream.h"
 #include "data/tokenizer.h"
 #include "kernels/rng.h"
@@ -39,7 +40,8 @@ std::string encode_utf8(uint32_t c) {
   return s;
 }
 
-// Whether s is valid UTF-8 (no U+FFFD either: it only appears where bytes were replaced).
+// Whether s is valid UTF-8 (NUL included, which check_utf8 refuses in a corpus) with no U+FFFD
+// (it appears where bytes were replaced).
 bool clean_utf8(const std::string& s) {
   std::vector<uint8_t> held;
   for (unsigned char b : s) {

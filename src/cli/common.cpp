@@ -28,7 +28,8 @@ int apply_runtime(const Runtime& r) {
   omp_set_num_threads(t);
   kernels::set_blas_threads(t);
   kernels::gemm_backend();  // measured now, on every thread, not inside a parallel region later
-  kernels::bf16_kernel();   // POLYSKETCH_BF16_KERNEL checked before any work
+  kernels::bf16_kernel();   // POLYSKETCH_BF16_KERNEL and POLYSKETCH_BF16 checked before any work
+  kernels::bf16_forced();
   std::string note;         // bf16 where it is slower than f32: said once, f32 products
   kernels::set_precision(kernels::effective_precision(p, &note));
   if (!note.empty()) fmt::print(stderr, "{}\n", note);

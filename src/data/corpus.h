@@ -2,6 +2,7 @@
 // and the deterministic train/validation split.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,10 @@ namespace polysketch::data {
 // bytes) or not valid UTF-8 (with the byte offset).
 std::string read_text_file(const std::string& path);
 void check_utf8(const std::string& text, const std::string& where);
+// The UTF-8 rules, one byte at a time (check_utf8 and data::TextStream use them): for `prefix` (a
+// valid, incomplete character, or empty), whether `next` keeps it valid (no overlong forms,
+// surrogates or code points past U+10FFFF), and if so whether the character is then complete.
+bool utf8_continues(const std::vector<uint8_t>& prefix, uint8_t next, bool* complete);
 
 // The whole King James Bible, printed by the `bible` command of Debian's bible-kjv package.
 std::string kjv_text();

@@ -44,8 +44,4 @@ class TextStream {
   std::string shown_;
 };
 
-// For the byte sequence `prefix` (a valid, incomplete UTF-8 character, or empty): whether `next`
-// keeps it valid UTF-8, and (if so) whether the character is then complete.
-bool utf8_continues(const std::vector<uint8_t>& prefix, uint8_t next, bool* complete);
-
 }  // namespace polysketch::data

@@ -256,14 +256,21 @@ void set_bf16_kernel(bool enabled) {
 Precision precision() { return g_precision; }
 std::string precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "f32"; }
 
-const Bf16Choice& bf16_choice() {
-  static const Bf16Choice choice = [] {
-    Bf16Choice c;
+bool bf16_forced() {
+  static const bool forced = [] {
     const char* env = std::getenv("POLYSKETCH_BF16");
     const std::string mode = env ? env : "auto";
     if (mode != "auto" && mode != "always")
       throw Error(fmt::format("POLYSKETCH_BF16='{}': expected auto or always", mode));
-    if (mode == "always") return c;
+    return mode == "always";
+  }();
+  return forced;
+}
+
+const Bf16Choice& bf16_choice() {
+  static const Bf16Choice choice = [] {
+    Bf16Choice c;
+    if (bf16_forced()) return c;
     // Equal work in both: seconds = flops / rate, summed over the dense and the per-thread product.
     const GemmBackend backend = gemm_backend();
     auto seconds = [&](Precision p) {

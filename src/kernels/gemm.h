@@ -54,6 +54,8 @@ struct Bf16Choice {
   double bf16_gflops = 0, f32_gflops = 0;  // over both products (0 when not measured: always)
 };
 const Bf16Choice& bf16_choice();
+// POLYSKETCH_BF16=always, read once; throws Error on a value other than auto/always.
+bool bf16_forced();
 // The precision products run at when `requested` is asked for: f32 for bf16 where it does not
 // pay. `note` (if not null) receives one line saying so, else stays empty.
 Precision effective_precision(Precision requested, std::string* note = nullptr);
