@@ -160,9 +160,10 @@ TEST_P(ContextParallelTest, ModelChunksEqualTheWholeModel) {
     targets[i] = ignored ? kIgnoreTarget : static_cast<int32_t>(rng.below(13));
     scored += !ignored;
   }
-  const double loss = model.forward(tokens.data(), targets.data(), batch, n, true, 77);
+  TrainCacheT<double> cache;
+  const double loss = model.forward(cache, tokens.data(), targets.data(), batch, n, 77);
   auto grads = model.zero_grads();
-  model.backward(grads);
+  model.backward(cache, grads);
 
   std::vector<double> c_loss(c.chunks);
   std::vector<std::vector<std::vector<double>>> c_grads(c.chunks);
@@ -181,9 +182,10 @@ TEST_P(ContextParallelTest, ModelChunksEqualTheWholeModel) {
       y.insert(y.end(), targets.begin() + b * n + i * len, targets.begin() + b * n + (i + 1) * len);
     }
     const ContextChunkT<double> chunk{&exchange, i * len, n, scored};
-    c_loss[i] = replicas[i]->forward(x.data(), y.data(), batch, len, true, 77, &chunk);
+    TrainCacheT<double> chunk_cache;
+    c_loss[i] = replicas[i]->forward(chunk_cache, x.data(), y.data(), batch, len, 77, &chunk);
     c_grads[i] = replicas[i]->zero_grads();
-    replicas[i]->backward(c_grads[i]);
+    replicas[i]->backward(chunk_cache, c_grads[i]);
   });
   EXPECT_EQ(c_loss[0], 0.0);  // nothing scored in chunk 0
   double sum = 0;

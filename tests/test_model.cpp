@@ -157,9 +157,10 @@ TEST_P(ModelGrad, WholeModelMatchesFiniteDifferences) {
   // Two positions unscored, as a synthetic task's are.
   const std::vector<int32_t> targets{4, kIgnoreTarget, 9, 10, 1, 3, 3, kIgnoreTarget, 5, 8};
   auto grads = model.zero_grads();
-  model.forward(tokens.data(), targets.data(), batch, len, true);
-  model.backward(grads);
-  auto loss = [&] { return model.forward(tokens.data(), targets.data(), batch, len, false); };
+  TrainCacheT<double> cache;
+  model.forward(cache, tokens.data(), targets.data(), batch, len);
+  model.backward(cache, grads);
+  auto loss = [&] { return model.loss(tokens.data(), targets.data(), batch, len); };
   auto params = model.params();
   for (size_t p = 0; p < params.size(); ++p)
     EXPECT_LT(max_rel_error(grads[p], numeric_grad(params[p]->value, loss), 1e-8), 1e-6)
@@ -173,10 +174,11 @@ TEST_P(ModelGrad, ReadyReportsEveryTensorOnceWhenFinal) {
   const std::vector<int32_t> tokens{1, 4, 2, 9, 10, 0, 3, 3, 7, 5};
   const std::vector<int32_t> targets{4, 2, 9, 10, 1, 3, 3, 6, 5, 8};
   auto grads = model.zero_grads();
-  model.forward(tokens.data(), targets.data(), 2, 5, true);
+  TrainCacheT<double> cache;
+  model.forward(cache, tokens.data(), targets.data(), 2, 5);
   std::vector<int> reported(grads.size(), 0);
   std::vector<std::vector<double>> at_report(grads.size());
-  model.backward(grads, [&](size_t begin, size_t end) {
+  model.backward(cache, grads, [&](size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) {
       ++reported[i];
       at_report[i] = grads[i];
@@ -214,7 +216,7 @@ TEST(ModelConfigJson, RoundTripAndErrors) {
 TEST(ModelErrors, TokensOutsideVocabulary) {
   Model model(tiny_config(Mechanism::softmax));
   const std::vector<int32_t> tokens{1, 11}, targets{2, 3};
-  EXPECT_THROW(model.forward(tokens.data(), targets.data(), 1, 2, false), Error);
+  EXPECT_THROW(model.loss(tokens.data(), targets.data(), 1, 2), Error);
 }
 
 }  // namespace

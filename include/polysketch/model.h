@@ -41,6 +41,10 @@ struct ModelConfig {
 
 template <typename T>
 class DecodeStateT;  // polysketch/decode.h
+namespace model {
+template <typename P, typename A>
+struct ModelTensors;  // src/model/weights.h
+}
 
 // Context parallelism (`polysketch train --context-parallel K`): this process holds tokens
 // [offset, offset + len) of every sequence of a batch; the other chunks are on the other members
@@ -54,6 +58,46 @@ struct ContextChunkT {
 };
 
 template <typename T>
+class ModelT;
+
+// Working memory of the inference calls (loss, logits, prefill, sketch_error): owned by the
+// caller, one per thread, reused from call to call so that large buffers are allocated once.
+// Calls given none use a temporary one.
+template <typename T>
+class WorkspaceT {
+ public:
+  WorkspaceT();
+  ~WorkspaceT();
+  WorkspaceT(WorkspaceT&&) noexcept;
+  WorkspaceT& operator=(WorkspaceT&&) noexcept;
+
+ private:
+  friend class ModelT<T>;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// What a training forward keeps for its backward (every layer's activations, d loss/d logits)
+// and their working memory: owned by the caller, reused step after step (fresh
+// multi-hundred-megabyte buffers every step would cost page faults and zero-filling).
+template <typename T>
+class TrainCacheT {
+ public:
+  TrainCacheT();
+  ~TrainCacheT();
+  TrainCacheT(TrainCacheT&&) noexcept;
+  TrainCacheT& operator=(TrainCacheT&&) noexcept;
+
+ private:
+  friend class ModelT<T>;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The weights, const once loaded: every computing call is const and writes only what the caller
+// passes (a workspace, a training cache, decoding states), so several threads may use one model
+// at once, each with its own.
+template <typename T>
 class ModelT {
  public:
   explicit ModelT(const ModelConfig& config);
@@ -63,54 +107,62 @@ class ModelT {
 
   const ModelConfig& config() const { return config_; }
 
-  // Every trainable tensor, in a fixed order with stable names (the safetensors keys).
+  // Every trainable tensor, in a fixed order with stable names (the safetensors keys). The
+  // non-const form is for loading and for the optimizer.
   std::vector<Param<T>*> params();
-  std::vector<std::vector<T>> zero_grads();
-  int64_t parameter_count();
+  std::vector<const Param<T>*> params() const;
+  std::vector<std::vector<T>> zero_grads() const;  // shaped like params()
+  int64_t parameter_count() const;
 
-  // Mean next-token cross-entropy of targets given tokens, both [batch x len], over the scored
-  // positions (targets in [0, vocab); kIgnoreTarget skips one; at least one must be scored).
-  // With train=true, dropout is active (seeded by dropout_seed) and activations are kept for backward().
-  // With `chunk`, tokens and targets are one chunk of longer sequences and the result is this
-  // chunk's share of the loss (its cross-entropy sum / chunk->scored): the shares of the group
-  // add up to the whole batch's loss, and backward's gradients likewise.
-  double forward(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
-                 bool train, uint64_t dropout_seed = 0, const ContextChunkT<T>* chunk = nullptr);
-  // Adds d(loss)/d(params) into grads (shaped like params()). Call after forward(train=true)
-  // (with a chunk: every member of the group calls backward). With `ready`, calls
+  // Training forward: mean next-token cross-entropy of targets given tokens, both
+  // [batch x len], over the scored positions (targets in [0, vocab); kIgnoreTarget skips one;
+  // at least one must be scored), with dropout (seeded by dropout_seed); keeps in `cache` what
+  // backward needs. With `chunk`, tokens and targets are one chunk of longer sequences and the
+  // result is this chunk's share of the loss (its cross-entropy sum / chunk->scored): the
+  // shares of the group add up to the whole batch's loss, and backward's gradients likewise.
+  double forward(TrainCacheT<T>& cache, const int32_t* tokens, const int32_t* targets,
+                 int64_t batch, int64_t len, uint64_t dropout_seed = 0,
+                 const ContextChunkT<T>* chunk = nullptr) const;
+  // Adds d(loss)/d(params) into grads (shaped like params()) for cache's forward, which it
+  // consumes (with a chunk: every member of the group calls backward). With `ready`, calls
   // ready(begin, end) as soon as the gradients of params()[begin, end) are complete: a layer at
   // a time, last layer first, then the embedding, output bias and final LayerNorm (e.g. to start
   // summing them over processes while backward goes on).
-  void backward(std::vector<std::vector<T>>& grads,
-                const std::function<void(size_t, size_t)>& ready = {});
+  void backward(TrainCacheT<T>& cache, std::vector<std::vector<T>>& grads,
+                const std::function<void(size_t, size_t)>& ready = {}) const;
 
-  // Logits [batch x len x vocab] for tokens [batch x len] (no dropout, nothing kept).
-  std::vector<T> logits(const int32_t* tokens, int64_t batch, int64_t len);
+  // The same loss without dropout, keeping nothing (evaluation).
+  double loss(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
+              WorkspaceT<T>* ws = nullptr) const;
+  // Logits [batch x len x vocab] for tokens [batch x len].
+  std::vector<T> logits(const int32_t* tokens, int64_t batch, int64_t len,
+                        WorkspaceT<T>* ws = nullptr) const;
 
   // Sketch mechanisms only: per layer, the relative error ||o - o_exact|| / ||o_exact|| of the
   // attention output against the exact polynomial attention with the same weights and inputs
   // (AttentionT::exact_forward), over tokens [batch x len]. Quadratic in len.
-  std::vector<double> sketch_error(const int32_t* tokens, int64_t batch, int64_t len);
+  std::vector<double> sketch_error(const int32_t* tokens, int64_t batch, int64_t len,
+                                   WorkspaceT<T>* ws = nullptr) const;
 
   // Decoding (polysketch/decode.h). prefill: consumes n >= 1 tokens into `state` and returns the
   // logits [vocab] of the last one. From an empty state it is one pass of the block algorithm;
   // a non-empty state (a loaded snapshot) is advanced token by token.
-  std::vector<T> prefill(DecodeStateT<T>& state, const int32_t* tokens, int64_t n);
+  std::vector<T> prefill(DecodeStateT<T>& state, const int32_t* tokens, int64_t n,
+                         WorkspaceT<T>* ws = nullptr) const;
   // Advances states[0..batch) (distinct, each at its own position) by tokens[b] each, in one
   // batched pass; returns logits [batch x vocab]. Positions may pass config().context.
-  // Const: it reads the weights and writes only the states, so several threads may step
-  // different states on one model at once (prefill and training still may not run beside it).
   std::vector<T> step(DecodeStateT<T>* const* states, const int32_t* tokens, int64_t batch) const;
   // Identifies these weights and this configuration (CRC-32s): what a state snapshot is tied to.
-  std::string identity();
+  std::string identity() const;
 
  private:
-  struct Impl;
   ModelConfig config_;
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<model::ModelTensors<Param<T>, std::unique_ptr<AttentionT<T>>>> weights_;
 };
 
 using Model = ModelT<float>;
+using Workspace = WorkspaceT<float>;
+using TrainCache = TrainCacheT<float>;
 using ContextChunk = ContextChunkT<float>;
 
 }  // namespace polysketch

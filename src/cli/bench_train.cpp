@@ -61,6 +61,7 @@ void run(const BenchTrainOptions& o) {
       Model model(config_for(o, name, n));
       train::AdamW opt(model.params(), {});
       auto grads = model.zero_grads();
+      TrainCache cache;
       kernels::Rng rng(7);
       std::vector<int32_t> x(static_cast<size_t>(o.batch * n)), y(x.size());
       for (auto& t : x) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(o.vocab)));
@@ -68,8 +69,8 @@ void run(const BenchTrainOptions& o) {
       std::vector<double> times;
       for (int i = 0; i < o.warmup + o.repeat; ++i) {  // warm-up steps first touch the buffers
         const auto t0 = std::chrono::steady_clock::now();
-        model.forward(x.data(), y.data(), o.batch, n, true);
-        model.backward(grads);
+        model.forward(cache, x.data(), y.data(), o.batch, n);
+        model.backward(cache, grads);
         opt.step(model.params(), grads, 1e-4);
         if (i >= o.warmup)
           times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

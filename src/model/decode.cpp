@@ -1,226 +1,73 @@
-// Decoding: the DecodeState (construction, size, snapshots) and ModelT::step, one token for each
-// of B sequences in one batched pass (dense layers as [B x ...] products, attention per sequence
-// and head against its own state).
+// Decoding with the model: prefill (a prompt through the block algorithm, into a state) and
+// step, one token for each of B sequences in one batched pass (the dense layers as [B x ...]
+// products, the attention of each sequence and head against its own state).
 #include <fmt/format.h>
 #include <omp.h>
-#include <zlib.h>
 
 #include <cmath>
-#include <cstring>
 
+#include "attention/mechanism.h"
 #include "kernels/vec.h"
-#include "model/config_fields.h"
 #include "model/decode_state.h"
 #include "model/layers.h"
-#include "model/model_impl.h"
-#include "util/atomic_file.h"
-#include "util/buffer.h"
-#include "util/memory.h"
+#include "model/trunk.h"
 #include "util/parallel.h"
 
 namespace polysketch {
 
-using kernels::gemm;
-
 template <typename T>
-DecodeStateT<T>::DecodeStateT(const ModelConfig& config)
-    : max_bytes(static_cast<int64_t>(util::physical_memory_bytes() / 2)),
-      config_(config),
-      impl_(std::make_unique<Impl>()) {
-  config_.validate();
-  if (!config_.attention.causal)
-    throw Error("decoding needs a causal model (this one was configured with causal=false)");
-  impl_->heads.resize(static_cast<size_t>(config_.layers * config_.heads));
-  for (auto& h : impl_->heads) attention::init_head_state(config_.attention, config_.head_dim(), h);
-}
-
-template <typename T>
-DecodeStateT<T>::~DecodeStateT() = default;
-template <typename T>
-DecodeStateT<T>::DecodeStateT(const DecodeStateT& other)
-    : max_bytes(other.max_bytes),
-      prefill_chunk(other.prefill_chunk),
-      config_(other.config_),
-      position_(other.position_),
-      impl_(std::make_unique<Impl>(*other.impl_)) {}
-template <typename T>
-DecodeStateT<T>::DecodeStateT(DecodeStateT&&) noexcept = default;
-template <typename T>
-DecodeStateT<T>& DecodeStateT<T>::operator=(DecodeStateT&&) noexcept = default;
-
-template <typename T>
-int64_t DecodeStateT<T>::bytes() const {
-  int64_t n = 0;
-  for (const auto& h : impl_->heads)
-    n += static_cast<int64_t>((h.z.size() + h.keys.size() + h.feats.size() + h.vals.size()) * sizeof(T));
-  return n;
-}
-
-template <typename T>
-const std::vector<T>& DecodeStateT<T>::last_logits() const {
-  return impl_->logits;
-}
-
-template <typename T>
-void check_decode_state(const ModelConfig& config, DecodeStateT<T>& state) {
-  if (!model::same_config(state.config(), config))
-    throw Error("this decoding state was made for a different model configuration");
-}
-
-template <typename T>
-void check_kv_room(const ModelConfig& config, const DecodeStateT<T>& state, int64_t tokens) {
-  if (attention::has_constant_state(config.attention.mechanism)) return;
-  // keys and values of every layer and head: 2 x width values per token and layer
-  const double grown = static_cast<double>(state.bytes()) +
-                       2.0 * sizeof(T) * static_cast<double>(config.layers * config.width) * static_cast<double>(tokens);
-  if (grown > static_cast<double>(state.max_bytes))
-    throw Error(fmt::format("{} KV cache at position {} + {} tokens would need {:.1f} MiB, over its "
-                            "limit of {:.1f} MiB (the sketch mechanisms decode in constant memory)",
-                            mechanism_name(config.attention.mechanism), state.position(), tokens,
-                            grown / 1048576.0, static_cast<double>(state.max_bytes) / 1048576.0));
-}
-
-// ---- snapshots ----------------------------------------------------------------------------
-// Little-endian: "PSKSTATE", u32 version, u32 sizeof(T), u32 identity length + identity,
-// i64 position, u64 heads, then per head: i64 count and four arrays (u64 length + values),
-// and a CRC-32 of everything before it.
-namespace {
-constexpr char kMagic[8] = {'P', 'S', 'K', 'S', 'T', 'A', 'T', 'E'};
-constexpr uint32_t kVersion = 1;
-
-struct Writer {
-  std::string out;
-  template <typename U>
-  void put(U v) { out.append(reinterpret_cast<const char*>(&v), sizeof(U)); }
-  template <typename U>
-  void array(const std::vector<U>& v) {
-    put<uint64_t>(v.size());
-    out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(U));
+std::vector<T> ModelT<T>::prefill(DecodeStateT<T>& state, const int32_t* tokens, int64_t n,
+                                  WorkspaceT<T>* ws) const {
+  if (n < 1) throw Error(fmt::format("prefill needs at least one token, got {}", n));
+  check_decode_state(config_, state);
+  const bool sketch = attention::has_constant_state(config_.attention.mechanism);
+  const int64_t b = config_.attention.block;
+  DecodeStateT<T>* one = &state;
+  int64_t done = 0;
+  // A KV cache continues token by token; a sketch state steps to the next block boundary, from
+  // where whole chunks go through the block algorithm.
+  while (done < n && state.position() > 0 && (!sketch || state.position() % b != 0))
+    step(&one, tokens + done++, 1);
+  if (done == n) return state.last_logits();
+  check_kv_room(config_, state, n - done);
+  // Chunks (a multiple of b) keep the prefill's working memory independent of n.
+  const int64_t chunk = sketch ? b * std::max<int64_t>(1, state.prefill_chunk / b) : n;
+  const int64_t h = config_.heads, hd = config_.head_dim();
+  auto& heads = state.impl().heads;
+  WorkspaceT<T> own;  // when the caller passed none
+  auto& mem = (ws ? *ws : own).impl_->trunk;
+  for (; done < n; done += chunk) {
+    const int64_t len = std::min(chunk, n - done);
+    const bool earlier = state.position() > 0;
+    const model::AttentionHook<T> hook = [&](size_t li, const T* q, const T* k, const T* v, T* o,
+                                             AttentionSaved<T>& saved) {
+      const auto& attn = *weights_->layers[li].attn;
+      const int64_t r = attn.feature_dim();
+      T* den = saved.row_stat.data();
+      util::parallel_for(h, omp_in_parallel() ? 1 : omp_get_max_threads(), [&](int64_t hh, int) {
+        auto& hs = heads[li * h + hh];
+        const int64_t at = hh * len * hd;
+        // Learned sketches: phi(q), phi(k) of this head as the forward pass saved them.
+        const T* phi = saved.features.empty() ? nullptr : saved.features.data() + hh * 2 * len * r;
+        if (earlier) attention::add_earlier_tokens(attn, hd, hs, len, q + at, o + at, den + hh * len, phi);
+        attention::append_tokens(attn, hd, hs, len, k + at, v + at, phi ? phi + len * r : nullptr);
+      });
+    };
+    model::TrunkPass<T> pass{tokens + done, 1, len};
+    pass.t0 = state.position();
+    pass.hook = &hook;
+    model::run_trunk(*weights_, config_, pass, mem);
+    state.advance(len);
   }
-};
-
-struct Reader {
-  const std::string& in;
-  const std::string& where;
-  size_t at = 0;
-  void need(uint64_t bytes) {
-    if (bytes > in.size() - at) throw Error(fmt::format("{}: truncated decoding state", where));
-  }
-  template <typename U>
-  U get() {
-    need(sizeof(U));
-    U v;
-    std::memcpy(&v, in.data() + at, sizeof(U));
-    at += sizeof(U);
-    return v;
-  }
-  template <typename U>
-  void array(std::vector<U>& v, size_t expected, bool exact) {
-    const uint64_t n = get<uint64_t>();
-    if (exact ? n != expected : n > expected)
-      throw Error(fmt::format("{}: a state tensor has {} values, the model needs {}{}", where, n,
-                              exact ? "" : "at most ", expected));
-    need(n * sizeof(U));
-    v.resize(n);
-    std::memcpy(v.data(), in.data() + at, n * sizeof(U));
-    at += n * sizeof(U);
-  }
-};
-
-uint32_t crc(const char* data, size_t n) {
-  return static_cast<uint32_t>(crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(data),
-                                     static_cast<uInt>(n)));
-}
-}  // namespace
-
-template <typename T>
-void DecodeStateT<T>::save(const std::string& path, const std::string& model_identity) const {
-  Writer w;
-  w.out.append(kMagic, 8);
-  w.put<uint32_t>(kVersion);
-  w.put<uint32_t>(sizeof(T));
-  w.put<uint32_t>(static_cast<uint32_t>(model_identity.size()));
-  w.out += model_identity;
-  w.put<int64_t>(position_);
-  w.put<uint64_t>(impl_->heads.size());
-  for (const auto& h : impl_->heads) {
-    w.put<int64_t>(h.count);
-    w.array(h.z);
-    w.array(h.keys);
-    w.array(h.feats);
-    w.array(h.vals);
-  }
-  w.array(impl_->logits);
-  w.put<uint32_t>(crc(w.out.data(), w.out.size()));
-  util::write_file_atomic(path, w.out);
-}
-
-template <typename T>
-DecodeStateT<T> DecodeStateT<T>::load(const std::string& path, const ModelConfig& config,
-                                      const std::string& model_identity) {
-  const std::string bytes = util::read_file(path);
-  if (bytes.size() < 8 + 4 || std::memcmp(bytes.data(), kMagic, 8) != 0)
-    throw Error(fmt::format("{}: not a polysketch decoding state (wrong magic)", path));
-  uint32_t stored;
-  std::memcpy(&stored, bytes.data() + bytes.size() - 4, 4);
-  if (crc(bytes.data(), bytes.size() - 4) != stored)
-    throw Error(fmt::format("{}: corrupt or truncated decoding state (checksum mismatch)", path));
-  const std::string body = bytes.substr(0, bytes.size() - 4);
-  Reader r{body, path};
-  r.at = 8;
-  if (const auto v = r.get<uint32_t>(); v != kVersion)
-    throw Error(fmt::format("{}: unsupported decoding state version {}", path, v));
-  if (r.get<uint32_t>() != sizeof(T)) throw Error(fmt::format("{}: decoding state of another precision", path));
-  const uint32_t id_len = r.get<uint32_t>();
-  r.need(id_len);
-  const std::string id = body.substr(r.at, id_len);
-  r.at += id_len;
-  if (id != model_identity)
-    throw Error(fmt::format("{}: this state was saved from another model (identity {}, this model "
-                            "is {})",
-                            path, id, model_identity));
-  DecodeStateT s(config);
-  s.position_ = r.get<int64_t>();
-  if (r.get<uint64_t>() != s.impl_->heads.size())
-    throw Error(fmt::format("{}: head count does not match the model", path));
-  const bool fixed = attention::has_constant_state(config.attention.mechanism);
-  const int64_t h = config.head_dim();
-  for (auto& head : s.impl_->heads) {
-    const attention::HeadState<T> empty = head;
-    head.count = r.get<int64_t>();
-    const int64_t cap = fixed ? config.attention.block - 1 : s.position_;
-    if (head.count < 0 || head.count > cap ||
-        head.count != (fixed ? s.position_ % config.attention.block : s.position_))
-      throw Error(fmt::format("{}: corrupt decoding state (row count {})", path, head.count));
-    const auto rows = static_cast<size_t>(fixed ? 0 : head.count);
-    r.array(head.z, empty.z.size(), true);
-    r.array(head.keys, fixed ? empty.keys.size() : rows * h, true);
-    r.array(head.feats, empty.feats.size(), true);
-    r.array(head.vals, fixed ? empty.vals.size() : rows * h, true);
-  }
-  r.array(s.impl_->logits, s.position_ > 0 ? static_cast<size_t>(config.vocab) : 0, true);
-  if (s.position_ < 0 || r.at != body.size())
-    throw Error(fmt::format("{}: corrupt decoding state", path));
-  return s;
-}
-
-// ---- the model's decoding pass ---------------------------------------------------------------
-
-template <typename T>
-std::string ModelT<T>::identity() {
-  uint32_t w = static_cast<uint32_t>(crc32(0L, Z_NULL, 0));
-  for (auto* p : params())
-    w = static_cast<uint32_t>(crc32(w, reinterpret_cast<const Bytef*>(p->value.data()),
-                                    static_cast<uInt>(p->value.size() * sizeof(T))));
-  const std::string cfg = config_.to_json();
-  return fmt::format("config-{:08x}-weights-{:08x}", crc(cfg.data(), cfg.size()), w);
+  model::output_logits(*weights_, mem.xf.data() + mem.xf.size() - config_.width, 1, state.impl().logits);
+  return state.last_logits();
 }
 
 template <typename T>
 std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* tokens, int64_t batch) const {
-  const auto& m = *impl_;
+  const auto& w = *weights_;
   const auto& cfg = config_;
-  const int64_t d = cfg.width, nh = cfg.heads, hd = cfg.head_dim(), f = cfg.glu_hidden(), v = cfg.vocab;
+  const int64_t d = cfg.width, nh = cfg.heads, hd = cfg.head_dim(), v = cfg.vocab;
   if (batch < 1) throw Error(fmt::format("step needs at least one sequence, got {}", batch));
   for (int64_t b = 0; b < batch; ++b) {
     if (!states[b]) throw Error("step: null decoding state");
@@ -231,42 +78,38 @@ std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* to
       throw Error(fmt::format("token id {} is outside the vocabulary [0, {})", tokens[b], v));
     check_kv_room(cfg, *states[b], 1);
   }
-  std::vector<T> x(static_cast<size_t>(batch * d)), y(x.size()), o(x.size()), proj(x.size());
-  std::vector<T> qkv(static_cast<size_t>(batch * 3 * d)), u(static_cast<size_t>(batch * 2 * f)),
-      g(static_cast<size_t>(batch * f));
+  std::vector<T> x(static_cast<size_t>(batch * d));
   const T scale = static_cast<T>(std::sqrt(static_cast<double>(d)));
   for (int64_t b = 0; b < batch; ++b) {
     T* row = &x[b * d];
     model::sinusoidal_row(states[b]->position(), d, row);
-    const T* e = m.embedding.value.data() + static_cast<int64_t>(tokens[b]) * d;
+    const T* e = w.embedding.value.data() + static_cast<int64_t>(tokens[b]) * d;
     for (int64_t i = 0; i < d; ++i) row[i] += scale * e[i];
   }
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  std::vector<std::vector<T>> scratch(static_cast<size_t>(threads));
-  for (size_t li = 0; li < m.layers.size(); ++li) {
-    auto& l = m.layers[li];
-    kernels::layernorm_forward(batch, d, x.data(), l.ln1_scale.value.data(), l.ln1_bias.value.data(), y.data());
-    gemm<T>(false, false, batch, 3 * d, d, T(1), y.data(), d, l.qkv.value.data(), 3 * d, T(0), qkv.data(), 3 * d);
-    for (int64_t b = 0; b < batch; ++b)  // q and k of every head: rows [b][0:d] and [b][d:2d]
-      model::rope_forward(&qkv[b * 3 * d], 2 * nh, 1, hd, states[b]->position());
-    util::parallel_for(batch * nh, threads, [&](int64_t i, int thread) {
-      const int64_t b = i / nh, hh = i % nh;
-      const T* row = &qkv[b * 3 * d];
-      attention::step_head(*l.attn, hd, states[b]->impl().heads[li * nh + hh], row + hh * hd,
-                           row + d + hh * hd, row + 2 * d + hh * hd, &o[b * d + hh * hd],
-                           scratch[static_cast<size_t>(thread)]);
-    });
-    gemm<T>(false, false, batch, d, d, T(1), o.data(), d, l.out.value.data(), d, T(0), proj.data(), d);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
-    kernels::layernorm_forward(batch, d, x.data(), l.ln2_scale.value.data(), l.ln2_bias.value.data(), y.data());
-    gemm<T>(false, false, batch, 2 * f, d, T(1), y.data(), d, l.glu_in.value.data(), 2 * f, T(0), u.data(), 2 * f);
-    model::glu_forward(g.data(), u.data(), batch, f);
-    gemm<T>(false, false, batch, d, f, T(1), g.data(), f, l.glu_out.value.data(), d, T(0), proj.data(), d);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
+  std::vector<std::vector<T>> head_scratch(static_cast<size_t>(threads));
+  model::BlockActs<T> acts;
+  model::BlockScratch<T> scratch;
+  for (size_t li = 0; li < w.layers.size(); ++li) {
+    const auto& attn = *w.layers[li].attn;
+    // Each row against its own sequence's state, head by head.
+    const model::Attend<T> attend = [&](T* qkv, T* merged) {
+      for (int64_t b = 0; b < batch; ++b)  // q and k of every head: rows [b][0:d] and [b][d:2d]
+        model::rope_forward(&qkv[b * 3 * d], 2 * nh, 1, hd, states[b]->position());
+      util::parallel_for(batch * nh, threads, [&](int64_t i, int thread) {
+        const int64_t b = i / nh, hh = i % nh;
+        const T* row = &qkv[b * 3 * d];
+        attention::step_head(attn, hd, states[b]->impl().heads[li * nh + hh], row + hh * hd,
+                             row + d + hh * hd, row + 2 * d + hh * hd, &merged[b * d + hh * hd],
+                             head_scratch[static_cast<size_t>(thread)]);
+      });
+    };
+    model::block_forward(w.layers[li], batch, x.data(), acts, scratch, false, attend);
   }
-  kernels::layernorm_forward(batch, d, x.data(), m.final_scale.value.data(), m.final_bias.value.data(), y.data());
+  std::vector<T> y(x.size());
+  kernels::layernorm_forward(batch, d, x.data(), w.final_scale.value.data(), w.final_bias.value.data(), y.data());
   std::vector<T> logits;
-  output_logits(m.embedding, m.output_bias, y, batch, d, v, logits);
+  model::output_logits(w, y.data(), batch, logits);
   for (int64_t b = 0; b < batch; ++b) {
     states[b]->advance(1);
     states[b]->impl().logits.assign(logits.begin() + b * v, logits.begin() + (b + 1) * v);
@@ -274,15 +117,11 @@ std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* to
   return logits;
 }
 
-template class DecodeStateT<float>;
-template class DecodeStateT<double>;
-template void check_decode_state<float>(const ModelConfig&, DecodeStateT<float>&);
-template void check_decode_state<double>(const ModelConfig&, DecodeStateT<double>&);
-template void check_kv_room<float>(const ModelConfig&, const DecodeStateT<float>&, int64_t);
-template void check_kv_room<double>(const ModelConfig&, const DecodeStateT<double>&, int64_t);
-template std::vector<float> ModelT<float>::step(DecodeStateT<float>* const*, const int32_t*, int64_t) const;
-template std::vector<double> ModelT<double>::step(DecodeStateT<double>* const*, const int32_t*, int64_t) const;
-template std::string ModelT<float>::identity();
-template std::string ModelT<double>::identity();
-
+#define POLYSKETCH_INSTANTIATE(T)                                                               \
+  template std::vector<T> ModelT<T>::prefill(DecodeStateT<T>&, const int32_t*, int64_t,         \
+                                             WorkspaceT<T>*) const;                             \
+  template std::vector<T> ModelT<T>::step(DecodeStateT<T>* const*, const int32_t*, int64_t) const;
+POLYSKETCH_INSTANTIATE(float)
+POLYSKETCH_INSTANTIATE(double)
+#undef POLYSKETCH_INSTANTIATE
 }  // namespace polysketch

@@ -51,7 +51,7 @@ int32_t sample(const std::vector<float>& all_logits, const SamplingOptions& o, k
   return order[keep - 1];
 }
 
-Generator::Generator(Model& model, DecodeState& state, const SamplingOptions& options)
+Generator::Generator(const Model& model, DecodeState& state, const SamplingOptions& options)
     : model_(model), state_(state), options_(options), rng_(kernels::Rng::derive(options.seed, 0x6e4e, 0)) {
   check_sampling(options);
 }

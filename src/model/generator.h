@@ -29,7 +29,7 @@ int32_t sample(const std::vector<float>& logits, const SamplingOptions& options,
 
 class Generator {
  public:
-  Generator(Model& model, DecodeState& state, const SamplingOptions& options);
+  Generator(const Model& model, DecodeState& state, const SamplingOptions& options);
   // Consumes the prompt (one prefill). An empty prompt on an empty state conditions on token 0.
   void prompt(std::vector<int32_t> ids);
   // Samples the next token from the state's last logits (among `allowed`, see sample()) and
@@ -37,7 +37,7 @@ class Generator {
   int32_t next(const std::vector<uint8_t>& allowed = {});
 
  private:
-  Model& model_;
+  const Model& model_;
   DecodeState& state_;
   SamplingOptions options_;
   kernels::Rng rng_;

@@ -14,7 +14,7 @@ namespace polysketch::train {
 namespace fs = std::filesystem;
 
 namespace {
-std::string encode_params(const std::vector<Param<float>*>& params,
+std::string encode_params(const std::vector<const Param<float>*>& params,
                           const std::vector<std::vector<float>>* values, const char* suffix) {
   std::vector<model::Tensor> tensors;
   tensors.reserve(params.size());
@@ -28,7 +28,7 @@ std::string encode_params(const std::vector<Param<float>*>& params,
 
 }  // namespace
 
-std::string save_checkpoint(const std::string& root, int64_t step, Model& model, AdamW* optimizer,
+std::string save_checkpoint(const std::string& root, int64_t step, const Model& model, AdamW* optimizer,
                             const std::string& tokenizer_bytes, const nlohmann::json& state) {
   const auto params = model.params();
   for (const auto* p : params)

@@ -19,7 +19,7 @@ namespace polysketch::train {
 
 // Returns the directory written. Refuses (Error) weights holding NaN or Inf. Re-saving an
 // existing step swaps the new directory in atomically (renameat2 RENAME_EXCHANGE).
-std::string save_checkpoint(const std::string& root, int64_t step, Model& model,
+std::string save_checkpoint(const std::string& root, int64_t step, const Model& model,
                             AdamW* optimizer, const std::string& tokenizer_bytes,
                             const nlohmann::json& state);
 

@@ -107,7 +107,7 @@ class OverlappedSum {
 };
 
 // ", non-finite gradients in: a, b, ..." naming the tensors (at most 5), for the divergence error.
-std::string nonfinite_gradients(Model& model, const std::vector<std::vector<float>>& grads) {
+std::string nonfinite_gradients(const Model& model, const std::vector<std::vector<float>>& grads) {
   const auto params = model.params();
   std::vector<std::string> names;
   for (size_t i = 0; i < grads.size(); ++i)
@@ -205,13 +205,14 @@ void for_each_eval_batch(const data::Dataset& data, int64_t context, int64_t bat
 }
 }  // namespace
 
-EvalResult evaluate(Model& model, const data::Dataset& data, int64_t context, int64_t batch,
+EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t context, int64_t batch,
                     int64_t batches) {
   const int64_t v = model.config().vocab;
   double loss = 0;
   int64_t scored = 0, correct = 0;
+  Workspace ws;
   for_each_eval_batch(data, context, batch, batches, [&](const auto& x, const auto& y, int64_t b) {
-    const auto logits = model.logits(x.data(), b, context);
+    const auto logits = model.logits(x.data(), b, context, &ws);
     const int64_t n = b * context;
     const int64_t s = n - std::count(y.begin(), y.end(), kIgnoreTarget);
     loss += model::cross_entropy(logits.data(), y.data(), n, v, static_cast<float*>(nullptr)) *
@@ -226,12 +227,13 @@ EvalResult evaluate(Model& model, const data::Dataset& data, int64_t context, in
   return {loss / static_cast<double>(scored), static_cast<double>(correct) / static_cast<double>(scored), scored};
 }
 
-std::vector<double> sketch_error(Model& model, const data::Dataset& data, int64_t context,
+std::vector<double> sketch_error(const Model& model, const data::Dataset& data, int64_t context,
                                  int64_t batch, int64_t batches) {
   std::vector<double> mean(static_cast<size_t>(model.config().layers), 0.0);
   int64_t count = 0;
+  Workspace ws;
   for_each_eval_batch(data, context, batch, batches, [&](const auto& x, const auto&, int64_t b) {
-    const auto e = model.sketch_error(x.data(), b, context);
+    const auto e = model.sketch_error(x.data(), b, context, &ws);
     for (size_t l = 0; l < mean.size(); ++l) mean[l] += e[l];
     ++count;
   });
@@ -402,6 +404,7 @@ TrainResult run_training(const TrainOptions& opts_in) {
   StopScope signals;
   const bool tty = isatty(2);
   auto grads = model.zero_grads();
+  TrainCache cache;
   std::vector<int32_t> x, y, xc, yc;
   std::optional<OverlappedSum> overlapped;  // a flat copy of the gradients: only with ranks to sum over
   if (ranks > 1) overlapped.emplace(grads);
@@ -425,14 +428,14 @@ TrainResult run_training(const TrainOptions& opts_in) {
         take_chunk(x, o.batch, ctx, World::context_rank(), cp, xc);
         take_chunk(y, o.batch, ctx, World::context_rank(), cp, yc);
         const ContextChunk chunk{&World::chunk_exchange(), World::context_rank() * (ctx / cp), ctx, scored};
-        loss += model.forward(xc.data(), yc.data(), o.batch, ctx / cp, true, dropout_seed, &chunk);
+        loss += model.forward(cache, xc.data(), yc.data(), o.batch, ctx / cp, dropout_seed, &chunk);
       } else {
-        loss += model.forward(x.data(), y.data(), o.batch, ctx, true, dropout_seed);
+        loss += model.forward(cache, x.data(), y.data(), o.batch, ctx, dropout_seed);
       }
       if (ranks > 1 && a == o.accum - 1)  // the gradients are final: sum them as they complete
-        model.backward(grads, [&](size_t begin, size_t end) { overlapped->ready(grads, begin, end); });
+        model.backward(cache, grads, [&](size_t begin, size_t end) { overlapped->ready(grads, begin, end); });
       else
-        model.backward(grads);
+        model.backward(cache, grads);
     }
     if (ranks > 1) {
       overlapped->finish(grads);

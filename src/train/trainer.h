@@ -60,11 +60,11 @@ struct EvalResult {
 
 // On the validation split: batch * batches windows of context+1 tokens evenly spaced over running
 // text, or as many whole examples of a synthetic task (scored on their answers only).
-EvalResult evaluate(Model& model, const data::Dataset& data, int64_t context, int64_t batch,
+EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t context, int64_t batch,
                     int64_t batches);
 
 // Sketch mechanisms: per layer, Model::sketch_error averaged over the batches evaluate() uses.
-std::vector<double> sketch_error(Model& model, const data::Dataset& data, int64_t context,
+std::vector<double> sketch_error(const Model& model, const data::Dataset& data, int64_t context,
                                  int64_t batch, int64_t batches);
 
 // Throws Error unless `context` suits the data (a synthetic task fixes it; text needs context+1 tokens).
