@@ -201,8 +201,9 @@ void bind_attention(py::module_& m, const char* name) {
 class PyModel {
  public:
   explicit PyModel(const std::string& checkpoint) : ck_(model::read_checkpoint(checkpoint)) {
-    model_ = std::make_unique<Model>(ck_.config);
-    model::load_weights(*model_, ck_.weights, ck_.dir + "/model.safetensors");
+    auto loaded = std::make_unique<Model>(ck_.config);
+    model::load_weights(*loaded, ck_.weights, ck_.dir + "/model.safetensors");
+    model_ = std::move(loaded);  // const from here: calls from several threads need no lock
     if (!ck_.tokenizer_bytes.empty())
       tokenizer_ = std::make_unique<data::Tokenizer>(
           data::Tokenizer::from_bytes(ck_.tokenizer_bytes, ck_.dir + "/tokenizer.model"));
@@ -214,7 +215,7 @@ class PyModel {
     if (!tokenizer_) throw Error(ck_.dir + " has no tokenizer (a synthetic task's model)");
     return *tokenizer_;
   }
-  Model& model() { return *model_; }
+  const Model& model() const { return *model_; }
 
   Array<float> logits(const Array<int32_t>& tokens) {
     if (tokens.ndim() != 2) throw Error("tokens must be [batch, len]");
@@ -222,7 +223,6 @@ class PyModel {
     if (b < 1 || len < 1) throw Error("tokens must hold at least one token");
     std::vector<float> out;
     {
-      std::lock_guard<std::mutex> lock(mutex_);
       py::gil_scoped_release release;
       ThreadScope threads;
       kernels::gemm_backend();
@@ -232,33 +232,30 @@ class PyModel {
     std::copy(out.begin(), out.end(), a.mutable_data());
     return a;
   }
-  std::mutex& mutex() { return mutex_; }
 
  private:
   model::Checkpoint ck_;
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<const Model> model_;
   std::unique_ptr<data::Tokenizer> tokenizer_;
-  std::mutex mutex_;
 };
 
-// One generation: its own decoding state; the model is shared (one call at a time). With `text`,
+// One generation: its own decoding state on the shared, const model (generators on several
+// threads run at once). With `text`,
 // tokens are drawn as `polysketch generate` draws them (data::TextStream's mask) and next_text()
 // streams the text; without, next() draws from the model's distribution unmasked.
 class PyGenerator {
  public:
   PyGenerator(PyModel& model, const std::vector<int32_t>& prompt, double temperature, int64_t top_k,
               double top_p, uint64_t seed, bool text)
-      : model_(model), state_(model.model().config()),
+      : state_(model.model().config()),
         gen_(model.model(), state_, model::SamplingOptions{temperature, top_k, top_p, seed}) {
     if (text) text_.emplace(model.tokenizer(), prompt);
-    std::lock_guard<std::mutex> lock(model_.mutex());
     py::gil_scoped_release release;
     ThreadScope threads;
     kernels::gemm_backend();
     gen_.prompt(prompt);
   }
   int32_t next() {
-    std::lock_guard<std::mutex> lock(model_.mutex());
     py::gil_scoped_release release;
     ThreadScope threads;
     return gen_.next(text_ ? text_->allowed() : std::vector<uint8_t>{});
@@ -272,7 +269,6 @@ class PyGenerator {
   int64_t position() const { return state_.position(); }
 
  private:
-  PyModel& model_;
   DecodeState state_;
   model::Generator gen_;
   std::optional<data::TextStream> text_;

@@ -71,3 +71,32 @@ def test_errors(trained, tmp_path):
         next(lm.generate("x", temperature=-1))
     with pytest.raises(ValueError, match="max_tokens"):
         next(lm.generate("x", max_tokens=-1))
+
+
+def test_threads_share_one_model_without_a_lock(trained):
+    """The model is const once loaded: generators and logits on several threads at once give
+    exactly what they give alone."""
+    import threading
+    data, run = trained
+    lm = polysketch.load(run)
+    tokens = polysketch.read_tokens(data / "val.bin")[:lm.config["context"]]
+    alone_text = {seed: list(lm.generate("And God said", max_tokens=25, seed=seed)) for seed in (1, 2)}
+    alone_logits = lm.logits(tokens)
+    failures = []
+
+    def work(i):
+        for _ in range(6):
+            if i % 2:
+                seed = 1 + i // 2 % 2
+                if list(lm.generate("And God said", max_tokens=25, seed=seed)) != alone_text[seed]:
+                    failures.append(f"thread {i}: generated text differs")
+            elif not np.array_equal(lm.logits(tokens), alone_logits):
+                failures.append(f"thread {i}: logits differ")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish within 120 s"
+    assert failures == []
