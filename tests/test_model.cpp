@@ -235,6 +235,16 @@ INSTANTIATE_TEST_SUITE_P(Mechanisms, ModelGrad,
                            return s;
                          });
 
+TEST(ModelConfig, ParameterCountIsExact) {
+  for (auto m : all_mechanisms())
+    for (int levels : {1, 3}) {
+      auto c = tiny_config(m);
+      c.attention.sketch_levels = levels;
+      c.attention.hidden_mult = 3;
+      EXPECT_EQ(c.parameter_count(), Model(c).parameter_count()) << mechanism_name(m) << " levels " << levels;
+    }
+}
+
 TEST(ModelConfigJson, RoundTripAndErrors) {
   auto c = tiny_config(Mechanism::polysketch_local);
   c.dropout = 0.1;

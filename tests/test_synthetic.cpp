@@ -16,6 +16,7 @@
 #include "reference.h"
 #include "test_util.h"
 #include "tiny_run.h"
+#include "eval/evaluate.h"
 #include "train/trainer.h"
 
 namespace polysketch::test {
@@ -176,10 +177,10 @@ TEST(SyntheticTraining, LearnsSelectiveCopyingFromTheAnswersAlone) {
   auto cfg = task_options("", "", Mechanism::softmax).model;
   cfg.vocab = d.vocab;
   Model fresh(cfg);
-  const auto e = train::evaluate(fresh, d, 24, 16, 8);
+  const auto e = eval::evaluate(fresh, d, 24, 16, 8);
   EXPECT_EQ(e.scored, 128);
   EXPECT_LT(e.accuracy, 0.45);
-  EXPECT_THROW(train::evaluate(fresh, d, 23, 16, 8), Error);  // the task fixes the context
+  EXPECT_THROW(eval::evaluate(fresh, d, 23, 16, 8), Error);  // the task fixes the context
 }
 
 // Naive double-precision exact polynomial attention with separate LayerNorms for q and k.

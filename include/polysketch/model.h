@@ -30,7 +30,7 @@ struct ModelConfig {
   int64_t head_dim() const { return width / heads; }
   int64_t glu_hidden() const { return (8 * width / 3) / 8 * 8; }
   void validate() const;  // throws Error naming the offending value
-  int64_t parameter_count() const;
+  int64_t parameter_count() const;  // exactly ModelT::parameter_count(), without building a model
   // Throws Error, naming the sizes, when the parameters (and, for train_tokens > 0, training
   // on that many tokens per micro-batch: gradients, AdamW state, activations) would need more
   // memory than the machine has. An estimate made before allocating anything.
@@ -131,9 +131,18 @@ class ModelT {
   void backward(TrainCacheT<T>& cache, std::vector<std::vector<T>>& grads,
                 const std::function<void(size_t, size_t)>& ready = {}) const;
 
-  // The same loss without dropout, keeping nothing (evaluation).
-  double loss(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
+  // Evaluation (no dropout, nothing kept): the mean cross-entropy over the scored positions,
+  // their number, and how many of them have their target as the model's first choice.
+  struct Score {
+    double loss = 0;
+    int64_t scored = 0, correct = 0;
+  };
+  Score score(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
               WorkspaceT<T>* ws = nullptr) const;
+  double loss(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
+              WorkspaceT<T>* ws = nullptr) const {
+    return score(tokens, targets, batch, len, ws).loss;
+  }
   // Logits [batch x len x vocab] for tokens [batch x len].
   std::vector<T> logits(const int32_t* tokens, int64_t batch, int64_t len,
                         WorkspaceT<T>* ws = nullptr) const;

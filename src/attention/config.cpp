@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 
+#include "attention/feature_maps.h"
 #include "attention/mechanism.h"
 
 namespace polysketch {
@@ -49,6 +50,12 @@ SketchType parse_sketch_type(std::string_view name) {
 }
 
 namespace attention {
+
+int64_t parameter_count(const AttentionConfig& cfg, int64_t head_dim) {
+  if (cfg.mechanism == Mechanism::softmax) return 0;
+  const int64_t layernorms = (is_local(cfg.mechanism) ? 4 : 2) * head_dim;
+  return layernorms + (is_learned(cfg.mechanism) ? learned_sketch_size(cfg, head_dim) : 0);
+}
 
 void validate_config(const AttentionConfig& cfg, int64_t head_dim, int64_t value_dim) {
   const std::string mech = mechanism_name(cfg.mechanism);

@@ -18,6 +18,8 @@ std::vector<std::vector<T>> draw_random_sketch(const AttentionConfig& cfg, int64
 // Learned sketch parameters appended to `params` (layout in learned_sketch.cpp).
 template <typename T>
 void init_learned_sketch(const AttentionConfig& cfg, int64_t head_dim, std::vector<Param<T>>& params);
+// How many values those parameters hold (without building them).
+int64_t learned_sketch_size(const AttentionConfig& cfg, int64_t head_dim);
 
 // Everything phi needs, borrowed from the owning AttentionT.
 template <typename T>

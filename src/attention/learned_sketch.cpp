@@ -140,6 +140,13 @@ void init_learned_sketch(const AttentionConfig& cfg, int64_t head_dim,
   }
 }
 
+int64_t learned_sketch_size(const AttentionConfig& cfg, int64_t head_dim) {
+  const Dims d{head_dim, static_cast<int64_t>(cfg.hidden_mult) * cfg.r, cfg.r, cfg.sketch_levels};
+  int64_t n = 0;
+  for (int l = 0; l < d.levels; ++l) n += 2 * d.level_in(l) + d.level_in(l) * d.hidden + d.hidden * d.r;
+  return 2 * n;  // chains f and g
+}
+
 namespace {
 // phi = sqrt(r) tanh(F * G / sqrt(r)); returns t = tanh(.) in `t` for backward.
 template <typename T>

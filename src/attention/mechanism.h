@@ -54,6 +54,9 @@ inline int64_t feature_dim(const AttentionConfig& cfg, int64_t head_dim) {
   return is_learned(cfg.mechanism) || cfg.p != 2 ? cfg.r : head_dim;
 }
 
+// Values in the parameters of one attention layer (AttentionT::params()), without building them.
+int64_t parameter_count(const AttentionConfig& cfg, int64_t head_dim);
+
 // Throws Error naming the offending value.
 void validate_config(const AttentionConfig& cfg, int64_t head_dim, int64_t value_dim);
 

@@ -1,4 +1,4 @@
-// polysketch train / eval: thin wrappers over train::run_training and train::evaluate.
+// polysketch train / eval: thin wrappers over train::run_training and eval::evaluate.
 #include <fmt/core.h>
 
 #include <cmath>
@@ -9,6 +9,8 @@
 #include "cli/common.h"
 #include "attention/mechanism.h"
 #include "data/dataset.h"
+#include "data/windows.h"
+#include "eval/evaluate.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 #include "util/atomic_file.h"
@@ -69,14 +71,14 @@ void run_eval(const EvalCli& e) {
     throw Error(fmt::format("{}: vocab {} does not match the checkpoint's {}", e.data, data.vocab,
                             ck.config.vocab));
   auto contexts = e.contexts.empty() ? std::vector<int64_t>{ck.config.context} : e.contexts;
-  for (int64_t ctx : contexts) train::check_context(data, ctx);
+  for (int64_t ctx : contexts) data::check_context(data, ctx);
   Model model(ck.config);
   model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
   for (int64_t ctx : contexts) {
-    const auto r = train::evaluate(model, data, ctx, e.batch, e.batches);
+    const auto r = eval::evaluate(model, data, ctx, e.batch, e.batches);
     if (!std::isfinite(r.loss))
       throw Error(fmt::format("context {}: validation loss is {} (the model's outputs overflow)", ctx, r.loss));
-    const auto err = e.sketch_error ? train::sketch_error(model, data, ctx, e.batch, e.batches)
+    const auto err = e.sketch_error ? eval::sketch_error(model, data, ctx, e.batch, e.batches)
                                     : std::vector<double>{};
     if (e.json) {
       nlohmann::json j{{"context", ctx}, {"loss", r.loss}, {"perplexity", std::exp(r.loss)},

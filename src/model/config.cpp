@@ -18,12 +18,9 @@ void ModelConfig::validate() const { model::check_config(*this, false); }
 
 int64_t ModelConfig::parameter_count() const {
   const int64_t d = width, f = glu_hidden();
-  const int64_t h = head_dim(), r = attention.r, hid = int64_t{attention.hidden_mult} * r;
-  int64_t attn = 0;  // the mechanism's own parameters (LayerNorms, learned sketch): small
-  if (attention.mechanism != Mechanism::softmax) attn += 4 * h;
-  if (attention::is_learned(attention.mechanism))
-    attn += 2 * attention.sketch_levels * (2 * std::max(h, int64_t{r}) + 2 * hid * std::max(h, int64_t{r}));
-  return vocab * d + vocab + 2 * d + layers * (4 * d + 4 * d * d + 3 * d * f + attn);
+  const int64_t block = 4 * d + 3 * d * d + d * d + 2 * d * f + f * d +
+                        attention::parameter_count(attention, head_dim());
+  return vocab * d + vocab + layers * block + 2 * d;
 }
 
 void ModelConfig::check_fits_in_memory(int64_t train_tokens) const {

@@ -165,16 +165,25 @@ double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const in
 }
 
 template <typename T>
-double ModelT<T>::loss(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
-                       WorkspaceT<T>* ws) const {
+typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t* targets,
+                                           int64_t batch, int64_t len, WorkspaceT<T>* ws) const {
   check_rows(batch, len);
-  check_targets(targets, batch * len, config_.vocab, true);
+  const int64_t n = batch * len, v = config_.vocab;
+  check_targets(targets, n, v, true);
   WorkspaceT<T> own;  // when the caller passed none
   auto& mem = (ws ? *ws : own).impl_->trunk;
   model::run_trunk(*weights_, config_, model::TrunkPass<T>{tokens, batch, len}, mem);
   std::vector<T> logits;
-  model::output_logits(*weights_, mem.xf.data(), batch * len, logits);
-  return model::cross_entropy(logits.data(), targets, batch * len, config_.vocab, static_cast<T*>(nullptr));
+  model::output_logits(*weights_, mem.xf.data(), n, logits);
+  Score s;
+  s.loss = model::cross_entropy(logits.data(), targets, n, v, static_cast<T*>(nullptr));
+  for (int64_t i = 0; i < n; ++i) {
+    if (targets[i] == kIgnoreTarget) continue;
+    const T* row = logits.data() + i * v;
+    s.correct += std::max_element(row, row + v) - row == targets[i];
+    ++s.scored;
+  }
+  return s;
 }
 
 template <typename T>

@@ -161,4 +161,20 @@ void World::barrier() {
 
 int64_t World::payload_bytes() { return g_sent; }
 
+OverlappedSum::OverlappedSum(const std::vector<std::vector<float>>& grads) : offset_(grads.size() + 1, 0) {
+  for (size_t i = 0; i < grads.size(); ++i) offset_[i + 1] = offset_[i] + grads[i].size();
+  flat_.resize(offset_.back());
+}
+
+void OverlappedSum::ready(const std::vector<std::vector<float>>& grads, size_t begin, size_t end) {
+  for (size_t i = begin; i < end; ++i) std::copy(grads[i].begin(), grads[i].end(), flat_.begin() + offset_[i]);
+  World::start_sum(flat_.data() + offset_[begin], static_cast<int64_t>(offset_[end] - offset_[begin]));
+}
+
+void OverlappedSum::finish(std::vector<std::vector<float>>& grads) {
+  World::finish_sums();
+  for (size_t i = 0; i < grads.size(); ++i)
+    std::copy(flat_.begin() + offset_[i], flat_.begin() + offset_[i + 1], grads[i].begin());
+}
+
 }  // namespace polysketch::train

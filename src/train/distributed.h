@@ -53,4 +53,18 @@ class World {
   static int64_t payload_bytes();
 };
 
+// The step's gradients summed over the ranks while the last backward pass runs: each group of
+// tensors the model reports complete is copied into its place in one flat buffer and its
+// allreduce started (World::start_sum); finish() waits and copies the sums back.
+class OverlappedSum {
+ public:
+  explicit OverlappedSum(const std::vector<std::vector<float>>& grads);
+  void ready(const std::vector<std::vector<float>>& grads, size_t begin, size_t end);
+  void finish(std::vector<std::vector<float>>& grads);
+
+ private:
+  std::vector<size_t> offset_;
+  std::vector<float> flat_;
+};
+
 }  // namespace polysketch::train

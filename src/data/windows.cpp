@@ -1,0 +1,39 @@
+#include "data/windows.h"
+
+#include <fmt/format.h>
+
+#include "polysketch/model.h"
+
+namespace polysketch::data {
+
+void check_context(const Dataset& data, int64_t context) {
+  if (data.synthetic() && context != data.example_tokens - 1)
+    throw Error(fmt::format("{} holds {} examples of {} tokens: --context must be {}, not {}",
+                            data.dir, data.task, data.example_tokens, data.example_tokens - 1, context));
+  for (const auto* split : {&data.train, &data.val})
+    if (static_cast<int64_t>(split->size()) < context + 1)
+      throw Error(fmt::format("{}: a split has {} tokens, fewer than context+1 = {}", data.dir,
+                              split->size(), context + 1));
+}
+
+uint64_t start_count(const std::vector<int32_t>& tokens, int64_t example_tokens, int64_t context) {
+  return example_tokens > 0 ? tokens.size() / static_cast<uint64_t>(example_tokens)
+                            : tokens.size() - static_cast<uint64_t>(context);
+}
+
+void fill_batch(const std::vector<int32_t>& tokens, const std::vector<uint8_t>& scored,
+                int64_t example_tokens, int64_t context, const std::vector<uint64_t>& starts,
+                std::vector<int32_t>& x, std::vector<int32_t>& y) {
+  x.resize(starts.size() * static_cast<size_t>(context));
+  y.resize(x.size());
+  for (size_t b = 0; b < starts.size(); ++b) {
+    const uint64_t start = example_tokens > 0 ? starts[b] * static_cast<uint64_t>(example_tokens) : starts[b];
+    for (int64_t t = 0; t < context; ++t) {
+      x[b * context + t] = tokens[start + t];
+      y[b * context + t] = example_tokens > 0 && !scored[start + t + 1] ? kIgnoreTarget
+                                                                         : tokens[start + t + 1];
+    }
+  }
+}
+
+}  // namespace polysketch::data

@@ -1,0 +1,25 @@
+// Training and evaluation windows cut from a split of a Dataset: running text as windows of
+// context + 1 tokens at any start, a synthetic task as its whole examples.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "data/dataset.h"
+
+namespace polysketch::data {
+
+// Throws Error unless `context` suits the data (a synthetic task fixes it; text needs context+1 tokens).
+void check_context(const Dataset& data, int64_t context);
+
+// Windows (or examples) of `tokens` that fit: the range window starts are drawn from or spread over.
+uint64_t start_count(const std::vector<int32_t>& tokens, int64_t example_tokens, int64_t context);
+
+// Fills x (inputs) and y (targets) with starts.size() sequences of `context` tokens: running
+// text as windows starting at starts[i]; a synthetic task's examples (whole, index starts[i])
+// with y = kIgnoreTarget where the token is not an answer.
+void fill_batch(const std::vector<int32_t>& tokens, const std::vector<uint8_t>& scored,
+                int64_t example_tokens, int64_t context, const std::vector<uint64_t>& starts,
+                std::vector<int32_t>& x, std::vector<int32_t>& y);
+
+}  // namespace polysketch::data

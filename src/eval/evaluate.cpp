@@ -1,0 +1,81 @@
+#include "eval/evaluate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "data/windows.h"
+
+namespace polysketch::eval {
+
+namespace {
+// The evaluation windows (or examples), batch by batch: body(x, y, rows).
+template <typename F>
+void for_each_eval_batch(const data::Dataset& data, int64_t context, int64_t batch, int64_t batches,
+                         F&& body) {
+  data::check_context(data, context);
+  const int64_t available = static_cast<int64_t>(data::start_count(data.val, data.example_tokens, context));
+  const int64_t windows = std::min(std::max<int64_t>(1, batch * batches),
+                                   data.synthetic() ? available : std::numeric_limits<int64_t>::max());
+  const int64_t last = available - 1;  // the last start that fits
+  std::vector<int32_t> x, y;
+  for (int64_t done = 0; done < windows;) {
+    const int64_t b = std::min(batch, windows - done);
+    std::vector<uint64_t> starts(static_cast<size_t>(b));
+    for (int64_t i = 0; i < b; ++i)
+      starts[i] = windows == 1 ? 0 : static_cast<uint64_t>((done + i) * last / (windows - 1));
+    data::fill_batch(data.val, data.val_scored, data.example_tokens, context, starts, x, y);
+    body(x, y, b);
+    done += b;
+  }
+}
+}  // namespace
+
+EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t context, int64_t batch,
+                    int64_t batches) {
+  double loss = 0;
+  int64_t scored = 0, correct = 0;
+  Workspace ws;
+  for_each_eval_batch(data, context, batch, batches, [&](const auto& x, const auto& y, int64_t b) {
+    const auto s = model.score(x.data(), y.data(), b, context, &ws);
+    loss += s.loss * static_cast<double>(s.scored);
+    scored += s.scored;
+    correct += s.correct;
+  });
+  return {loss / static_cast<double>(scored), static_cast<double>(correct) / static_cast<double>(scored), scored};
+}
+
+std::vector<double> sketch_error(const Model& model, const data::Dataset& data, int64_t context,
+                                 int64_t batch, int64_t batches) {
+  std::vector<double> mean(static_cast<size_t>(model.config().layers), 0.0);
+  int64_t count = 0;
+  Workspace ws;
+  for_each_eval_batch(data, context, batch, batches, [&](const auto& x, const auto&, int64_t b) {
+    const auto e = model.sketch_error(x.data(), b, context, &ws);
+    for (size_t l = 0; l < mean.size(); ++l) mean[l] += e[l];
+    ++count;
+  });
+  for (auto& m : mean) m /= static_cast<double>(count);
+  return mean;
+}
+
+double unigram_loss(const data::Dataset& data) {
+  // Over the scored tokens only (all of running text; a synthetic task's answers).
+  auto counted = [&](const std::vector<uint8_t>& scored, size_t i) { return !data.synthetic() || scored[i]; };
+  std::vector<double> count(static_cast<size_t>(data.vocab), 1.0);
+  double total = static_cast<double>(data.vocab);
+  for (size_t i = 0; i < data.train.size(); ++i)
+    if (counted(data.train_scored, i)) {
+      count[data.train[i]] += 1;
+      total += 1;
+    }
+  double loss = 0, n = 0;
+  for (size_t i = 0; i < data.val.size(); ++i)
+    if (counted(data.val_scored, i)) {
+      loss -= std::log(count[data.val[i]] / total);
+      n += 1;
+    }
+  return loss / n;
+}
+
+}  // namespace polysketch::eval

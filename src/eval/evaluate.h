@@ -1,0 +1,32 @@
+// Evaluation of a model on a Dataset's validation split (`polysketch eval`, and the trainer's
+// periodic validation).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "data/dataset.h"
+#include "polysketch/model.h"
+
+namespace polysketch::eval {
+
+struct EvalResult {
+  double loss = 0;      // mean cross-entropy (nats) over the scored tokens
+  double accuracy = 0;  // fraction of scored tokens that are the model's top prediction
+  int64_t scored = 0;
+};
+
+// batch * batches windows of context+1 tokens evenly spaced over the running text, or as many
+// whole examples of a synthetic task (scored on their answers only).
+EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t context, int64_t batch,
+                    int64_t batches);
+
+// Sketch mechanisms: per layer, Model::sketch_error averaged over the batches evaluate() uses.
+std::vector<double> sketch_error(const Model& model, const data::Dataset& data, int64_t context,
+                                 int64_t batch, int64_t batches);
+
+// Cross-entropy (nats/token) of the validation tokens under the add-one-smoothed unigram model of
+// the training tokens (a synthetic task: its answers only).
+double unigram_loss(const data::Dataset& data);
+
+}  // namespace polysketch::eval
