@@ -8,6 +8,7 @@
 #include <cmath>
 #include <thread>
 
+#include "attention/decode.h"
 #include "kernels/rng.h"
 #include "polysketch/decode.h"
 #include "polysketch/model.h"
@@ -184,6 +185,24 @@ INSTANTIATE_TEST_SUITE_P(Mechanisms, DecodeParity, ::testing::ValuesIn(all_mecha
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;
                          });
+
+// The head state stores values of the head's width: an attention whose values are narrower is
+// refused by every decoding entry point, not misread.
+TEST(DecodeState, ValueWidthOtherThanHeadWidthIsRefused) {
+  for (auto m : all_mechanisms()) {
+    AttentionConfig ac;
+    ac.mechanism = m;
+    ac.r = 4;
+    ac.block = 4;
+    const AttentionT<float> att(ac, 8, 4);
+    attention::HeadState<float> s;
+    attention::init_head_state(ac, 8, s);
+    std::vector<float> x(64, 0.5f), out(64), scratch;
+    EXPECT_THROW(attention::step_head(att, 8, s, x.data(), x.data(), x.data(), out.data(), scratch), Error)
+        << mechanism_name(m);
+    EXPECT_THROW(attention::append_tokens(att, 8, s, 4, x.data(), x.data()), Error) << mechanism_name(m);
+  }
+}
 
 TEST(DecodeState, SketchStateSizeIsConstantKvCacheGrows) {
   for (Mechanism m : {Mechanism::polysketch, Mechanism::polysketch_learned_local, Mechanism::softmax}) {

@@ -94,6 +94,8 @@ class AttentionT {
   AttentionT(const AttentionConfig& config, int64_t head_dim, int64_t value_dim);
 
   const AttentionConfig& config() const { return config_; }
+  int64_t head_dim() const { return head_dim_; }
+  int64_t value_dim() const { return value_dim_; }
   std::vector<Param<T>>& params() { return params_; }
   const std::vector<Param<T>>& params() const { return params_; }
 

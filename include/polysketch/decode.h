@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "polysketch/model.h"
+#include "polysketch/config.h"
 
 namespace polysketch {
 
@@ -51,10 +51,9 @@ class DecodeStateT {
                            const std::string& model_identity);
 
   struct Impl;  // internal (src/model/decode_state.h)
-  Impl& impl() { return *impl_; }
-  void advance(int64_t tokens) { position_ += tokens; }
 
  private:
+  friend struct DecodeAccess;  // internal: the model's passes (src/model/decode_state.h)
   ModelConfig config_;
   int64_t position_ = 0;
   std::unique_ptr<Impl> impl_;

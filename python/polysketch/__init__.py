@@ -150,12 +150,6 @@ class LanguageModel:
         piece that cannot continue valid UTF-8 (docs/PYTHON.md)."""
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < 0:
             raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
-        if not (0 <= temperature <= 1e3):
-            raise ValueError(f"temperature must be in [0, 1000], got {temperature}")
-        if not (0 < top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        if top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {top_k}")
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         ids = [int(i) for i in prompt_ids]

@@ -1,5 +1,7 @@
 #include "attention/decode.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -44,6 +46,15 @@ void fold_rows(HeadState<T>& s, int64_t m, int64_t r, int64_t d, const T* feats,
 
 }  // namespace
 
+// The state layout stores values of the head's width: other value widths are refused, not
+// misread.
+template <typename T>
+void check_decodable(const AttentionT<T>& att, int64_t h) {
+  if (att.head_dim() != h || att.value_dim() != h)
+    throw Error(fmt::format("decoding needs q, k and v of one width; this attention has head_dim {} "
+                            "and value_dim {} (called with {})", att.head_dim(), att.value_dim(), h));
+}
+
 template <typename T>
 void init_head_state(const AttentionConfig& cfg, int64_t h, HeadState<T>& s) {
   const int64_t d = h, b = cfg.block, r = feature_dim(cfg, h);
@@ -61,6 +72,7 @@ void append_tokens(const AttentionT<T>& att, int64_t h, HeadState<T>& s, int64_t
   const auto& cfg = att.config();
   const Mechanism m = cfg.mechanism;
   const int64_t d = h;
+  check_decodable(att, h);
   if (!uses_sketch(m)) {  // a KV cache
     const auto old = static_cast<size_t>(s.count * h);
     s.keys.resize(old + static_cast<size_t>(n * h));
@@ -92,6 +104,7 @@ template <typename T>
 void add_earlier_tokens(const AttentionT<T>& att, int64_t h, const HeadState<T>& s, int64_t n,
                         const T* q, T* out, T* den, const T* phi_q) {
   const int64_t d = h, r = att.feature_dim(), rp = kernels::packed_size(r);
+  check_decodable(att, h);
   std::vector<T> computed, ap(static_cast<size_t>(n * rp)), extra(static_cast<size_t>(n * (d + 1)));
   if (!phi_q) {
     std::vector<T> qn(static_cast<size_t>(n * h));
@@ -116,6 +129,7 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
   const auto& cfg = att.config();
   const Mechanism m = cfg.mechanism;
   const int64_t d = h;
+  check_decodable(att, h);
   // w [rows] = x . keys[0:rows]^T, then num [d+1] (+)= [w^T vals[0:rows] | sum w]: two
   // matrix-vector products per head (kernels::mat_vec, kernels::vec_mat).
   auto scores = [&](int64_t rows, const T* x, const T* keys, int64_t dim, T scale) {

@@ -30,20 +30,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// A KV cache of `n` random keys and values: what a prefill of n tokens leaves behind, in size and
-// in decode cost, for the quadratic mechanisms whose real prefill at long context takes minutes.
-void fill_kv_cache(DecodeState& s, int64_t n, int64_t head_dim, int64_t vocab, kernels::Rng& rng) {
-  for (auto& h : s.impl().heads) {
-    h.keys.resize(static_cast<size_t>(n * head_dim));
-    h.vals.resize(h.keys.size());
-    for (auto& x : h.keys) x = static_cast<float>(rng.normal() * 0.5);
-    for (auto& x : h.vals) x = static_cast<float>(rng.normal());
-    h.count = n;
-  }
-  s.impl().logits.assign(static_cast<size_t>(vocab), 0.f);
-  s.advance(n);
-}
-
 void run(const BenchDecodeOptions& o) {
   util::check_range("--decode", o.decode, 1, 1 << 20);
   for (int64_t c : o.contexts) util::check_range("--context", c, 1, int64_t{1} << 26);
@@ -102,7 +88,7 @@ void run(const BenchDecodeOptions& o) {
             model.prefill(*first, prompt.data(), ctx);
             prefill_s = seconds_since(t0);
           } else {
-            fill_kv_cache(*first, ctx, cfg.head_dim(), cfg.vocab, rng);
+            fill_synthetic_kv_cache(*first, ctx, rng.next_u64());
           }
         }
         std::vector<DecodeState> states(static_cast<size_t>(batch), *first);  // forks of one context

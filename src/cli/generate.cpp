@@ -31,7 +31,7 @@ struct GenerateOptions {
 
 void run(const GenerateOptions& o) {
   util::check_range("--max-tokens", o.max_tokens, 0, int64_t{1} << 30);
-  model::check_sampling(o.sampling);
+  model::check_sampling(o.sampling, true);
   apply_runtime(o.runtime);
   const auto ck = model::read_checkpoint(o.checkpoint);
   if (ck.tokenizer_bytes.empty())

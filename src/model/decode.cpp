@@ -33,7 +33,7 @@ std::vector<T> ModelT<T>::prefill(DecodeStateT<T>& state, const int32_t* tokens,
   // Chunks (a multiple of b) keep the prefill's working memory independent of n.
   const int64_t chunk = sketch ? b * std::max<int64_t>(1, state.prefill_chunk / b) : n;
   const int64_t h = config_.heads, hd = config_.head_dim();
-  auto& heads = state.impl().heads;
+  auto& heads = DecodeAccess::impl(state).heads;
   WorkspaceT<T> own;  // when the caller passed none
   auto& mem = (ws ? *ws : own).impl_->trunk;
   for (; done < n; done += chunk) {
@@ -57,9 +57,9 @@ std::vector<T> ModelT<T>::prefill(DecodeStateT<T>& state, const int32_t* tokens,
     pass.t0 = state.position();
     pass.hook = &hook;
     model::run_trunk(*weights_, config_, pass, mem);
-    state.advance(len);
+    DecodeAccess::advance(state, len);
   }
-  model::output_logits(*weights_, mem.xf.data() + mem.xf.size() - config_.width, 1, state.impl().logits);
+  model::output_logits(*weights_, mem.xf.data() + mem.xf.size() - config_.width, 1, DecodeAccess::impl(state).logits);
   return state.last_logits();
 }
 
@@ -99,7 +99,7 @@ std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* to
       util::parallel_for(batch * nh, threads, [&](int64_t i, int thread) {
         const int64_t b = i / nh, hh = i % nh;
         const T* row = &qkv[b * 3 * d];
-        attention::step_head(attn, hd, states[b]->impl().heads[li * nh + hh], row + hh * hd,
+        attention::step_head(attn, hd, DecodeAccess::impl(*states[b]).heads[li * nh + hh], row + hh * hd,
                              row + d + hh * hd, row + 2 * d + hh * hd, &merged[b * d + hh * hd],
                              head_scratch[static_cast<size_t>(thread)]);
       });
@@ -111,8 +111,8 @@ std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* to
   std::vector<T> logits;
   model::output_logits(w, y.data(), batch, logits);
   for (int64_t b = 0; b < batch; ++b) {
-    states[b]->advance(1);
-    states[b]->impl().logits.assign(logits.begin() + b * v, logits.begin() + (b + 1) * v);
+    DecodeAccess::advance(*states[b], 1);
+    DecodeAccess::impl(*states[b]).logits.assign(logits.begin() + b * v, logits.begin() + (b + 1) * v);
   }
   return logits;
 }

@@ -5,6 +5,8 @@
 
 #include <cstring>
 
+#include "attention/mechanism.h"
+#include "kernels/rng.h"
 #include "model/config_fields.h"
 #include "model/decode_state.h"
 #include "util/atomic_file.h"
@@ -202,6 +204,23 @@ std::string ModelT<T>::identity() const {
                                     static_cast<uInt>(p->value.size() * sizeof(T))));
   const std::string cfg = config_.to_json();
   return fmt::format("config-{:08x}-weights-{:08x}", crc(cfg.data(), cfg.size()), w);
+}
+
+void fill_synthetic_kv_cache(DecodeStateT<float>& s, int64_t n, uint64_t seed) {
+  const auto& cfg = s.config();
+  if (attention::has_constant_state(cfg.attention.mechanism) || s.position() != 0)
+    throw Error("a synthetic KV cache needs an empty state of a softmax or polynomial model");
+  kernels::Rng rng(seed);
+  const int64_t hd = cfg.head_dim();
+  for (auto& h : DecodeAccess::impl(s).heads) {
+    h.keys.resize(static_cast<size_t>(n * hd));
+    h.vals.resize(h.keys.size());
+    for (auto& x : h.keys) x = static_cast<float>(rng.normal() * 0.5);
+    for (auto& x : h.vals) x = static_cast<float>(rng.normal());
+    h.count = n;
+  }
+  DecodeAccess::impl(s).logits.assign(static_cast<size_t>(cfg.vocab), 0.f);
+  DecodeAccess::advance(s, n);
 }
 
 template class DecodeStateT<float>;

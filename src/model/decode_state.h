@@ -2,6 +2,7 @@
 // check that a state belongs to a model's configuration.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "attention/decode.h"
@@ -14,6 +15,19 @@ struct DecodeStateT<T>::Impl {
   std::vector<attention::HeadState<T>> heads;  // [layers * heads], layer-major
   std::vector<T> logits;                       // after the last token consumed
 };
+
+// The state's internals, for the model's passes (DecodeStateT's friend).
+struct DecodeAccess {
+  template <typename T>
+  static typename DecodeStateT<T>::Impl& impl(DecodeStateT<T>& s) { return *s.impl_; }
+  template <typename T>
+  static void advance(DecodeStateT<T>& s, int64_t tokens) { s.position_ += tokens; }
+};
+
+// KV-cache mechanisms: fills an empty state with n random keys and values (and zero logits),
+// what a prefill of n tokens leaves behind in size and in decode cost, for benchmarks of
+// contexts whose real prefill would take minutes.
+void fill_synthetic_kv_cache(DecodeStateT<float>& s, int64_t n, uint64_t seed);
 
 // Throws Error unless `state` was made for this configuration.
 template <typename T>

@@ -9,10 +9,10 @@
 
 namespace polysketch::model {
 
-void check_sampling(const SamplingOptions& o) {
-  util::check_positive("--top-p", o.top_p, 1.0);
-  util::check_range("--temperature", o.temperature, 0.0, 1e3);
-  util::check_range("--top-k", o.top_k, 0, int64_t{1} << 31);
+void check_sampling(const SamplingOptions& o, bool flag_names) {
+  util::check_positive(flag_names ? "--top-p" : "top_p", o.top_p, 1.0);
+  util::check_range(flag_names ? "--temperature" : "temperature", o.temperature, 0.0, 1e3);
+  util::check_range(flag_names ? "--top-k" : "top_k", o.top_k, 0, int64_t{1} << 31);
 }
 
 int32_t sample(const std::vector<float>& all_logits, const SamplingOptions& o, kernels::Rng& rng,
@@ -53,7 +53,7 @@ int32_t sample(const std::vector<float>& all_logits, const SamplingOptions& o, k
 
 Generator::Generator(const Model& model, DecodeState& state, const SamplingOptions& options)
     : model_(model), state_(state), options_(options), rng_(kernels::Rng::derive(options.seed, 0x6e4e, 0)) {
-  check_sampling(options);
+  check_sampling(options, false);
 }
 
 void Generator::prompt(std::vector<int32_t> ids) {

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "kernels/rng.h"
-#include "polysketch/decode.h"
+#include "polysketch/model.h"
 
 namespace polysketch::model {
 
@@ -18,8 +18,9 @@ struct SamplingOptions {
   uint64_t seed = 1;
 };
 
-// Throws Error naming the flag (--temperature, --top-k, --top-p) of an invalid value.
-void check_sampling(const SamplingOptions& options);
+// Throws Error naming the field (temperature, top_k, top_p) of an invalid value, or with
+// flag_names its command-line flag (--temperature, --top-k, --top-p).
+void check_sampling(const SamplingOptions& options, bool flag_names);
 
 // A token id drawn from logits under the options (temperature, then top-k, then top-p).
 // `allowed` (if not empty): per id, 0 where a token must not be drawn (data::TextStream's mask);
