@@ -15,8 +15,9 @@
 namespace polysketch::test {
 namespace {
 
-using kernels::GemmBackend;
-using kernels::Precision;
+// bf16 products as training runs them: oneDNN's matmul for large ones, our AVX512-BF16 kernel
+// for small and per-thread ones where the CPU has it.
+const ComputeContext kBf16{GemmBackend::openblas, Precision::bf16, true};
 
 struct Shape {
   int64_t m, n, k;
@@ -44,14 +45,14 @@ void reference(const Shape& s, float alpha, const std::vector<float>& a, int64_t
 }
 
 // Runs gemm<float> and returns max |C - ref| / (sum |a||b| + 1e-30) over the entries.
-double relative_error(const Shape& s, float alpha, float beta, uint64_t seed) {
+double relative_error(const ComputeContext& ctx, const Shape& s, float alpha, float beta, uint64_t seed) {
   const int64_t lda = (s.ta ? s.m : s.k) + 3, ldb = (s.tb ? s.k : s.n) + 1, ldc = s.n + 2;
   const auto a = cast<float>(random_vector(static_cast<size_t>((s.ta ? s.k : s.m) * lda), seed));
   const auto b = cast<float>(random_vector(static_cast<size_t>((s.tb ? s.n : s.k) * ldb), seed + 1));
   auto c = cast<float>(random_vector(static_cast<size_t>(s.m * ldc), seed + 2));
   std::vector<double> want, mag;
   reference(s, alpha, a, lda, b, ldb, beta, c, ldc, want, mag);
-  kernels::gemm<float>(s.ta, s.tb, s.m, s.n, s.k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+  kernels::gemm<float>(ctx, s.ta, s.tb, s.m, s.n, s.k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
   double worst = 0;
   for (int64_t i = 0; i < s.m; ++i)
     for (int64_t j = 0; j < s.n; ++j)
@@ -65,42 +66,37 @@ const std::vector<Shape> kShapes{
     {64, 48, 80, false, false},  {64, 48, 80, true, false}, {64, 48, 80, false, true},
     {64, 48, 80, true, true},    {300, 200, 160, false, false}, {9, 10, 0, false, false}};
 
-class GemmBackends : public ::testing::TestWithParam<GemmBackend> {
- protected:
-  void TearDown() override { kernels::set_gemm_backend(GemmBackend::automatic); }
-};
+class GemmBackends : public ::testing::TestWithParam<GemmBackend> {};
 
 // f32 accumulates k products with rounding 6e-8 each: k * 6e-8 relative to sum |a||b| bounds
 // it; 1e-5 covers k <= 528 with room, and any wrong index or transpose gives errors of order 1.
 TEST_P(GemmBackends, FloatMatchesDoubleOnEveryPath) {
-  kernels::set_gemm_backend(GetParam());
+  const ComputeContext ctx{GetParam(), Precision::f32, false};
   uint64_t seed = 10;
   for (const auto& s : kShapes)
     for (auto [alpha, beta] : {std::pair{1.f, 0.f}, std::pair{0.5f, 1.f}, std::pair{2.f, -0.75f}})
-      EXPECT_LT(relative_error(s, alpha, beta, seed++), 1e-5)
+      EXPECT_LT(relative_error(ctx, s, alpha, beta, seed++), 1e-5)
           << s.m << "x" << s.n << "x" << s.k << " ta " << s.ta << " tb " << s.tb << " alpha " << alpha << " beta " << beta;
 }
 
 INSTANTIATE_TEST_SUITE_P(Both, GemmBackends, ::testing::Values(GemmBackend::openblas, GemmBackend::onednn),
-                         [](const auto& info) { return kernels::gemm_backend_name(info.param); });
+                         [](const auto& info) { return gemm_backend_name(info.param); });
 
 // bf16 rounds each input to 8 significant bits (relative error <= 2^-9), so each product is off
 // by at most ~2^-8 of |a||b|, plus f32 accumulation: 2^-7 of sum |a||b| is a strict bound. The
 // error must also exceed f32's (1e-5) on each shape: proof that a bf16 path ran.
 TEST(GemmBf16, WithinItsRoundingBoundAndReallyBf16) {
-  kernels::set_precision(Precision::bf16);
   // Large products (oneDNN matmul) and small ones (the AVX512-BF16 kernel where the CPU has it;
   // 96 rows: split over the threads outside a parallel region).
   for (const Shape& s : {Shape{300, 200, 160, false, false}, Shape{256, 96, 256, true, false},
                          Shape{200, 256, 128, false, true}, Shape{96, 48, 80, false, true},
                          Shape{64, 48, 80, true, false}}) {
-    const double e = relative_error(s, 1.5f, 0.5f, 77);
+    const double e = relative_error(kBf16, s, 1.5f, 0.5f, 77);
     EXPECT_LT(e, 1.0 / 128) << s.m << "x" << s.n << "x" << s.k;
     if (s.m * s.n * s.k >= 1 << 21 || kernels::bf16_small_gemm_available()) {
       EXPECT_GT(e, 1e-4) << s.m << "x" << s.n << "x" << s.k;
     }
   }
-  kernels::set_precision(Precision::f32);
 }
 
 // Round to nearest even, as the bf16 paths round their inputs (NaN aside: none here).
@@ -209,13 +205,12 @@ TEST(GemmBf16, PackedBlocksAreTheProductsOfTheirRoundedBlocks) {
 // 8 bits make outputs good to ~1%; 5e-2 of the largest output still catches any wrong weight,
 // mask or block (errors of order 1).
 TEST(GemmBf16, AttentionOfEveryMechanismStaysClose) {
-  kernels::set_precision(Precision::bf16);
   for (Mechanism m : all_mechanisms()) {
     AttentionConfig cfg;
     cfg.mechanism = m;
     cfg.r = 16;
     cfg.block = 64;
-    AttentionT<float> att(cfg, 32, 32);
+    AttentionT<float> att(cfg, 32, 32, kBf16);
     perturb_params(att, 5);
     const AttentionShape shape{1, 2, 300, 32, 32};
     const size_t size = 2 * 300 * 32;
@@ -226,7 +221,6 @@ TEST(GemmBf16, AttentionOfEveryMechanismStaysClose) {
     const auto want = reference_attention(att, shape, q, k, v);
     EXPECT_LT(max_rel_error(std::vector<double>(out.begin(), out.end()), want), 5e-2) << mechanism_name(m);
   }
-  kernels::set_precision(Precision::f32);
 }
 
 // Backward in bf16 against the same attention in double: inputs of every product rounded to 8
@@ -246,7 +240,7 @@ TEST(GemmBf16, AttentionBackwardOfEveryMechanismStaysClose) {
         cfg.block = 64;
         cfg.threads = 2;
         if (n % cfg.block && m != Mechanism::softmax && m != Mechanism::polynomial) continue;
-        AttentionT<float> att(cfg, 32, 32);
+        AttentionT<float> att(cfg, 32, 32, kBf16);
         AttentionT<double> ref(cfg, 32, 32);
         perturb_params(att, 5);
         perturb_params(ref, 5);
@@ -255,10 +249,8 @@ TEST(GemmBf16, AttentionBackwardOfEveryMechanismStaysClose) {
         const auto q = random_vector(size, 1), k = random_vector(size, 2), v = random_vector(size, 3),
                    dout = random_vector(size, 4);
         const auto want = forward_backward(ref, shape, q, k, v, dout);
-        kernels::set_precision(Precision::bf16);
         const auto got = forward_backward(att, shape, cast<float>(q), cast<float>(k), cast<float>(v),
                                           cast<float>(dout));
-        kernels::set_precision(Precision::f32);
 
         auto check = [&](const std::vector<float>& bf16, const std::vector<double>& exact,
                          const std::string& what, double tolerance = 5e-2) {

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "polysketch/compute.h"
 #include "polysketch/error.h"
 #include "polysketch/param.h"
 
@@ -91,9 +92,12 @@ class AttentionT {
   // Validates the configuration (throws Error), initialises parameters deterministically from
   // (seed, layer) (LayerNorm: scale 1, bias 0; dense weights: N(0, 1/fan_in)) and draws the
   // random sketch matrices.
-  AttentionT(const AttentionConfig& config, int64_t head_dim, int64_t value_dim);
+  // Its products run as `ctx` says (polysketch/compute.h; the default: f32 on OpenBLAS).
+  AttentionT(const AttentionConfig& config, int64_t head_dim, int64_t value_dim,
+             const ComputeContext& ctx = {});
 
   const AttentionConfig& config() const { return config_; }
+  const ComputeContext& context() const { return ctx_; }
   int64_t head_dim() const { return head_dim_; }
   int64_t value_dim() const { return value_dim_; }
   std::vector<Param<T>>& params() { return params_; }
@@ -139,6 +143,7 @@ class AttentionT {
   void check_chunk(const AttentionShape& shape) const;
 
   AttentionConfig config_;
+  ComputeContext ctx_;
   int64_t head_dim_, value_dim_, feature_dim_ = 0;
   std::vector<Param<T>> params_;
   std::vector<std::vector<T>> sketch_;

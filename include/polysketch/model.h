@@ -78,12 +78,15 @@ class TrainCacheT {
 template <typename T>
 class ModelT {
  public:
-  explicit ModelT(const ModelConfig& config);
+  // Its products (and its attention's) run as `ctx` says (polysketch/compute.h; the default:
+  // f32 on OpenBLAS; make_compute_context picks this machine's best).
+  explicit ModelT(const ModelConfig& config, const ComputeContext& ctx = {});
   ~ModelT();
   ModelT(const ModelT&) = delete;
   ModelT& operator=(const ModelT&) = delete;
 
   const ModelConfig& config() const { return config_; }
+  const ComputeContext& context() const { return ctx_; }
 
   // Every trainable tensor, in a fixed order with stable names (the safetensors keys). The
   // non-const form is for loading and for the optimizer.
@@ -144,6 +147,7 @@ class ModelT {
 
  private:
   ModelConfig config_;
+  ComputeContext ctx_;
   std::unique_ptr<model::ModelTensors<Param<T>, std::unique_ptr<AttentionT<T>>>> weights_;
 };
 

@@ -25,8 +25,9 @@ using namespace attention;
 using util::parallel_for;
 
 template <typename T>
-AttentionT<T>::AttentionT(const AttentionConfig& config, int64_t head_dim, int64_t value_dim)
-    : config_(config), head_dim_(head_dim), value_dim_(value_dim) {
+AttentionT<T>::AttentionT(const AttentionConfig& config, int64_t head_dim, int64_t value_dim,
+                          const ComputeContext& ctx)
+    : config_(config), ctx_(ctx), head_dim_(head_dim), value_dim_(value_dim) {
   validate_config(config, head_dim, value_dim);
   const Mechanism m = config.mechanism;
   if (m == Mechanism::softmax) return;
@@ -59,7 +60,7 @@ template <typename T>
 void AttentionT<T>::feature_map(int64_t rows, const T* x, T* phi) const {
   if (!uses_sketch(config_.mechanism))
     throw Error(fmt::format("{} has no sketch feature map", mechanism_name(config_.mechanism)));
-  phi_forward(make_feature_map(config_, head_dim_, feature_dim_, sketch_, params_), rows, x, phi);
+  phi_forward(make_feature_map(ctx_, config_, head_dim_, feature_dim_, sketch_, params_), rows, x, phi);
 }
 
 template <typename T>
@@ -94,6 +95,7 @@ namespace {
 
 template <typename T>
 struct HeadContext {
+  const ComputeContext& ctx;
   const AttentionConfig& cfg;
   int64_t n, h, d;
   const std::vector<Param<T>>& params;
@@ -104,7 +106,7 @@ struct HeadContext {
   int64_t rows_per_task() const { return std::max<int64_t>(cfg.block, 64); }
   int64_t tasks() const { return (n + rows_per_task() - 1) / rows_per_task(); }
   FeatureMap<T> feature_map() const {
-    return make_feature_map(cfg, h, feature_dim, sketch, params);
+    return make_feature_map(ctx, cfg, h, feature_dim, sketch, params);
   }
   // body(row0, rows, thread) over row ranges, in parallel.
   template <typename F>
@@ -133,7 +135,7 @@ struct HeadContext {
     });
   }
   SketchHead<T> sketch_head(const T* a, const T* b, const T* v, const T* qn, const T* kn) const {
-    SketchHead<T> s{n, feature_dim, d, cfg.block, a, b, v, cfg.causal};
+    SketchHead<T> s{&ctx, n, feature_dim, d, cfg.block, a, b, v, cfg.causal};
     if (is_local(cfg.mechanism)) {
       s.qn = qn;
       s.kn = kn;
@@ -187,7 +189,7 @@ void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const 
   const auto& cfg = hc.cfg;
   const int64_t n = hc.n, h = hc.h, d = hc.d;
   if (cfg.mechanism == Mechanism::softmax) {
-    softmax_forward(n, h, d, q, k, v, cfg.causal, hc.threads, out, stat);
+    softmax_forward(hc.ctx, n, h, d, q, k, v, cfg.causal, hc.threads, out, stat);
     return;
   }
   T* qn = util::grown(ws.qn, n * h);
@@ -196,7 +198,7 @@ void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const 
   if (cfg.mechanism == Mechanism::polynomial || exact) {
     const T* c = ones_column(ws, n, d, v);
     T* num = util::grown(ws.num, n * (d + 1));
-    poly_attention_forward(n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, hc.threads, num);
+    poly_attention_forward(hc.ctx, n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, hc.threads, num);
     normalize_rows(n, d, num, out, stat);
     return;
   }
@@ -216,7 +218,7 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
   const auto& cfg = hc.cfg;
   const int64_t n = hc.n, h = hc.h, d = hc.d;
   if (cfg.mechanism == Mechanism::softmax) {
-    softmax_backward(n, h, d, q, k, v, out, dout, stat, cfg.causal, hc.threads, dq, dk, dv);
+    softmax_backward(hc.ctx, n, h, d, q, k, v, out, dout, stat, cfg.causal, hc.threads, dq, dk, dv);
     return;
   }
   T* qn = util::grown(ws.qn, n * h);
@@ -230,7 +232,7 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
     T* g = util::grown(ws.g, n * (d + 1));
     T* dc = util::grown(ws.num, n * (d + 1));
     normalizer_grad(n, d, out, dout, stat, g);
-    poly_attention_backward(n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, hc.threads, g, dq, dk, dc);
+    poly_attention_backward(hc.ctx, n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, hc.threads, g, dq, dk, dc);
     for (int64_t i = 0; i < n; ++i) std::copy(dc + i * (d + 1), dc + i * (d + 1) + d, dv + i * d);
   } else {
     const int64_t r = hc.feature_dim;
@@ -294,7 +296,7 @@ void AttentionT<T>::forward_impl(const AttentionShape& shape, const T* q, const 
   const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
   const int64_t heads = shape.batch * shape.heads, n = shape.n, h = head_dim_, d = value_dim_;
   const int outer = heads >= threads ? threads : 1;
-  const HeadContext<T> hc{config_, n, h, d, params_, sketch_, feature_dim_,
+  const HeadContext<T> hc{ctx_, config_, n, h, d, params_, sketch_, feature_dim_,
                           outer == 1 ? threads : 1};
   std::vector<T> local_stat;
   std::vector<T>& stat = saved ? saved->row_stat : local_stat;
@@ -361,7 +363,7 @@ void AttentionT<T>::backward(const AttentionShape& shape, const T* q, const T* k
     throw Error("backward: saved features do not match the shape (pass the AttentionSaved of the "
                 "matching forward call)");
   const int outer = heads >= threads ? threads : 1;
-  const HeadContext<T> hc{config_, n, h, d, params_, sketch_, feature_dim_,
+  const HeadContext<T> hc{ctx_, config_, n, h, d, params_, sketch_, feature_dim_,
                           outer == 1 ? threads : 1};
   const int64_t ss = kernels::packed_size(feature_dim_) * (d + 1);  // state per head
   std::vector<T> grad_in;  // context parallelism: the later chunks' gradient state, per head

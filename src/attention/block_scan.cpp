@@ -108,12 +108,12 @@ int scan_threads(int threads, int64_t blocks) {
 
 // h [rp x dc] = pack(x)^T y, for x [m x r] and y [m x dc].
 template <typename T>
-void packed_transpose_product(Scratch<T>& sc, int64_t m, int64_t r, const T* x, const T* y,
+void packed_transpose_product(const ComputeContext& ctx, Scratch<T>& sc, int64_t m, int64_t r, const T* x, const T* y,
                               int64_t dc, T* h) {
   const int64_t rp = kernels::packed_size(r);
   T* xp = util::grown(sc.packed, m * rp);
   kernels::pack_self_tensor(m, r, x, r, xp);
-  kernels::gemm<T>(true, false, rp, dc, m, T(1), xp, rp, y, dc, T(0), h, dc);
+  kernels::gemm<T>(ctx, true, false, rp, dc, m, T(1), xp, rp, y, dc, T(0), h, dc);
 }
 
 // The key-side state of block l: H_l = pack(B_l)^T C_l.
@@ -121,7 +121,7 @@ template <typename T>
 void key_state(const SketchHead<T>& s, Scratch<T>& sc, int64_t l, T* h) {
   const int64_t j0 = l * s.block, m = std::min(s.block, s.n - j0);
   const T* c = build_c(sc, s.v + j0 * s.d, m, s.d);
-  packed_transpose_product(sc, m, s.r, s.b + j0 * s.r, c, s.d + 1, h);
+  packed_transpose_product(*s.ctx, sc, m, s.r, s.b + j0 * s.r, c, s.d + 1, h);
 }
 
 // state = sum over blocks of contrib(l, H_l): per-thread partial sums over contiguous block
@@ -149,7 +149,7 @@ void grad_state(const SketchHead<T>& s, Scratch<T>& sc, int64_t l, const T* out,
                 const T* den, T* h) {
   const int64_t i0 = l * s.block, m = std::min(s.block, s.n - i0);
   const T* g = build_g(sc, out + i0 * s.d, dout + i0 * s.d, den + i0, m, s.d);
-  packed_transpose_product(sc, m, s.r, s.a + i0 * s.r, g, s.d + 1, h);
+  packed_transpose_product(*s.ctx, sc, m, s.r, s.a + i0 * s.r, g, s.d + 1, h);
 }
 
 }  // namespace
@@ -197,14 +197,14 @@ void sketch_forward(const SketchHead<T>& s, int threads, T* out, T* den) {
     std::fill(nl, nl + m * dc, T(0));
     const TileMask mask{s.causal, 0};
     if (s.qn) {
-      poly_tile_forward<T>(m, m, s.h, s.qn + i0 * s.h, s.h, s.kn + i0 * s.h, s.h, c, dc, s.p, mask,
+      poly_tile_forward<T>(*s.ctx, m, m, s.h, s.qn + i0 * s.h, s.h, s.kn + i0 * s.h, s.h, c, dc, s.p, mask,
                            nl, sc.tile);
     } else {
-      poly_tile_forward<T>(m, m, r, s.a + i0 * r, r, s.b + i0 * r, r, c, dc, 2, mask, nl, sc.tile);
+      poly_tile_forward<T>(*s.ctx, m, m, r, s.a + i0 * r, r, s.b + i0 * r, r, c, dc, 2, mask, nl, sc.tile);
     }
     T* ap = util::grown(sc.packed, m * rp);
     kernels::pack_self_tensor(m, r, s.a + i0 * r, r, ap);
-    kernels::gemm<T>(false, false, m, dc, rp, T(1), ap, rp, z, dc, T(1), nl, dc);
+    kernels::gemm<T>(*s.ctx, false, false, m, dc, rp, T(1), ap, rp, z, dc, T(1), nl, dc);
     normalize_rows(m, d, nl, out + i0 * d, den + i0);
   };
   block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, s.z_in, contrib, consume);
@@ -238,15 +238,15 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
     std::fill(dcl, dcl + m * dc, T(0));
     const TileMask mask{s.causal, 0};
     if (s.qn) {
-      poly_tile_backward<T>(m, m, s.h, s.qn + i0 * s.h, s.h, s.kn + i0 * s.h, s.h, c, dc, s.p,
+      poly_tile_backward<T>(*s.ctx, m, m, s.h, s.qn + i0 * s.h, s.h, s.kn + i0 * s.h, s.h, c, dc, s.p,
                             mask, g, dqn + i0 * s.h, s.h, dkn + i0 * s.h, s.h, dcl, sc.tile);
     } else {
-      poly_tile_backward<T>(m, m, r, s.a + i0 * r, r, s.b + i0 * r, r, c, dc, 2, mask, g,
+      poly_tile_backward<T>(*s.ctx, m, m, r, s.a + i0 * r, r, s.b + i0 * r, r, c, dc, 2, mask, g,
                             da + i0 * r, r, db + i0 * r, r, dcl, sc.tile);
     }
     add_dv(dcl, i0, m);
     T* dap = util::grown(sc.dpacked, m * rp);  // d pack(A_l) = G_l Z^T
-    kernels::gemm<T>(false, true, m, rp, dc, T(1), g, dc, z, dc, T(0), dap, rp);
+    kernels::gemm<T>(*s.ctx, false, true, m, rp, dc, T(1), g, dc, z, dc, T(0), dap, rp);
     kernels::pack_self_tensor_backward(m, r, s.a + i0 * r, r, dap, da + i0 * r, r);
   };
   block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, s.z_in, contrib_z, consume_z);
@@ -262,10 +262,10 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
     T* bp = util::grown(sc.packed, m * rp);
     kernels::pack_self_tensor(m, r, s.b + j0 * r, r, bp);
     T* dbp = util::grown(sc.dpacked, m * rp);  // d pack(B_l) = C_l U^T
-    kernels::gemm<T>(false, true, m, rp, dc, T(1), c, dc, u, dc, T(0), dbp, rp);
+    kernels::gemm<T>(*s.ctx, false, true, m, rp, dc, T(1), c, dc, u, dc, T(0), dbp, rp);
     kernels::pack_self_tensor_backward(m, r, s.b + j0 * r, r, dbp, db + j0 * r, r);
     T* dcl = util::grown(sc.dc, m * dc);  // dC_l = pack(B_l) U
-    kernels::gemm<T>(false, false, m, dc, rp, T(1), bp, rp, u, dc, T(0), dcl, dc);
+    kernels::gemm<T>(*s.ctx, false, false, m, dc, rp, T(1), bp, rp, u, dc, T(0), dcl, dc);
     add_dv(dcl, j0, m);
   };
   block_scan<T>(blocks.count, rp * dc, s.causal, true, nt, s.u_in, contrib_u, consume_u);

@@ -9,10 +9,13 @@
 
 #include <cstdint>
 
+#include "polysketch/compute.h"
+
 namespace polysketch::attention {
 
 template <typename T>
 struct SketchHead {
+  const ComputeContext* ctx;
   int64_t n, r, d, block;
   const T* a;  // phi(q) [n x r]
   const T* b;  // phi(k) [n x r]

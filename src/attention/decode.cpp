@@ -33,7 +33,7 @@ T power(T x, int p) {
 // z += pack(feats)^T [vals | 1] for m rows of features [m x r] and values [m x d]: one product
 // folds any number of complete blocks (the sum of their per-block products).
 template <typename T>
-void fold_rows(HeadState<T>& s, int64_t m, int64_t r, int64_t d, const T* feats, const T* vals,
+void fold_rows(const ComputeContext& ctx, HeadState<T>& s, int64_t m, int64_t r, int64_t d, const T* feats, const T* vals,
                std::vector<T>& scratch) {
   const int64_t rp = kernels::packed_size(r);
   scratch.resize(static_cast<size_t>(m * (rp + d + 1)));
@@ -41,7 +41,7 @@ void fold_rows(HeadState<T>& s, int64_t m, int64_t r, int64_t d, const T* feats,
   T* c = packed + m * rp;
   kernels::pack_self_tensor(m, r, feats, r, packed);
   append_ones(m, d, vals, c);
-  kernels::gemm<T>(true, false, rp, d + 1, m, T(1), packed, rp, c, d + 1, T(1), s.z.data(), d + 1);
+  kernels::gemm<T>(ctx, true, false, rp, d + 1, m, T(1), packed, rp, c, d + 1, T(1), s.z.data(), d + 1);
 }
 
 }  // namespace
@@ -93,7 +93,7 @@ void append_tokens(const AttentionT<T>& att, int64_t h, HeadState<T>& s, int64_t
     att.feature_map(n, kn.data(), computed.data());
   }
   const T* feats = phi_k ? phi_k : computed.data();
-  if (full > 0) fold_rows(s, full, r, d, feats, v, scratch);
+  if (full > 0) fold_rows(att.context(), s, full, r, d, feats, v, scratch);
   s.count = n - full;
   std::copy(feats + full * r, feats + n * r, s.feats.begin());
   std::copy(v + full * d, v + n * d, s.vals.begin());
@@ -113,7 +113,7 @@ void add_earlier_tokens(const AttentionT<T>& att, int64_t h, const HeadState<T>&
     att.feature_map(n, qn.data(), computed.data());
   }
   kernels::pack_self_tensor(n, r, phi_q ? phi_q : computed.data(), r, ap.data());
-  kernels::gemm<T>(false, false, n, d + 1, rp, T(1), ap.data(), rp, s.z.data(), d + 1, T(0), extra.data(), d + 1);
+  kernels::gemm<T>(att.context(), false, false, n, d + 1, rp, T(1), ap.data(), rp, s.z.data(), d + 1, T(0), extra.data(), d + 1);
   for (int64_t i = 0; i < n; ++i) {
     const T* e = &extra[i * (d + 1)];
     T* o = out + i * d;
@@ -183,7 +183,7 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
     for (int64_t i = 0; i < rows; ++i) w[i] = power(w[i], p);
     weighted(rows, w, s.vals.data(), T(1), num.data());
     if (s.count == b) {
-      fold_rows(s, b, r, d, s.feats.data(), s.vals.data(), scratch);
+      fold_rows(att.context(), s, b, r, d, s.feats.data(), s.vals.data(), scratch);
       s.count = 0;
     }
   }

@@ -40,34 +40,34 @@ void apply_power(int64_t mq, int64_t mk, int p, TileMask mask, T* s, T* dw) {
 }  // namespace
 
 template <typename T>
-void poly_tile_forward(int64_t mq, int64_t mk, int64_t dim, const T* x, int64_t ldx, const T* y,
+void poly_tile_forward(const ComputeContext& ctx, int64_t mq, int64_t mk, int64_t dim, const T* x, int64_t ldx, const T* y,
                        int64_t ldy, const T* c, int64_t dc, int p, TileMask mask, T* n,
                        std::vector<T>& scratch) {
   scratch.resize(static_cast<size_t>(mq * mk));
   T* s = scratch.data();
-  kernels::gemm<T>(false, true, mq, mk, dim, T(1), x, ldx, y, ldy, T(0), s, mk);
+  kernels::gemm<T>(ctx, false, true, mq, mk, dim, T(1), x, ldx, y, ldy, T(0), s, mk);
   apply_power<T>(mq, mk, p, mask, s, nullptr);
-  kernels::gemm<T>(false, false, mq, dc, mk, T(1), s, mk, c, dc, T(1), n, dc);
+  kernels::gemm<T>(ctx, false, false, mq, dc, mk, T(1), s, mk, c, dc, T(1), n, dc);
 }
 
 template <typename T>
-void poly_tile_backward(int64_t mq, int64_t mk, int64_t dim, const T* x, int64_t ldx, const T* y,
+void poly_tile_backward(const ComputeContext& ctx, int64_t mq, int64_t mk, int64_t dim, const T* x, int64_t ldx, const T* y,
                         int64_t ldy, const T* c, int64_t dc, int p, TileMask mask, const T* g,
                         T* dx, int64_t lddx, T* dy, int64_t lddy, T* dcout,
                         std::vector<T>& scratch) {
   scratch.resize(static_cast<size_t>(2 * mq * mk));
   T* s = scratch.data();
   T* ds = s + mq * mk;
-  kernels::gemm<T>(false, true, mq, mk, dim, T(1), x, ldx, y, ldy, T(0), s, mk);
-  kernels::gemm<T>(false, true, mq, mk, dc, T(1), g, dc, c, dc, T(0), ds, mk);  // dW = G C^T
+  kernels::gemm<T>(ctx, false, true, mq, mk, dim, T(1), x, ldx, y, ldy, T(0), s, mk);
+  kernels::gemm<T>(ctx, false, true, mq, mk, dc, T(1), g, dc, c, dc, T(0), ds, mk);  // dW = G C^T
   apply_power<T>(mq, mk, p, mask, s, ds);                                         // s <- W, ds <- dS
-  kernels::gemm<T>(true, false, mk, dc, mq, T(1), s, mk, g, dc, T(1), dcout, dc);
-  kernels::gemm<T>(false, false, mq, dim, mk, T(1), ds, mk, y, ldy, T(1), dx, lddx);
-  kernels::gemm<T>(true, false, mk, dim, mq, T(1), ds, mk, x, ldx, T(1), dy, lddy);
+  kernels::gemm<T>(ctx, true, false, mk, dc, mq, T(1), s, mk, g, dc, T(1), dcout, dc);
+  kernels::gemm<T>(ctx, false, false, mq, dim, mk, T(1), ds, mk, y, ldy, T(1), dx, lddx);
+  kernels::gemm<T>(ctx, true, false, mk, dim, mq, T(1), ds, mk, x, ldx, T(1), dy, lddy);
 }
 
 template <typename T>
-void poly_attention_forward(int64_t n, int64_t dim, const T* qn, const T* kn, const T* c,
+void poly_attention_forward(const ComputeContext& ctx, int64_t n, int64_t dim, const T* qn, const T* kn, const T* c,
                             int64_t dc, int p, bool causal, int threads, T* nout) {
   const int64_t tiles = (n + kTile - 1) / kTile;
   parallel_for(tiles, threads, [&](int64_t qt, int) {
@@ -78,14 +78,14 @@ void poly_attention_forward(int64_t n, int64_t dim, const T* qn, const T* kn, co
     const int64_t last = causal ? qt : tiles - 1;
     for (int64_t kt = 0; kt <= last; ++kt) {
       const int64_t j0 = kt * kTile, mk = std::min(kTile, n - j0);
-      poly_tile_forward<T>(mq, mk, dim, qn + i0 * dim, dim, kn + j0 * dim, dim, c + j0 * dc, dc, p,
+      poly_tile_forward<T>(ctx, mq, mk, dim, qn + i0 * dim, dim, kn + j0 * dim, dim, c + j0 * dc, dc, p,
                            {causal, i0 - j0}, out, scratch);
     }
   });
 }
 
 template <typename T>
-void poly_attention_backward(int64_t n, int64_t dim, const T* qn, const T* kn, const T* c,
+void poly_attention_backward(const ComputeContext& ctx, int64_t n, int64_t dim, const T* qn, const T* kn, const T* c,
                              int64_t dc, int p, bool causal, int threads, const T* g, T* dqn,
                              T* dkn, T* dc_out) {
   const int64_t tiles = (n + kTile - 1) / kTile;
@@ -100,7 +100,7 @@ void poly_attention_backward(int64_t n, int64_t dim, const T* qn, const T* kn, c
     const int64_t j0 = kt * kTile, mk = std::min(kTile, n - j0);
     for (int64_t qt = causal ? kt : 0; qt < tiles; ++qt) {
       const int64_t i0 = qt * kTile, mq = std::min(kTile, n - i0);
-      poly_tile_backward<T>(mq, mk, dim, qn + i0 * dim, dim, kn + j0 * dim, dim, c + j0 * dc, dc, p,
+      poly_tile_backward<T>(ctx, mq, mk, dim, qn + i0 * dim, dim, kn + j0 * dim, dim, c + j0 * dc, dc, p,
                             {causal, i0 - j0}, g + i0 * dc, dq + i0 * dim, dim, dkn + j0 * dim, dim,
                             dc_out + j0 * dc, scratch);
     }
@@ -109,15 +109,15 @@ void poly_attention_backward(int64_t n, int64_t dim, const T* qn, const T* kn, c
 }
 
 #define POLYSKETCH_INSTANTIATE(T)                                                                 \
-  template void poly_tile_forward<T>(int64_t, int64_t, int64_t, const T*, int64_t, const T*,     \
+  template void poly_tile_forward<T>(const ComputeContext&, int64_t, int64_t, int64_t, const T*, int64_t, const T*,     \
                                      int64_t, const T*, int64_t, int, TileMask, T*,              \
                                      std::vector<T>&);                                           \
-  template void poly_tile_backward<T>(int64_t, int64_t, int64_t, const T*, int64_t, const T*,    \
+  template void poly_tile_backward<T>(const ComputeContext&, int64_t, int64_t, int64_t, const T*, int64_t, const T*,    \
                                       int64_t, const T*, int64_t, int, TileMask, const T*, T*,   \
                                       int64_t, T*, int64_t, T*, std::vector<T>&);                \
-  template void poly_attention_forward<T>(int64_t, int64_t, const T*, const T*, const T*,        \
+  template void poly_attention_forward<T>(const ComputeContext&, int64_t, int64_t, const T*, const T*, const T*,        \
                                           int64_t, int, bool, int, T*);                          \
-  template void poly_attention_backward<T>(int64_t, int64_t, const T*, const T*, const T*,       \
+  template void poly_attention_backward<T>(const ComputeContext&, int64_t, int64_t, const T*, const T*, const T*,       \
                                            int64_t, int, bool, int, const T*, T*, T*, T*);
 POLYSKETCH_INSTANTIATE(float)
 POLYSKETCH_INSTANTIATE(double)

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "polysketch/compute.h"
+
 namespace polysketch::attention {
 
 struct TileMask {
@@ -16,13 +18,13 @@ struct TileMask {
 
 // N [mq x dc] += W C, with x [mq x dim] (stride ldx), y [mk x dim] (stride ldy), C [mk x dc].
 template <typename T>
-void poly_tile_forward(int64_t mq, int64_t mk, int64_t dim, const T* x, int64_t ldx, const T* y,
+void poly_tile_forward(const ComputeContext& ctx, int64_t mq, int64_t mk, int64_t dim, const T* x, int64_t ldx, const T* y,
                        int64_t ldy, const T* c, int64_t dc, int p, TileMask mask, T* n,
                        std::vector<T>& scratch);
 
 // Given G = dL/dN [mq x dc]: dx += dW/dx, dy += dW/dy, dc += W^T G (all accumulated).
 template <typename T>
-void poly_tile_backward(int64_t mq, int64_t mk, int64_t dim, const T* x, int64_t ldx, const T* y,
+void poly_tile_backward(const ComputeContext& ctx, int64_t mq, int64_t mk, int64_t dim, const T* x, int64_t ldx, const T* y,
                         int64_t ldy, const T* c, int64_t dc, int p, TileMask mask, const T* g,
                         T* dx, int64_t lddx, T* dy, int64_t lddy, T* dcout,
                         std::vector<T>& scratch);
@@ -30,12 +32,12 @@ void poly_tile_backward(int64_t mq, int64_t mk, int64_t dim, const T* x, int64_t
 // The whole exact polynomial mechanism for one head: qn, kn [n x dim] already LayerNormed,
 // c = [v | 1] [n x dc]. N [n x dc] is overwritten. Tiles are processed by `threads` threads.
 template <typename T>
-void poly_attention_forward(int64_t n, int64_t dim, const T* qn, const T* kn, const T* c,
+void poly_attention_forward(const ComputeContext& ctx, int64_t n, int64_t dim, const T* qn, const T* kn, const T* c,
                             int64_t dc, int p, bool causal, int threads, T* nout);
 
 // G [n x dc]; dqn, dkn [n x dim] and dc_out [n x dc] are overwritten.
 template <typename T>
-void poly_attention_backward(int64_t n, int64_t dim, const T* qn, const T* kn, const T* c,
+void poly_attention_backward(const ComputeContext& ctx, int64_t n, int64_t dim, const T* qn, const T* kn, const T* c,
                              int64_t dc, int p, bool causal, int threads, const T* g, T* dqn,
                              T* dkn, T* dc_out);
 

@@ -97,9 +97,9 @@ struct TreeWalk {
       in1 = y1.data();
       in2 = y2.data();
     }
-    kernels::gemm<T>(false, false, rows, r, in, T(1), in1, in, g[at + 2 * sub].data(), r, T(0),
+    kernels::gemm<T>(*fm.ctx, false, false, rows, r, in, T(1), in1, in, g[at + 2 * sub].data(), r, T(0),
                      p1.data(), r);
-    kernels::gemm<T>(false, false, rows, r, in, T(1), in2, in, g[at + 2 * sub + 1].data(), r,
+    kernels::gemm<T>(*fm.ctx, false, false, rows, r, in, T(1), in2, in, g[at + 2 * sub + 1].data(), r,
                      T(0), p2.data(), r);
     const T s = scale();
     for (size_t i = 0; i < p1.size(); ++i) out[i] = s * p1[i] * p2[i];
@@ -125,16 +125,16 @@ struct TreeWalk {
       t2[i] = s * dout[i] * p1[i];  // dL/dP2
     }
     if (m == 2) {
-      kernels::gemm<T>(false, true, rows, in, r, T(1), t1.data(), r, g[at].data(), r, T(1), dx, in);
-      kernels::gemm<T>(false, true, rows, in, r, T(1), t2.data(), r, g[at + 1].data(), r, T(1), dx,
+      kernels::gemm<T>(*fm.ctx, false, true, rows, in, r, T(1), t1.data(), r, g[at].data(), r, T(1), dx, in);
+      kernels::gemm<T>(*fm.ctx, false, true, rows, in, r, T(1), t2.data(), r, g[at + 1].data(), r, T(1), dx,
                        in);
       return;
     }
     std::vector<T> dy(static_cast<size_t>(rows * r));
-    kernels::gemm<T>(false, true, rows, r, r, T(1), t1.data(), r, g[at + 2 * sub].data(), r, T(0),
+    kernels::gemm<T>(*fm.ctx, false, true, rows, r, r, T(1), t1.data(), r, g[at + 2 * sub].data(), r, T(0),
                      dy.data(), r);
     backward(m / 2, at, dy.data(), dx);
-    kernels::gemm<T>(false, true, rows, r, r, T(1), t2.data(), r, g[at + 2 * sub + 1].data(), r,
+    kernels::gemm<T>(*fm.ctx, false, true, rows, r, r, T(1), t2.data(), r, g[at + 2 * sub + 1].data(), r,
                      T(0), dy.data(), r);
     backward(m / 2, at + sub, dy.data(), dx);
   }
@@ -143,10 +143,10 @@ struct TreeWalk {
 }  // namespace
 
 template <typename T>
-FeatureMap<T> make_feature_map(const AttentionConfig& cfg, int64_t in_dim, int64_t out_dim,
+FeatureMap<T> make_feature_map(const ComputeContext& ctx, const AttentionConfig& cfg, int64_t in_dim, int64_t out_dim,
                                const std::vector<std::vector<T>>& sketch,
                                const std::vector<Param<T>>& params) {
-  return {&cfg, in_dim, out_dim, &sketch,
+  return {&ctx, &cfg, in_dim, out_dim, &sketch,
           is_learned(cfg.mechanism) ? &params[learned_index(cfg.mechanism)] : nullptr};
 }
 
@@ -175,10 +175,10 @@ void phi_backward(const FeatureMap<T>& fm, int64_t rows, const T* x, const T* dp
 
 template std::vector<std::vector<float>> draw_random_sketch<float>(const AttentionConfig&, int64_t);
 template std::vector<std::vector<double>> draw_random_sketch<double>(const AttentionConfig&, int64_t);
-template FeatureMap<float> make_feature_map<float>(const AttentionConfig&, int64_t, int64_t,
+template FeatureMap<float> make_feature_map<float>(const ComputeContext&, const AttentionConfig&, int64_t, int64_t,
                                                    const std::vector<std::vector<float>>&,
                                                    const std::vector<Param<float>>&);
-template FeatureMap<double> make_feature_map<double>(const AttentionConfig&, int64_t, int64_t,
+template FeatureMap<double> make_feature_map<double>(const ComputeContext&, const AttentionConfig&, int64_t, int64_t,
                                                      const std::vector<std::vector<double>>&,
                                                      const std::vector<Param<double>>&);
 template void phi_forward<float>(const FeatureMap<float>&, int64_t, const float*, float*);

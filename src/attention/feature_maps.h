@@ -24,6 +24,7 @@ int64_t learned_sketch_size(const AttentionConfig& cfg, int64_t head_dim);
 // Everything phi needs, borrowed from the owning AttentionT.
 template <typename T>
 struct FeatureMap {
+  const ComputeContext* ctx;
   const AttentionConfig* cfg;
   int64_t in_dim;   // head_dim
   int64_t out_dim;  // r, or head_dim when p == 2
@@ -33,7 +34,7 @@ struct FeatureMap {
 
 // The feature map of a mechanism's configuration, sketch matrices and parameter list.
 template <typename T>
-FeatureMap<T> make_feature_map(const AttentionConfig& cfg, int64_t in_dim, int64_t out_dim,
+FeatureMap<T> make_feature_map(const ComputeContext& ctx, const AttentionConfig& cfg, int64_t in_dim, int64_t out_dim,
                                const std::vector<std::vector<T>>& sketch,
                                const std::vector<Param<T>>& params);
 

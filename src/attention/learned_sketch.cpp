@@ -48,17 +48,17 @@ struct ChainActs {
 };
 
 template <typename T>
-void chain_forward(const Dims& d, const Param<T>* p, int64_t rows, const T* x, ChainActs<T>& acts) {
+void chain_forward(const ComputeContext& ctx, const Dims& d, const Param<T>* p, int64_t rows, const T* x, ChainActs<T>& acts) {
   acts.reserve(d, rows);
   for (int l = 0; l < d.levels; ++l) {
     const int64_t din = d.level_in(l);
     const Param<T>* lp = p + 4 * l;
     kernels::layernorm_forward(rows, din, acts.input(l, x), lp[0].value.data(), lp[1].value.data(),
                                acts.ln[l].data());
-    kernels::gemm<T>(false, false, rows, d.hidden, din, T(1), acts.ln[l].data(), din,
+    kernels::gemm<T>(ctx, false, false, rows, d.hidden, din, T(1), acts.ln[l].data(), din,
                      lp[2].value.data(), d.hidden, T(0), acts.u[l].data(), d.hidden);
     kernels::gelu_forward(rows * d.hidden, acts.u[l].data(), acts.a[l].data(), acts.t[l].data());
-    kernels::gemm<T>(false, false, rows, d.r, d.hidden, T(1), acts.a[l].data(), d.hidden,
+    kernels::gemm<T>(ctx, false, false, rows, d.r, d.hidden, T(1), acts.a[l].data(), d.hidden,
                      lp[3].value.data(), d.r, T(0), acts.y[l].data(), d.r);
   }
 }
@@ -71,7 +71,7 @@ struct BackScratch {
 // dy [rows x r] (overwritten) -> dx [rows x in] (+=), parameter gradients (+=) into
 // dp[0..4*levels).
 template <typename T>
-void chain_backward(const Dims& d, const Param<T>* p, int64_t rows, const T* x,
+void chain_backward(const ComputeContext& ctx, const Dims& d, const Param<T>* p, int64_t rows, const T* x,
                     const ChainActs<T>& acts, T* dy, T* dx, std::vector<T>* dp,
                     BackScratch<T>& sc) {
   for (int l = d.levels - 1; l >= 0; --l) {
@@ -79,17 +79,17 @@ void chain_backward(const Dims& d, const Param<T>* p, int64_t rows, const T* x,
     const Param<T>* lp = p + 4 * l;
     std::vector<T>* lg = dp + 4 * l;
     // y = a W2
-    kernels::gemm<T>(true, false, d.hidden, d.r, rows, T(1), acts.a[l].data(), d.hidden, dy, d.r,
+    kernels::gemm<T>(ctx, true, false, d.hidden, d.r, rows, T(1), acts.a[l].data(), d.hidden, dy, d.r,
                      T(1), lg[3].data(), d.r);
     T* da = util::grown(sc.da, rows * d.hidden);
-    kernels::gemm<T>(false, true, rows, d.hidden, d.r, T(1), dy, d.r, lp[3].value.data(), d.r,
+    kernels::gemm<T>(ctx, false, true, rows, d.hidden, d.r, T(1), dy, d.r, lp[3].value.data(), d.r,
                      T(0), da, d.hidden);
     kernels::gelu_backward_saved(rows * d.hidden, acts.u[l].data(), acts.t[l].data(), da, da);
     // u = ln W1
-    kernels::gemm<T>(true, false, din, d.hidden, rows, T(1), acts.ln[l].data(), din, da, d.hidden,
+    kernels::gemm<T>(ctx, true, false, din, d.hidden, rows, T(1), acts.ln[l].data(), din, da, d.hidden,
                      T(1), lg[2].data(), d.hidden);
     T* dln = util::grown(sc.dln, rows * din);
-    kernels::gemm<T>(false, true, rows, din, d.hidden, T(1), da, d.hidden, lp[2].value.data(),
+    kernels::gemm<T>(ctx, false, true, rows, din, d.hidden, T(1), da, d.hidden, lp[2].value.data(),
                      d.hidden, T(0), dln, din);
     kernels::layernorm_backward(rows, din, acts.input(l, x), lp[0].value.data(), dln, dln,
                                 lg[0].data(), lg[1].data());
@@ -164,8 +164,8 @@ template <typename T>
 void learned_phi_forward(const FeatureMap<T>& fm, int64_t rows, const T* x, T* out) {
   const Dims d = dims_of(fm);
   auto& s = scratch<T>();
-  chain_forward(d, fm.learned, rows, x, s.f);
-  chain_forward(d, fm.learned + 4 * d.levels, rows, x, s.g);
+  chain_forward(*fm.ctx, d, fm.learned, rows, x, s.f);
+  chain_forward(*fm.ctx, d, fm.learned + 4 * d.levels, rows, x, s.g);
   combine(rows * d.r, d.r, s.f.out(d), s.g.out(d), util::grown(s.t, rows * d.r), out);
 }
 
@@ -174,8 +174,8 @@ void learned_phi_backward(const FeatureMap<T>& fm, int64_t rows, const T* x, con
                           std::vector<T>* dlearned) {
   const Dims d = dims_of(fm);
   auto& s = scratch<T>();
-  chain_forward(d, fm.learned, rows, x, s.f);
-  chain_forward(d, fm.learned + 4 * d.levels, rows, x, s.g);
+  chain_forward(*fm.ctx, d, fm.learned, rows, x, s.f);
+  chain_forward(*fm.ctx, d, fm.learned + 4 * d.levels, rows, x, s.g);
   const int64_t n = rows * d.r;
   T* t = util::grown(s.t, n);
   const T* f = s.f.out(d);
@@ -189,8 +189,8 @@ void learned_phi_backward(const FeatureMap<T>& fm, int64_t rows, const T* x, con
     df[i] = sl * g[i];
     dg[i] = sl * f[i];
   }
-  chain_backward(d, fm.learned, rows, x, s.f, df, dx, dlearned, s.back);
-  chain_backward(d, fm.learned + 4 * d.levels, rows, x, s.g, dg, dx, dlearned + 4 * d.levels,
+  chain_backward(*fm.ctx, d, fm.learned, rows, x, s.f, df, dx, dlearned, s.back);
+  chain_backward(*fm.ctx, d, fm.learned + 4 * d.levels, rows, x, s.g, dg, dx, dlearned + 4 * d.levels,
                  s.back);
 }
 

@@ -42,10 +42,11 @@ class TileProducts {
   static constexpr bool kFloat = std::is_same_v<T, float>;
 
  public:
-  TileProducts(int64_t n, int64_t h, int64_t d, const T* q, const T* k, const T* v, const T* dout)
-      : h_(h), d_(d), q_(q), k_(k), v_(v), dout_(dout) {
+  TileProducts(const ComputeContext& ctx, int64_t n, int64_t h, int64_t d, const T* q, const T* k,
+               const T* v, const T* dout)
+      : ctx_(ctx), h_(h), d_(d), q_(q), k_(k), v_(v), dout_(dout) {
     if constexpr (kFloat) {
-      bf16_ = kernels::precision() == kernels::Precision::bf16 && kernels::bf16_small_gemm_available();
+      bf16_ = ctx.precision == Precision::bf16 && kernels::bf16_small_gemm_available();
       if (!bf16_) return;
       auto& p = packs();  // the calling thread's; tiles on other threads only read it
       kernels::pack_a_bf16(false, n, h, q, h, p.q_rows);
@@ -65,37 +66,37 @@ class TileProducts {
   void scores(int64_t i0, int64_t mq, int64_t j0, int64_t mk, T scale, T* s) const {
     if constexpr (kFloat)
       if (bf16_) return kernels::gemm_packed_bf16(mq, mk, h_, scale, packed_->q_rows, i0, packed_->k_cols, 0, j0, 0.f, s, mk);
-    kernels::gemm<T>(false, true, mq, mk, h_, scale, q_ + i0 * h_, h_, k_ + j0 * h_, h_, T(0), s, mk);
+    kernels::gemm<T>(ctx_, false, true, mq, mk, h_, scale, q_ + i0 * h_, h_, k_ + j0 * h_, h_, T(0), s, mk);
   }
   // acc [mq x d] += P V_j, P [mq x mk]
   void add_pv(int64_t mq, int64_t j0, int64_t mk, const T* p, T* acc) const {
     if constexpr (kFloat)
       if (bf16_) return kernels::gemm_packed_bf16(mq, d_, mk, 1.f, tile(false, mq, mk, p), 0, packed_->v_rows, j0, 0, 1.f, acc, d_);
-    kernels::gemm<T>(false, false, mq, d_, mk, T(1), p, mk, v_ + j0 * d_, d_, T(1), acc, d_);
+    kernels::gemm<T>(ctx_, false, false, mq, d_, mk, T(1), p, mk, v_ + j0 * d_, d_, T(1), acc, d_);
   }
   // dv_j [mk x d] += P^T dO_i
   void add_pt_dout(int64_t i0, int64_t mq, int64_t mk, const T* p, T* dvj) const {
     if constexpr (kFloat)
       if (bf16_) return kernels::gemm_packed_bf16(mk, d_, mq, 1.f, tile(true, mk, mq, p), 0, packed_->dout_b, i0, 0, 1.f, dvj, d_);
-    kernels::gemm<T>(true, false, mk, d_, mq, T(1), p, mk, dout_ + i0 * d_, d_, T(1), dvj, d_);
+    kernels::gemm<T>(ctx_, true, false, mk, d_, mq, T(1), p, mk, dout_ + i0 * d_, d_, T(1), dvj, d_);
   }
   // dp [mq x mk] = dO_i V_j^T
   void dout_vt(int64_t i0, int64_t mq, int64_t j0, int64_t mk, T* dp) const {
     if constexpr (kFloat)
       if (bf16_) return kernels::gemm_packed_bf16(mq, mk, d_, 1.f, packed_->dout_rows, i0, packed_->v_cols, 0, j0, 0.f, dp, mk);
-    kernels::gemm<T>(false, true, mq, mk, d_, T(1), dout_ + i0 * d_, d_, v_ + j0 * d_, d_, T(0), dp, mk);
+    kernels::gemm<T>(ctx_, false, true, mq, mk, d_, T(1), dout_ + i0 * d_, d_, v_ + j0 * d_, d_, T(0), dp, mk);
   }
   // dq_i [mq x h] += scale dS K_j
   void add_ds_k(int64_t mq, int64_t j0, int64_t mk, T scale, const T* ds, T* dqi) const {
     if constexpr (kFloat)
       if (bf16_) return kernels::gemm_packed_bf16(mq, h_, mk, scale, tile(false, mq, mk, ds), 0, packed_->k_rows, j0, 0, 1.f, dqi, h_);
-    kernels::gemm<T>(false, false, mq, h_, mk, scale, ds, mk, k_ + j0 * h_, h_, T(1), dqi, h_);
+    kernels::gemm<T>(ctx_, false, false, mq, h_, mk, scale, ds, mk, k_ + j0 * h_, h_, T(1), dqi, h_);
   }
   // dk_j [mk x h] += scale dS^T Q_i
   void add_dst_q(int64_t i0, int64_t mq, int64_t mk, T scale, const T* ds, T* dkj) const {
     if constexpr (kFloat)
       if (bf16_) return kernels::gemm_packed_bf16(mk, h_, mq, scale, tile(true, mk, mq, ds), 0, packed_->q_b, i0, 0, 1.f, dkj, h_);
-    kernels::gemm<T>(true, false, mk, h_, mq, scale, ds, mk, q_ + i0 * h_, h_, T(1), dkj, h_);
+    kernels::gemm<T>(ctx_, true, false, mk, h_, mq, scale, ds, mk, q_ + i0 * h_, h_, T(1), dkj, h_);
   }
 
  private:
@@ -113,6 +114,7 @@ class TileProducts {
     if constexpr (kFloat) kernels::pack_a_bf16(trans, rows, k, x, trans ? rows : k, a);
     return a;
   }
+  const ComputeContext& ctx_;
   int64_t h_, d_;
   const T *q_, *k_, *v_, *dout_;
   bool bf16_ = false;
@@ -121,11 +123,11 @@ class TileProducts {
 }  // namespace
 
 template <typename T>
-void softmax_forward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, const T* v,
+void softmax_forward(const ComputeContext& ctx, int64_t n, int64_t h, int64_t d, const T* q, const T* k, const T* v,
                      bool causal, int threads, T* out, T* lse) {
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(h)));
   const int64_t qtiles = (n + kTileQ - 1) / kTileQ;
-  const TileProducts<T> products(n, h, d, q, k, v, nullptr);
+  const TileProducts<T> products(ctx, n, h, d, q, k, v, nullptr);
   parallel_for(qtiles, threads, [&](int64_t qt, int) {
     const int64_t i0 = qt * kTileQ, mq = std::min(kTileQ, n - i0);
     std::vector<T> s(static_cast<size_t>(kTileQ * kTileK)), m(mq, neg_inf<T>()), l(mq, T(0));
@@ -168,7 +170,7 @@ void softmax_forward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, co
 }
 
 template <typename T>
-void softmax_backward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, const T* v,
+void softmax_backward(const ComputeContext& ctx, int64_t n, int64_t h, int64_t d, const T* q, const T* k, const T* v,
                       const T* out, const T* dout, const T* lse, bool causal, int threads, T* dq,
                       T* dk, T* dv) {
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(h)));
@@ -180,7 +182,7 @@ void softmax_backward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, c
   }
   const int64_t ktiles = (n + kTileK - 1) / kTileK;
   PerThread<T> dq_parts(threads, n * h, dq);
-  const TileProducts<T> products(n, h, d, q, k, v, dout);
+  const TileProducts<T> products(ctx, n, h, d, q, k, v, dout);
   parallel_for(ktiles, threads, [&](int64_t kt, int thread) {
     T* dqt = dq_parts.get(thread);
     const int64_t j0 = kt * kTileK, mk = std::min(kTileK, n - j0);
@@ -220,9 +222,9 @@ void softmax_backward(int64_t n, int64_t h, int64_t d, const T* q, const T* k, c
 }
 
 #define POLYSKETCH_INSTANTIATE(T)                                                               \
-  template void softmax_forward<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*,     \
+  template void softmax_forward<T>(const ComputeContext&, int64_t, int64_t, int64_t, const T*, const T*, const T*,     \
                                    bool, int, T*, T*);                                          \
-  template void softmax_backward<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*,    \
+  template void softmax_backward<T>(const ComputeContext&, int64_t, int64_t, int64_t, const T*, const T*, const T*,    \
                                     const T*, const T*, const T*, bool, int, T*, T*, T*);
 POLYSKETCH_INSTANTIATE(float)
 POLYSKETCH_INSTANTIATE(double)

@@ -45,8 +45,6 @@ double attention_forward_flops(const AttentionConfig& cfg, const AttentionShape&
 }
 
 GemmPeaks measure_gemm_peaks(int64_t m, int repeat) {
-  using kernels::GemmBackend;
-  using kernels::Precision;
   GemmPeaks p;
   p.sgemm = kernels::measure_gemm_gflops(GemmBackend::openblas, Precision::f32, m, repeat);
   p.onednn_f32 = kernels::measure_gemm_gflops(GemmBackend::onednn, Precision::f32, m, repeat);

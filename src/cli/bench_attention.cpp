@@ -42,12 +42,12 @@ struct Measurement {
   double seconds, peak_rss_mb;
 };
 
-Measurement run_one(const AttentionConfig& cfg, const AttentionShape& shape, bool backward,
-                    int repeat) {
+Measurement run_one(const ComputeContext& ctx, const AttentionConfig& cfg, const AttentionShape& shape,
+                    bool backward, int repeat) {
   util::reset_peak_rss();
   const size_t qs = static_cast<size_t>(shape.batch * shape.heads * shape.n * shape.head_dim);
   const size_t vs = static_cast<size_t>(shape.batch * shape.heads * shape.n * shape.value_dim);
-  const Attention att(cfg, shape.head_dim, shape.value_dim);
+  const Attention att(cfg, shape.head_dim, shape.value_dim, ctx);
   std::vector<float> q(qs), k(qs), v(vs), out(vs);
   kernels::Rng rng(42);
   for (auto* t : {&q, &k, &v})
@@ -78,7 +78,7 @@ Measurement run_one(const AttentionConfig& cfg, const AttentionShape& shape, boo
 
 void run(const BenchOptions& o) {
   util::check_range("--repeat", int64_t{o.repeat}, 1, 1000);
-  const int threads = apply_runtime(o.runtime);
+  const auto [threads, ctx] = apply_runtime(o.runtime);
   for (const auto& pass : o.passes)
     if (pass != "fwd" && pass != "fwd+bwd")
       throw Error(fmt::format("--pass must be fwd or fwd+bwd, got '{}'", pass));
@@ -107,12 +107,12 @@ void run(const BenchOptions& o) {
     configs.push_back(cfg);
   }
   const auto peaks = bench::measure_gemm_peaks();
-  const bool bf16 = kernels::precision() == kernels::Precision::bf16;
+  const bool bf16 = ctx.precision == Precision::bf16;
   const double peak = bf16 ? peaks.bf16 : peaks.f32;
   if (!o.json) {
     fmt::print("{} threads; 2048^3 products: OpenBLAS sgemm {:.1f}, oneDNN f32 {:.1f}, bf16 {:.1f} "
                "GFLOP/s; peak in use {:.1f}\n{}\n",
-               threads, peaks.sgemm, peaks.onednn_f32, peaks.bf16, peak, runtime_line(o.runtime));
+               threads, peaks.sgemm, peaks.onednn_f32, peaks.bf16, peak, runtime_line(o.runtime, ctx));
     fmt::print("batch {} heads {} head_dim {} r {} block {} p {} {}\n\n", o.batch, o.heads,
                o.head_dim, o.r, o.block, o.p, o.causal ? "causal" : "non-causal");
     fmt::print("{:<26} {:<8} {:>7} {:>10} {:>11} {:>9} {:>8} {:>9}\n", "mechanism", "pass", "n",
@@ -124,7 +124,7 @@ void run(const BenchOptions& o) {
         const Mechanism m = cfg.mechanism;
         const AttentionShape shape{o.batch, o.heads, n, o.head_dim, o.head_dim};
         const bool bwd = pass == "fwd+bwd";
-        const auto meas = run_one(cfg, shape, bwd, o.repeat);
+        const auto meas = run_one(ctx, cfg, shape, bwd, o.repeat);
         const double flops = bwd ? bench::attention_train_flops(cfg, shape)
                                  : bench::attention_forward_flops(cfg, shape);
         const double gflops = flops / meas.seconds / 1e9;
@@ -136,7 +136,7 @@ void run(const BenchOptions& o) {
                            {"sgemm_gflops", peaks.sgemm}, {"peak_gflops", peak},
                            {"peak_f32_gflops", peaks.f32}, {"peak_bf16_gflops", peaks.bf16},
                            {"efficiency", gflops / peak}, {"peak_rss_mb", meas.peak_rss_mb}};
-          j.update(runtime_fields(o.runtime));
+          j.update(runtime_fields(o.runtime, ctx));
           fmt::print("{}\n", j.dump());
         } else {
           fmt::print("{:<26} {:<8} {:>7} {:>10.4f} {:>11.0f} {:>9.1f} {:>7.1f}% {:>9.0f}\n",

@@ -34,7 +34,7 @@ void run(const BenchDecodeOptions& o) {
   util::check_range("--decode", o.decode, 1, 1 << 20);
   for (int64_t c : o.contexts) util::check_range("--context", c, 1, int64_t{1} << 26);
   for (int64_t b : o.batches) util::check_range("--batch", b, 1, 4096);
-  const int threads = apply_runtime(o.runtime);
+  const auto [threads, compute] = apply_runtime(o.runtime);
   std::vector<ModelConfig> configs;
   for (const auto& name : o.mechanisms) {
     ModelConfig c;
@@ -53,12 +53,12 @@ void run(const BenchDecodeOptions& o) {
                "tokens per sequence after the context\n{}\n\n{:<26} {:>7} {:>5} {:>10} {:>11} {:>12} "
                "{:>12} {:>8}  {}\n",
                o.layers, o.width, o.heads, o.vocab, o.r, o.block, threads, o.decode,
-               runtime_line(o.runtime), "mechanism",
+               runtime_line(o.runtime, compute), "mechanism",
                "context", "batch", "prefill s", "prefill t/s", "decode tok/s", "state bytes",
                "peak MB", "context made by");
   const double physical = static_cast<double>(util::physical_memory_bytes());
   for (const auto& cfg : configs) {
-    Model model(cfg);
+    const Model model(cfg, compute);
     const bool sketch = attention::has_constant_state(cfg.attention.mechanism);
     for (int64_t ctx : o.contexts) {
       // One context per (mechanism, length), forked for every batch size.
@@ -108,7 +108,7 @@ void run(const BenchDecodeOptions& o) {
                            {"decode_tokens", o.decode}, {"threads", threads},
                            {"decode_tokens_per_s", decode_tps}, {"state_bytes", state_bytes},
                            {"peak_rss_mb", rss}, {"context_method", method}};
-          j.update(runtime_fields(o.runtime));
+          j.update(runtime_fields(o.runtime, compute));
           if (real) {
             j["prefill_seconds"] = prefill_s;
             j["prefill_tokens_per_s"] = static_cast<double>(ctx) / prefill_s;

@@ -59,18 +59,11 @@ void run(const BenchGemmOptions& o) {
   util::check_range("--r", o.r, int64_t{1}, int64_t{1024});
   util::check_range("--block", o.block, int64_t{1}, int64_t{1} << 16);
   util::check_range("--repeat", o.repeat, int64_t{1}, int64_t{1000});
-  const int threads = apply_runtime(Runtime{o.threads, "f32"});
-  using kernels::GemmBackend;
-  using kernels::Precision;
+  const int threads = apply_runtime(Runtime{o.threads, "f32"}).threads;
   // bf16: the training dispatch (oneDNN matmul for large calls, our AVX512-BF16 kernel for
   // small and per-thread products); "bf16 no kernel": the same with that kernel off (oneDNN
   // matmul from 4 MFLOP, float32 below), the path before the kernel existed.
-  struct Column {
-    GemmBackend backend;
-    Precision precision;
-    bool kernel;
-  };
-  const std::vector<Column> columns{{GemmBackend::openblas, Precision::f32, false},
+  const std::vector<ComputeContext> columns{{GemmBackend::openblas, Precision::f32, false},
                                     {GemmBackend::onednn, Precision::f32, false},
                                     {GemmBackend::onednn, Precision::bf16, true},
                                     {GemmBackend::onednn, Precision::bf16, false}};
@@ -85,7 +78,7 @@ void run(const BenchGemmOptions& o) {
   for (const auto& s : project_shapes(o)) {
     std::vector<double> gflops;
     for (const auto& c : columns)
-      gflops.push_back(kernels::measure_product_gflops(c.backend, c.precision, c.kernel, s.trans_a,
+      gflops.push_back(kernels::measure_product_gflops(c, s.trans_a,
                                                        s.trans_b, s.m, s.n, s.k, s.per_thread, o.repeat));
     if (o.json) {
       fmt::print("{}\n", nlohmann::json{{"product", s.name}, {"m", s.m}, {"n", s.n}, {"k", s.k},

@@ -48,17 +48,17 @@ void run(const BenchTrainOptions& o) {
   for (int64_t n : o.ns) util::check_range("--n", n, 1, int64_t{1} << 30);
   for (const auto& name : o.mechanisms)  // every configuration checked before any timing
     for (int64_t n : o.ns) config_for(o, name, n).check_fits_in_memory(o.batch * n);
-  const int threads = apply_runtime(o.runtime);
+  const auto [threads, ctx] = apply_runtime(o.runtime);
   if (!o.json)
     fmt::print("model: {} layers, width {}, {} heads, vocab {}, batch {}, r {}, block {}, {} threads\n{}\n\n"
                "{:<26} {:>7} {:>12} {:>10} {:>9}\n",
                o.layers, o.width, o.heads, o.vocab, o.batch, o.r, o.block, threads,
-               runtime_line(o.runtime), "mechanism",
+               runtime_line(o.runtime, ctx), "mechanism",
                "n", "s/step", "tokens/s", "peak MB");
   for (const auto& name : o.mechanisms)
     for (int64_t n : o.ns) {
       util::reset_peak_rss();
-      Model model(config_for(o, name, n));
+      Model model(config_for(o, name, n), ctx);
       train::AdamW opt(model.params(), {});
       auto grads = model.zero_grads();
       TrainCache cache;
@@ -84,7 +84,7 @@ void run(const BenchTrainOptions& o) {
                          {"width", o.width}, {"heads", o.heads}, {"r", o.r}, {"block", o.block},
                          {"threads", threads}, {"seconds_per_step", sec}, {"tokens_per_s", tok_s},
                          {"peak_rss_mb", rss}};
-        j.update(runtime_fields(o.runtime));
+        j.update(runtime_fields(o.runtime, ctx));
         fmt::print("{}\n", j.dump());
       } else {
         fmt::print("{:<26} {:>7} {:>12.3f} {:>10.0f} {:>9.0f}\n", name, n, sec, tok_s, rss);

@@ -16,37 +16,35 @@ void add_runtime_flags(CLI::App* cmd, Runtime& r) {
       ->capture_default_str();
 }
 
-int apply_runtime(const Runtime& r) {
+Compute apply_runtime(const Runtime& r) {
   util::check_range("--threads", int64_t{r.threads}, 0, 4096);
-  kernels::Precision p;
+  Precision p;
   try {
-    p = kernels::parse_precision(r.precision);
+    p = parse_precision(r.precision);
   } catch (const Error& e) {
     throw Error(fmt::format("--precision: {}", e.what()));
   }
   const int t = r.threads > 0 ? r.threads : omp_get_max_threads();
   omp_set_num_threads(t);
   kernels::set_blas_threads(t);
-  kernels::gemm_backend();  // measured now, on every thread, not inside a parallel region later
-  kernels::bf16_kernel();   // POLYSKETCH_BF16_KERNEL and POLYSKETCH_BF16 checked before any work
-  kernels::bf16_forced();
-  std::string note;         // bf16 where it is slower than f32: said once, f32 products
-  kernels::set_precision(kernels::effective_precision(p, &note));
+  kernels::bf16_forced();  // POLYSKETCH_BF16 checked before any work, whatever the precision
+  std::string note;        // bf16 where it is slower than f32: said once, f32 products
+  const ComputeContext ctx = make_compute_context(p, GemmBackend::automatic, &note);
   if (!note.empty()) fmt::print(stderr, "{}\n", note);
-  return t;
+  return {t, ctx};
 }
 
-nlohmann::json runtime_fields(const Runtime& r) {
-  return {{"precision", kernels::precision_name(kernels::precision())},
+nlohmann::json runtime_fields(const Runtime& r, const ComputeContext& ctx) {
+  return {{"precision", precision_name(ctx.precision)},
           {"precision_requested", r.precision},
-          {"gemm", kernels::gemm_backend_name(kernels::gemm_backend())},
+          {"gemm", gemm_backend_name(ctx.backend)},
           {"openblas_core", kernels::openblas_core()}};
 }
 
-std::string runtime_line(const Runtime& r) {
-  const std::string ran = kernels::precision_name(kernels::precision());
+std::string runtime_line(const Runtime& r, const ComputeContext& ctx) {
+  const std::string ran = precision_name(ctx.precision);
   return fmt::format("products: {} GEMM, {}{}; OpenBLAS core {}",
-                     kernels::gemm_backend_name(kernels::gemm_backend()), ran,
+                     gemm_backend_name(ctx.backend), ran,
                      ran == r.precision ? "" : fmt::format(" (asked: {})", r.precision),
                      kernels::openblas_core());
 }

@@ -18,15 +18,20 @@ struct Runtime {
 // Adds --threads and --precision to a subcommand.
 void add_runtime_flags(CLI::App* cmd, Runtime& runtime);
 
-// Validates and applies them: OpenMP's and the BLAS libraries' thread counts, and the precision
-// of the matrix products. Returns the thread count in use.
-int apply_runtime(const Runtime& runtime);
+// Validates and applies them: OpenMP's and the BLAS libraries' thread counts, then makes the
+// compute context the command's models run with (the GEMM backend measured, bf16 falling back to
+// f32 where slower, said once on stderr).
+struct Compute {
+  int threads;
+  ComputeContext ctx;
+};
+Compute apply_runtime(const Runtime& runtime);
 
-// What the matrix products run on, after apply_runtime: the GEMM backend, the precision they
-// really run at (bf16 falls back to f32 where slower) and the one asked for, OpenBLAS's core.
-// As JSON fields for benchmark rows, and as one line for their text headers.
-nlohmann::json runtime_fields(const Runtime& runtime);
-std::string runtime_line(const Runtime& runtime);
+// What the matrix products run on: the GEMM backend, the precision they really run at and the
+// one asked for, OpenBLAS's core. As JSON fields for benchmark rows, and as one line for their
+// text headers.
+nlohmann::json runtime_fields(const Runtime& runtime, const ComputeContext& ctx);
+std::string runtime_line(const Runtime& runtime, const ComputeContext& ctx);
 
 // parse_mechanism with the flag's name in the error.
 Mechanism mechanism_flag(const std::string& name);

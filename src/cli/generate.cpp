@@ -32,12 +32,12 @@ struct GenerateOptions {
 void run(const GenerateOptions& o) {
   util::check_range("--max-tokens", o.max_tokens, 0, int64_t{1} << 30);
   model::check_sampling(o.sampling, true);
-  apply_runtime(o.runtime);
+  const ComputeContext ctx = apply_runtime(o.runtime).ctx;
   const auto ck = model::read_checkpoint(o.checkpoint);
   if (ck.tokenizer_bytes.empty())
     throw Error(fmt::format("{} has no tokenizer: it was trained on a synthetic task (`prepare "
                             "--task`), which has no text to generate; use `eval`", ck.dir));
-  Model model(ck.config);
+  Model model(ck.config, ctx);
   model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
   const auto tok = data::Tokenizer::from_bytes(ck.tokenizer_bytes, ck.dir + "/tokenizer.model");
   const std::string identity = model.identity();

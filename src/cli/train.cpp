@@ -61,7 +61,7 @@ void run_eval(const EvalCli& e) {
   util::check_range("--batch", e.batch, 1, int64_t{1} << 20);
   util::check_range("--batches", e.batches, 1, int64_t{1} << 20);
   for (int64_t ctx : e.contexts) util::check_range("--context", ctx, 1, int64_t{1} << 30);
-  apply_runtime(e.runtime);
+  const ComputeContext ctx = apply_runtime(e.runtime).ctx;
   const auto ck = model::read_checkpoint(e.checkpoint);
   if (e.sketch_error && !attention::uses_sketch(ck.config.attention.mechanism))
     throw Error(fmt::format("--sketch-error needs a sketch mechanism; this checkpoint's {} is exact",
@@ -72,7 +72,7 @@ void run_eval(const EvalCli& e) {
                             ck.config.vocab));
   auto contexts = e.contexts.empty() ? std::vector<int64_t>{ck.config.context} : e.contexts;
   for (int64_t ctx : contexts) data::check_context(data, ctx);
-  Model model(ck.config);
+  Model model(ck.config, ctx);
   model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
   for (int64_t ctx : contexts) {
     const auto r = eval::evaluate(model, data, ctx, e.batch, e.batches);

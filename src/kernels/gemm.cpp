@@ -66,23 +66,21 @@ void skinny_gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, i
                   c + i0 * ldc + j0, ldc);
   }
 }
-std::atomic<GemmBackend> g_backend{GemmBackend::automatic};
-std::atomic<Precision> g_precision{Precision::f32};
-std::atomic<bool> g_bf16_kernel{true};
 
+// Environment variable `name` (unset: `first`), which must be `first` or `second`: whether it is
+// `first`. Throws Error otherwise.
+bool env_is_first(const char* name, const char* first, const char* second) {
+  const char* env = std::getenv(name);
+  const std::string v = env ? env : first;
+  if (v != first && v != second)
+    throw Error(fmt::format("{}='{}': expected {} or {}", name, v, first, second));
+  return v == first;
+}
 }  // namespace
 
-bool bf16_kernel() {
-  static std::once_flag env_once;
-  std::call_once(env_once, [] {
-    if (const char* env = std::getenv("POLYSKETCH_BF16_KERNEL")) {
-      const std::string v = env;
-      if (v != "on" && v != "off")
-        throw Error(fmt::format("POLYSKETCH_BF16_KERNEL='{}': expected on or off", v));
-      g_bf16_kernel = v == "on";
-    }
-  });
-  return g_bf16_kernel && bf16_small_gemm_available();
+bool bf16_kernel_wanted() {
+  static const bool wanted = env_is_first("POLYSKETCH_BF16_KERNEL", "on", "off");
+  return wanted && bf16_small_gemm_available();
 }
 
 namespace {
@@ -210,6 +208,9 @@ void small_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, 
   });
 }
 }  // namespace
+}  // namespace polysketch::kernels
+
+namespace polysketch {
 
 std::string gemm_backend_name(GemmBackend b) {
   return b == GemmBackend::onednn ? "onednn" : b == GemmBackend::openblas ? "openblas" : "auto";
@@ -222,48 +223,39 @@ GemmBackend parse_gemm_backend(const std::string& name) {
   throw Error(fmt::format("unknown GEMM backend '{}' (valid: auto, onednn, openblas)", name));
 }
 
-void set_gemm_backend(GemmBackend backend) { g_backend = backend; }
-
-GemmBackend gemm_backend() {
-  static std::once_flag env_once;
-  std::call_once(env_once, [] {
-    if (const char* env = std::getenv("POLYSKETCH_GEMM"); env && g_backend == GemmBackend::automatic)
-      g_backend = parse_gemm_backend(env);
-  });
-  GemmBackend b = g_backend;
-  if (b != GemmBackend::automatic) return b;
-  static std::mutex mutex;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (g_backend == GemmBackend::automatic) {
-    // Best of 4 on a product the size of our dense layers.
-    const double dnnl = product_seconds(GemmBackend::onednn, false, 1024, 768, 768, 4).front();
-    const double oblas = product_seconds(GemmBackend::openblas, false, 1024, 768, 768, 4).front();
-    g_backend = dnnl * 1.15 < oblas ? GemmBackend::onednn : GemmBackend::openblas;
-  }
-  return g_backend;
-}
-
 Precision parse_precision(const std::string& name) {
   if (name == "f32") return Precision::f32;
   if (name == "bf16") return Precision::bf16;
   throw Error(fmt::format("unknown precision '{}' (valid: f32, bf16)", name));
 }
-void set_precision(Precision p) { g_precision = p; }
-void set_bf16_kernel(bool enabled) {
-  bf16_kernel();  // the environment is read first, so that this call has the last word
-  g_bf16_kernel = enabled;
-}
-Precision precision() { return g_precision; }
 std::string precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "f32"; }
 
-bool bf16_forced() {
-  static const bool forced = [] {
-    const char* env = std::getenv("POLYSKETCH_BF16");
-    const std::string mode = env ? env : "auto";
-    if (mode != "auto" && mode != "always")
-      throw Error(fmt::format("POLYSKETCH_BF16='{}': expected auto or always", mode));
-    return mode == "always";
+ComputeContext make_compute_context(Precision precision, GemmBackend backend, std::string* note) {
+  ComputeContext c;
+  c.backend = backend == GemmBackend::automatic ? kernels::measured_backend() : backend;
+  c.bf16_kernel = kernels::bf16_kernel_wanted();
+  c.precision = kernels::effective_precision(precision, note);
+  return c;
+}
+
+}  // namespace polysketch
+
+namespace polysketch::kernels {
+
+GemmBackend measured_backend() {
+  static const GemmBackend backend = [] {
+    if (const char* env = std::getenv("POLYSKETCH_GEMM"))
+      if (const auto b = parse_gemm_backend(env); b != GemmBackend::automatic) return b;
+    // Best of 4 on a product the size of our dense layers.
+    const double dnnl = product_seconds(GemmBackend::onednn, false, 1024, 768, 768, 4).front();
+    const double oblas = product_seconds(GemmBackend::openblas, false, 1024, 768, 768, 4).front();
+    return dnnl * 1.15 < oblas ? GemmBackend::onednn : GemmBackend::openblas;
   }();
+  return backend;
+}
+
+bool bf16_forced() {
+  static const bool forced = !env_is_first("POLYSKETCH_BF16", "auto", "always");
   return forced;
 }
 
@@ -272,10 +264,10 @@ const Bf16Choice& bf16_choice() {
     Bf16Choice c;
     if (bf16_forced()) return c;
     // Equal work in both: seconds = flops / rate, summed over the dense and the per-thread product.
-    const GemmBackend backend = gemm_backend();
     auto seconds = [&](Precision p) {
-      const double dense = measure_product_gflops(backend, p, true, false, false, 1024, 768, 768, false, 3);
-      const double block = measure_product_gflops(backend, p, true, false, true, 256, 256, 64, true, 3);
+      const ComputeContext ctx{measured_backend(), p, bf16_kernel_wanted()};
+      const double dense = measure_product_gflops(ctx, false, false, 1024, 768, 768, false, 3);
+      const double block = measure_product_gflops(ctx, false, true, 256, 256, 64, true, 3);
       return 1.0 / dense + 1.0 / block;
     };
     const double f32 = seconds(Precision::f32), bf16 = seconds(Precision::bf16);
@@ -316,7 +308,7 @@ double measure_gemm_gflops(GemmBackend backend, Precision p, int64_t m, int repe
 // One row of output (decoding: one token, one head) is a matrix-vector product; sgemm would pack
 // the whole of B first, which costs more than the product itself.
 template <>
-void gemm<float>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+void gemm<float>(const ComputeContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                  const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                  int64_t ldc) {
   if (m == 0 || n == 0) return;
@@ -337,19 +329,20 @@ void gemm<float>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, fl
     return;
   }
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  const bool bf16 = g_precision == Precision::bf16;
-  if (bf16 && (flops < kMatmulMinFlops || omp_in_parallel()) && bf16_kernel())
+  const bool bf16 = ctx.precision == Precision::bf16;
+  const bool onednn = ctx.backend == GemmBackend::onednn;
+  if (bf16 && (flops < kMatmulMinFlops || omp_in_parallel()) && ctx.bf16_kernel && bf16_small_gemm_available())
     small_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  else if (flops >= kMatmulMinFlops && (bf16 || gemm_backend() == GemmBackend::onednn))
+  else if (flops >= kMatmulMinFlops && (bf16 || onednn))
     onednn_matmul(bf16, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  else if (gemm_backend() == GemmBackend::onednn)
+  else if (onednn)
     onednn_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   else
     openblas_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 template <>
-void gemm<double>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+void gemm<double>(const ComputeContext&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
                   const double* a, int64_t lda, const double* b, int64_t ldb, double beta,
                   double* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
@@ -360,16 +353,8 @@ void gemm<double>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, d
 
 void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
 
-double measure_product_gflops(GemmBackend backend, Precision p, bool use_kernel, bool trans_a,
-                              bool trans_b, int64_t m, int64_t n, int64_t k, bool per_thread,
-                              int repeat) {
-  const GemmBackend saved_backend = gemm_backend();
-  const Precision saved_precision = g_precision;
-  bf16_kernel();
-  const bool saved_kernel = g_bf16_kernel;
-  set_gemm_backend(backend);
-  set_precision(p);
-  set_bf16_kernel(use_kernel);
+double measure_product_gflops(const ComputeContext& ctx, bool trans_a, bool trans_b, int64_t m,
+                              int64_t n, int64_t k, bool per_thread, int repeat) {
   const int copies = per_thread ? omp_get_max_threads() : 1;
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   // Samples of at least ~200 MFLOP per thread, so that small products are timed over many calls.
@@ -385,7 +370,7 @@ double measure_product_gflops(GemmBackend backend, Precision p, bool use_kernel,
   }
   auto product = [&](Operands& o) {
     for (int64_t i = 0; i < calls; ++i)
-      gemm<float>(trans_a, trans_b, m, n, k, 1.f, o.a.data(), trans_a ? m : k, o.b.data(),
+      gemm<float>(ctx, trans_a, trans_b, m, n, k, 1.f, o.a.data(), trans_a ? m : k, o.b.data(),
                   trans_b ? k : n, 0.f, o.c.data(), n);
   };
   // Sample r's time: the slowest thread's, each timing its own products after a barrier (so
@@ -410,9 +395,6 @@ double measure_product_gflops(GemmBackend backend, Precision p, bool use_kernel,
     timed(0);
   }
   seconds.erase(seconds.begin());
-  set_gemm_backend(saved_backend);
-  set_precision(saved_precision);
-  set_bf16_kernel(saved_kernel);
   std::sort(seconds.begin(), seconds.end());
   return flops * static_cast<double>(calls * copies) / seconds[seconds.size() / 2] / 1e9;
 }

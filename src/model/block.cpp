@@ -23,7 +23,7 @@ void add_residual(T* x, const T* proj, const std::vector<T>& mask, int64_t count
 }  // namespace
 
 template <typename T>
-void block_forward(const BlockWeights<T>& w, int64_t n, T* x, BlockActs<T>& a, BlockScratch<T>& s,
+void block_forward(const ComputeContext& ctx, const BlockWeights<T>& w, int64_t n, T* x, BlockActs<T>& a, BlockScratch<T>& s,
                    bool keep, const Attend<T>& attend) {
   const auto d = static_cast<int64_t>(w.ln1_scale.value.size()), f = w.glu_out.shape[0];
   T* qkv = util::grown(s.qkv, n * 3 * d);
@@ -31,24 +31,24 @@ void block_forward(const BlockWeights<T>& w, int64_t n, T* x, BlockActs<T>& a, B
   if (keep) a.x_in.assign(x, x + n * d);
   T* ln1 = sized(a.ln1, n * d);
   kernels::layernorm_forward(n, d, x, w.ln1_scale.value.data(), w.ln1_bias.value.data(), ln1);
-  gemm<T>(false, false, n, 3 * d, d, T(1), ln1, d, w.qkv.value.data(), 3 * d, T(0), qkv, 3 * d);
+  gemm<T>(ctx, false, false, n, 3 * d, d, T(1), ln1, d, w.qkv.value.data(), 3 * d, T(0), qkv, 3 * d);
   T* merged = sized(a.merged, n * d);
   attend(qkv, merged);
-  gemm<T>(false, false, n, d, d, T(1), merged, d, w.out.value.data(), d, T(0), proj, d);
+  gemm<T>(ctx, false, false, n, d, d, T(1), merged, d, w.out.value.data(), d, T(0), proj, d);
   add_residual(x, proj, a.mask1, n * d);
   if (keep) a.x_mid.assign(x, x + n * d);
   T* ln2 = sized(a.ln2, n * d);
   kernels::layernorm_forward(n, d, x, w.ln2_scale.value.data(), w.ln2_bias.value.data(), ln2);
   T* u = sized(a.u, n * 2 * f);
-  gemm<T>(false, false, n, 2 * f, d, T(1), ln2, d, w.glu_in.value.data(), 2 * f, T(0), u, 2 * f);
+  gemm<T>(ctx, false, false, n, 2 * f, d, T(1), ln2, d, w.glu_in.value.data(), 2 * f, T(0), u, 2 * f);
   T* g = sized(a.g, n * f);
   glu_forward(g, u, n, f);
-  gemm<T>(false, false, n, d, f, T(1), g, f, w.glu_out.value.data(), d, T(0), proj, d);
+  gemm<T>(ctx, false, false, n, d, f, T(1), g, f, w.glu_out.value.data(), d, T(0), proj, d);
   add_residual(x, proj, a.mask2, n * d);
 }
 
 template <typename T>
-void block_backward(const BlockWeights<T>& w, const BlockGrads<T>& g, const BlockActs<T>& a,
+void block_backward(const ComputeContext& ctx, const BlockWeights<T>& w, const BlockGrads<T>& g, const BlockActs<T>& a,
                     int64_t n, T* dx, BlockBackScratch<T>& s, const AttendBackward<T>& attend_backward) {
   const auto d = static_cast<int64_t>(w.ln1_scale.value.size()), f = w.glu_out.shape[0];
   // Every scratch buffer is fully overwritten before it is read.
@@ -59,30 +59,30 @@ void block_backward(const BlockWeights<T>& w, const BlockGrads<T>& g, const Bloc
   T* dqkv = sized(s.dqkv, n * 3 * d);
   // GLU branch
   for (int64_t i = 0; i < n * d; ++i) dy[i] = a.mask2.empty() ? dx[i] : dx[i] * a.mask2[i];
-  gemm<T>(true, false, f, d, n, T(1), a.g.data(), f, dy, d, T(1), g.glu_out->data(), d);
-  gemm<T>(false, true, n, f, d, T(1), dy, d, w.glu_out.value.data(), d, T(0), dg, f);
+  gemm<T>(ctx, true, false, f, d, n, T(1), a.g.data(), f, dy, d, T(1), g.glu_out->data(), d);
+  gemm<T>(ctx, false, true, n, f, d, T(1), dy, d, w.glu_out.value.data(), d, T(0), dg, f);
   glu_backward(du, dg, a.u.data(), n, f);
-  gemm<T>(true, false, d, 2 * f, n, T(1), a.ln2.data(), d, du, 2 * f, T(1), g.glu_in->data(), 2 * f);
-  gemm<T>(false, true, n, d, 2 * f, T(1), du, 2 * f, w.glu_in.value.data(), 2 * f, T(0), tmp, d);
+  gemm<T>(ctx, true, false, d, 2 * f, n, T(1), a.ln2.data(), d, du, 2 * f, T(1), g.glu_in->data(), 2 * f);
+  gemm<T>(ctx, false, true, n, d, 2 * f, T(1), du, 2 * f, w.glu_in.value.data(), 2 * f, T(0), tmp, d);
   kernels::layernorm_backward(n, d, a.x_mid.data(), w.ln2_scale.value.data(), tmp, tmp,
                               g.ln2_scale->data(), g.ln2_bias->data());
   for (int64_t i = 0; i < n * d; ++i) dx[i] += tmp[i];
   // Attention branch
   for (int64_t i = 0; i < n * d; ++i) dy[i] = a.mask1.empty() ? dx[i] : dx[i] * a.mask1[i];
-  gemm<T>(true, false, d, d, n, T(1), a.merged.data(), d, dy, d, T(1), g.out->data(), d);
-  gemm<T>(false, true, n, d, d, T(1), dy, d, w.out.value.data(), d, T(0), tmp, d);
+  gemm<T>(ctx, true, false, d, d, n, T(1), a.merged.data(), d, dy, d, T(1), g.out->data(), d);
+  gemm<T>(ctx, false, true, n, d, d, T(1), dy, d, w.out.value.data(), d, T(0), tmp, d);
   attend_backward(tmp, dy, dqkv);
-  gemm<T>(true, false, d, 3 * d, n, T(1), a.ln1.data(), d, dqkv, 3 * d, T(1), g.qkv->data(), 3 * d);
-  gemm<T>(false, true, n, d, 3 * d, T(1), dqkv, 3 * d, w.qkv.value.data(), 3 * d, T(0), tmp, d);
+  gemm<T>(ctx, true, false, d, 3 * d, n, T(1), a.ln1.data(), d, dqkv, 3 * d, T(1), g.qkv->data(), 3 * d);
+  gemm<T>(ctx, false, true, n, d, 3 * d, T(1), dqkv, 3 * d, w.qkv.value.data(), 3 * d, T(0), tmp, d);
   kernels::layernorm_backward(n, d, a.x_in.data(), w.ln1_scale.value.data(), tmp, tmp,
                               g.ln1_scale->data(), g.ln1_bias->data());
   for (int64_t i = 0; i < n * d; ++i) dx[i] += tmp[i];
 }
 
 #define POLYSKETCH_INSTANTIATE(T)                                                                 \
-  template void block_forward<T>(const BlockWeights<T>&, int64_t, T*, BlockActs<T>&,              \
+  template void block_forward<T>(const ComputeContext&, const BlockWeights<T>&, int64_t, T*, BlockActs<T>&,              \
                                  BlockScratch<T>&, bool, const Attend<T>&);                       \
-  template void block_backward<T>(const BlockWeights<T>&, const BlockGrads<T>&,                   \
+  template void block_backward<T>(const ComputeContext&, const BlockWeights<T>&, const BlockGrads<T>&,                   \
                                   const BlockActs<T>&, int64_t, T*, BlockBackScratch<T>&,         \
                                   const AttendBackward<T>&);
 POLYSKETCH_INSTANTIATE(float)

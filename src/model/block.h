@@ -40,12 +40,12 @@ using AttendBackward = std::function<void(T* dmerged, T* work, T* dqkv)>;
 
 // x [n x D] is updated in place. keep: a.x_in and a.x_mid are kept for backward.
 template <typename T>
-void block_forward(const BlockWeights<T>& w, int64_t n, T* x, BlockActs<T>& a, BlockScratch<T>& s,
+void block_forward(const ComputeContext& ctx, const BlockWeights<T>& w, int64_t n, T* x, BlockActs<T>& a, BlockScratch<T>& s,
                    bool keep, const Attend<T>& attend);
 // dx [n x D]: d loss/d block output in, d loss/d block input out. Adds the weight gradients of
 // the dense layers into g (the attention's own gradients are attend_backward's business).
 template <typename T>
-void block_backward(const BlockWeights<T>& w, const BlockGrads<T>& g, const BlockActs<T>& a,
+void block_backward(const ComputeContext& ctx, const BlockWeights<T>& w, const BlockGrads<T>& g, const BlockActs<T>& a,
                     int64_t n, T* dx, BlockBackScratch<T>& s, const AttendBackward<T>& attend_backward);
 
 }  // namespace polysketch::model

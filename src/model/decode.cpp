@@ -56,10 +56,10 @@ std::vector<T> ModelT<T>::prefill(DecodeStateT<T>& state, const int32_t* tokens,
     model::TrunkPass<T> pass{tokens + done, 1, len};
     pass.t0 = state.position();
     pass.hook = &hook;
-    model::run_trunk(*weights_, config_, pass, mem);
+    model::run_trunk(ctx_, *weights_, config_, pass, mem);
     DecodeAccess::advance(state, len);
   }
-  model::output_logits(*weights_, mem.xf.data() + mem.xf.size() - config_.width, 1, DecodeAccess::impl(state).logits);
+  model::output_logits(ctx_, *weights_, mem.xf.data() + mem.xf.size() - config_.width, 1, DecodeAccess::impl(state).logits);
   return state.last_logits();
 }
 
@@ -104,12 +104,12 @@ std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* to
                              head_scratch[static_cast<size_t>(thread)]);
       });
     };
-    model::block_forward(w.layers[li], batch, x.data(), acts, scratch, false, attend);
+    model::block_forward(ctx_, w.layers[li], batch, x.data(), acts, scratch, false, attend);
   }
   std::vector<T> y(x.size());
   kernels::layernorm_forward(batch, d, x.data(), w.final_scale.value.data(), w.final_bias.value.data(), y.data());
   std::vector<T> logits;
-  model::output_logits(w, y.data(), batch, logits);
+  model::output_logits(ctx_, w, y.data(), batch, logits);
   for (int64_t b = 0; b < batch; ++b) {
     DecodeAccess::advance(*states[b], 1);
     DecodeAccess::impl(*states[b]).logits.assign(logits.begin() + b * v, logits.begin() + (b + 1) * v);

@@ -68,7 +68,7 @@ void check_rows(int64_t batch, int64_t len) {
 }  // namespace
 
 template <typename T>
-ModelT<T>::ModelT(const ModelConfig& config) : config_(config) {
+ModelT<T>::ModelT(const ModelConfig& config, const ComputeContext& ctx) : config_(config), ctx_(ctx) {
   config_.validate();
   config_.check_fits_in_memory(0);
   weights_ = std::make_unique<model::Weights<T>>();
@@ -92,7 +92,7 @@ ModelT<T>::ModelT(const ModelConfig& config) : config_(config) {
     AttentionConfig ac = config_.attention;
     ac.seed = config_.seed;
     ac.layer = static_cast<int>(l);
-    b.attn = std::make_unique<AttentionT<T>>(ac, config_.head_dim(), config_.head_dim());
+    b.attn = std::make_unique<AttentionT<T>>(ac, config_.head_dim(), config_.head_dim(), ctx_);
     for (auto& p : b.attn->params()) p.name = pre + "attn." + p.name;
   }
   w.final_scale = filled<T>("final_ln.scale", {d}, T(1));
@@ -152,8 +152,8 @@ double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const in
   pass.dropout_seed = dropout_seed;
   pass.seq_len = chunk ? chunk->seq_len : 0;
   pass.exchange = c.chunk.exchange;
-  model::run_trunk(*weights_, config_, pass, c.trunk);
-  model::output_logits(*weights_, c.trunk.xf.data(), n, c.dlogits);
+  model::run_trunk(ctx_, *weights_, config_, pass, c.trunk);
+  model::output_logits(ctx_, *weights_, c.trunk.xf.data(), n, c.dlogits);
   // d loss / d logits in place
   const double loss = model::cross_entropy(c.dlogits.data(), targets, n, config_.vocab,
                                            c.dlogits.data(), chunk ? chunk->scored : 0);
@@ -172,9 +172,9 @@ typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t*
   check_targets(targets, n, v, true);
   WorkspaceT<T> own;  // when the caller passed none
   auto& mem = (ws ? *ws : own).impl_->trunk;
-  model::run_trunk(*weights_, config_, model::TrunkPass<T>{tokens, batch, len}, mem);
+  model::run_trunk(ctx_, *weights_, config_, model::TrunkPass<T>{tokens, batch, len}, mem);
   std::vector<T> logits;
-  model::output_logits(*weights_, mem.xf.data(), n, logits);
+  model::output_logits(ctx_, *weights_, mem.xf.data(), n, logits);
   Score s;
   s.loss = model::cross_entropy(logits.data(), targets, n, v, static_cast<T*>(nullptr));
   for (int64_t i = 0; i < n; ++i) {
@@ -191,9 +191,9 @@ std::vector<T> ModelT<T>::logits(const int32_t* tokens, int64_t batch, int64_t l
   check_rows(batch, len);
   WorkspaceT<T> own;  // when the caller passed none
   auto& mem = (ws ? *ws : own).impl_->trunk;
-  model::run_trunk(*weights_, config_, model::TrunkPass<T>{tokens, batch, len}, mem);
+  model::run_trunk(ctx_, *weights_, config_, model::TrunkPass<T>{tokens, batch, len}, mem);
   std::vector<T> out;
-  model::output_logits(*weights_, mem.xf.data(), batch * len, out);
+  model::output_logits(ctx_, *weights_, mem.xf.data(), batch * len, out);
   return out;
 }
 
@@ -221,7 +221,7 @@ std::vector<double> ModelT<T>::sketch_error(const int32_t* tokens, int64_t batch
   WorkspaceT<T> own;
   model::TrunkPass<T> pass{tokens, batch, len};
   pass.hook = &hook;
-  model::run_trunk(*weights_, config_, pass, (ws ? *ws : own).impl_->trunk);
+  model::run_trunk(ctx_, *weights_, config_, pass, (ws ? *ws : own).impl_->trunk);
   return error;
 }
 
@@ -245,11 +245,11 @@ void ModelT<T>::backward(TrainCacheT<T>& cache, std::vector<std::vector<T>>& gra
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = j0; j < j1; ++j) (*g.output_bias)[j] += dl[i * v + j];
   });
-  gemm<T>(true, false, v, d, n, T(1), dl, v, c.trunk.xf.data(), d, T(1), g.embedding->data(), d);
+  gemm<T>(ctx_, true, false, v, d, n, T(1), dl, v, c.trunk.xf.data(), d, T(1), g.embedding->data(), d);
   c.dx.resize(static_cast<size_t>(n * d));
   auto& tmp = c.back.tmp;
   tmp.resize(c.dx.size());
-  gemm<T>(false, false, n, d, v, T(1), dl, v, w.embedding.value.data(), d, T(0), tmp.data(), d);
+  gemm<T>(ctx_, false, false, n, d, v, T(1), dl, v, w.embedding.value.data(), d, T(0), tmp.data(), d);
   kernels::layernorm_backward(n, d, c.trunk.x.data(), w.final_scale.value.data(), tmp.data(),
                               c.dx.data(), g.final_scale->data(), g.final_bias->data());
   const AttentionShape shape{batch, h, len, hd, hd};
@@ -267,7 +267,7 @@ void ModelT<T>::backward(TrainCacheT<T>& cache, std::vector<std::vector<T>>& gra
       model::rope_backward(c.dk.data(), batch * h, len, hd, c.chunk.offset);
       model::merge_qkv_grads(dqkv, c.dq.data(), c.dk.data(), c.dv.data(), batch, len, h, hd);
     };
-    model::block_backward(l, g.layers[li], a.block, n, c.dx.data(), c.back, attend_backward);
+    model::block_backward(ctx_, l, g.layers[li], a.block, n, c.dx.data(), c.back, attend_backward);
     report(static_cast<int>(li));
   }
   model::embedding_backward(g.embedding->data(), c.dx.data(), c.tokens.data(),

@@ -10,7 +10,7 @@
 namespace polysketch::model {
 
 template <typename T>
-void run_trunk(const Weights<T>& w, const ModelConfig& cfg, const TrunkPass<T>& pass, TrunkMemory<T>& mem) {
+void run_trunk(const ComputeContext& ctx, const Weights<T>& w, const ModelConfig& cfg, const TrunkPass<T>& pass, TrunkMemory<T>& mem) {
   const int64_t batch = pass.batch, len = pass.len, n = batch * len, d = cfg.width,
                 h = cfg.heads, hd = cfg.head_dim();
   for (int64_t i = 0; i < n; ++i)
@@ -44,14 +44,14 @@ void run_trunk(const Weights<T>& w, const ModelConfig& cfg, const TrunkPass<T>& 
     const int64_t seq_len = pass.seq_len > 0 ? pass.seq_len : len;
     dropout_mask(a.block.mask1, batch, len, d, pass.dropout, pass.dropout_seed, 2 * li, pass.t0, seq_len);
     dropout_mask(a.block.mask2, batch, len, d, pass.dropout, pass.dropout_seed, 2 * li + 1, pass.t0, seq_len);
-    block_forward(l, n, x.data(), a.block, mem.scratch, pass.keep, attend);
+    block_forward(ctx, l, n, x.data(), a.block, mem.scratch, pass.keep, attend);
   }
   mem.xf.resize(x.size());
   kernels::layernorm_forward(n, d, x.data(), w.final_scale.value.data(), w.final_bias.value.data(),
                              mem.xf.data());
 }
 
-template void run_trunk<float>(const Weights<float>&, const ModelConfig&, const TrunkPass<float>&, TrunkMemory<float>&);
-template void run_trunk<double>(const Weights<double>&, const ModelConfig&, const TrunkPass<double>&, TrunkMemory<double>&);
+template void run_trunk<float>(const ComputeContext&, const Weights<float>&, const ModelConfig&, const TrunkPass<float>&, TrunkMemory<float>&);
+template void run_trunk<double>(const ComputeContext&, const Weights<double>&, const ModelConfig&, const TrunkPass<double>&, TrunkMemory<double>&);
 
 }  // namespace polysketch::model

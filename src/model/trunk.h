@@ -50,15 +50,16 @@ struct TrunkPass {
 
 // Runs the network up to the final LayerNorm: mem.xf [N x D].
 template <typename T>
-void run_trunk(const Weights<T>& w, const ModelConfig& cfg, const TrunkPass<T>& pass, TrunkMemory<T>& mem);
+void run_trunk(const ComputeContext& ctx, const Weights<T>& w, const ModelConfig& cfg, const TrunkPass<T>& pass, TrunkMemory<T>& mem);
 
 // logits [n x v] = xf E^T + bias
 template <typename T>
-void output_logits(const Weights<T>& w, const T* xf, int64_t n, std::vector<T>& logits) {
+void output_logits(const ComputeContext& ctx, const Weights<T>& w, const T* xf, int64_t n,
+                   std::vector<T>& logits) {
   const auto v = w.embedding.shape[0], d = w.embedding.shape[1];
   logits.resize(static_cast<size_t>(n * v));
   for (int64_t i = 0; i < n; ++i) std::copy(w.output_bias.value.begin(), w.output_bias.value.end(), logits.begin() + i * v);
-  kernels::gemm<T>(false, true, n, v, d, T(1), xf, d, w.embedding.value.data(), d, T(1), logits.data(), v);
+  kernels::gemm<T>(ctx, false, true, n, v, d, T(1), xf, d, w.embedding.value.data(), d, T(1), logits.data(), v);
 }
 
 }  // namespace polysketch::model

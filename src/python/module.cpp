@@ -74,6 +74,16 @@ class ThreadScope {
   sigset_t saved_mask_;
 };
 
+// The module's compute context: f32, on the GEMM backend this machine runs best (measured once,
+// on the first model or attention built, outside any parallel region, with every core).
+const ComputeContext& compute_context() {
+  static const ComputeContext ctx = [] {
+    ThreadScope threads;
+    return make_compute_context(Precision::f32);
+  }();
+  return ctx;
+}
+
 template <typename T>
 using Array = py::array_t<T, py::array::c_style>;  // the Python side passes C-contiguous arrays
 
@@ -102,7 +112,8 @@ class PyAttention {
   PyAttention(const std::string& mechanism, bool causal, int p, int r, int block,
               const std::string& sketch, uint64_t seed, int layer, int threads, int64_t head_dim,
               int64_t value_dim)
-      : att_(make_config(mechanism, causal, p, r, block, sketch, seed, layer, threads), head_dim, value_dim) {}
+      : att_(make_config(mechanism, causal, p, r, block, sketch, seed, layer, threads), head_dim, value_dim,
+             compute_context()) {}
 
   py::list params() const {
     py::list out;
@@ -122,7 +133,6 @@ class PyAttention {
       T* o = out.mutable_data();
       py::gil_scoped_release release;
       ThreadScope threads;
-      kernels::gemm_backend();
       att_.forward(s, q.data(), k.data(), v.data(), o, saved.get());
     }
     return py::make_tuple(out, saved ? py::cast(std::move(*saved)) : py::none());
@@ -201,7 +211,7 @@ void bind_attention(py::module_& m, const char* name) {
 class PyModel {
  public:
   explicit PyModel(const std::string& checkpoint) : ck_(model::read_checkpoint(checkpoint)) {
-    auto loaded = std::make_unique<Model>(ck_.config);
+    auto loaded = std::make_unique<Model>(ck_.config, compute_context());
     model::load_weights(*loaded, ck_.weights, ck_.dir + "/model.safetensors");
     model_ = std::move(loaded);  // const from here: calls from several threads need no lock
     if (!ck_.tokenizer_bytes.empty())
@@ -225,7 +235,6 @@ class PyModel {
     {
       py::gil_scoped_release release;
       ThreadScope threads;
-      kernels::gemm_backend();
       out = model_->logits(tokens.data(), b, len);
     }
     auto a = new_array<float>({b, len, v});
@@ -252,7 +261,6 @@ class PyGenerator {
     if (text) text_.emplace(model.tokenizer(), prompt);
     py::gil_scoped_release release;
     ThreadScope threads;
-    kernels::gemm_backend();
     gen_.prompt(prompt);
   }
   int32_t next() {

@@ -23,7 +23,7 @@ void validate_options(const TrainOptions& o) {
   util::check_range("--context-parallel", o.context_parallel, 1, int64_t{1} << 20);
   util::check_range("--time-budget (seconds)", o.time_budget_s, 0.0, 1e9);
   try {
-    kernels::parse_precision(o.precision);
+    parse_precision(o.precision);
   } catch (const Error& e) {
     throw Error(fmt::format("--precision: {}", e.what()));
   }

@@ -161,22 +161,24 @@ ModelConfig model_config(const Setup& s, const data::Dataset& data) {
   return mc;
 }
 
-// bf16 where it does not pay runs f32 products; every rank does as the slowest says (they time
-// on their own), so the ranks agree.
-void choose_precision(const TrainOptions& o) {
+// The run's compute context. bf16 where it does not pay runs f32 products; every rank does as
+// the slowest says (they time on their own), so the ranks agree.
+ComputeContext compute_context(const TrainOptions& o) {
   std::string note;
-  const auto requested = kernels::parse_precision(o.precision);
-  const bool bf16_pays = !World::any(kernels::effective_precision(requested, &note) != requested);
-  kernels::set_precision(bf16_pays ? requested : kernels::Precision::f32);
+  const auto requested = parse_precision(o.precision);
+  ComputeContext ctx = make_compute_context(requested, GemmBackend::automatic, &note);
+  const bool bf16_pays = !World::any(ctx.precision != requested);
+  if (!bf16_pays) ctx.precision = Precision::f32;
   if (o.progress && !bf16_pays)
     fmt::print(stderr, "{}\n", note.empty() ? "--precision bf16: another rank measured bf16 slower than f32; using f32 products" : note);
+  return ctx;
 }
 
 // The training loop over a set-up run.
 class Loop {
  public:
-  Loop(Setup& s, const data::Dataset& data, const ModelConfig& mc)
-      : s_(s), o_(s.o), data_(data), ctx_(mc.context), model_(mc),
+  Loop(Setup& s, const data::Dataset& data, const ModelConfig& mc, const ComputeContext& compute)
+      : s_(s), o_(s.o), data_(data), ctx_(mc.context), model_(mc, compute),
         opt_(model_.params(), {0.9, 0.95, 1e-8, o_.weight_decay}), grads_(model_.zero_grads()),
         global_accum_(o_.accum * s.groups) {
     if (s.ckpt) {
@@ -378,8 +380,7 @@ TrainResult run_training(const TrainOptions& options) {
   Setup s = open_run(options);
   const auto data = data::load_dataset(s.o.data_dir);
   const ModelConfig mc = model_config(s, data);
-  choose_precision(s.o);
-  return Loop(s, data, mc).run();
+  return Loop(s, data, mc, compute_context(s.o)).run();
 }
 
 }  // namespace polysketch::train
