@@ -227,6 +227,52 @@ TEST(DecodeState, SketchStateSizeIsConstantKvCacheGrows) {
   expect_error([&] { model.prefill(s, tokens.data(), 8); }, "KV cache");
 }
 
+// A budget shared by states counts each for as long as it lives (forks too, moves once),
+// refuses what does not fit, and lets an eviction hook make room.
+TEST(DecodeBudget, CountsStatesForksAndGrowth) {
+  const auto sketch = config_for(Mechanism::polysketch_learned_local);
+  const int64_t one = DecodeState(sketch).bytes();
+  auto budget = std::make_shared<DecodeBudget>(2 * one);
+  {
+    DecodeState a(sketch, budget);
+    DecodeState b(a);  // a fork
+    EXPECT_EQ(budget->used(), 2 * one);
+    expect_error([&] { DecodeState c(sketch, budget); }, "budget exceeded");
+    expect_error([&] { DecodeState c(a); }, "budget exceeded");
+    DecodeState moved(std::move(b));
+    EXPECT_EQ(budget->used(), 2 * one);
+    moved = DecodeState(sketch);  // the budgeted state it held is released
+    EXPECT_EQ(budget->used(), one);
+  }
+  EXPECT_EQ(budget->used(), 0);
+
+  // A KV cache grows against the budget; the hook evicts another sequence to make room.
+  const auto kv = config_for(Mechanism::softmax);
+  Model model(kv);
+  const int64_t per_token = 2 * 4 * kv.layers * kv.width;
+  auto shared = std::make_shared<DecodeBudget>(20 * per_token);
+  const auto tokens = random_tokens(16, 3);
+  auto old = std::make_unique<DecodeState>(kv, shared);
+  model.prefill(*old, tokens.data(), 12);
+  EXPECT_EQ(shared->used(), 12 * per_token);
+  DecodeState next(kv, shared);
+  expect_error([&] { model.prefill(next, tokens.data(), 10); }, "budget exceeded");
+  EXPECT_EQ(shared->used(), 12 * per_token);  // nothing kept from the refused prefill
+  int evictions = 0;
+  shared->on_exceeded = [&](int64_t missing) {
+    EXPECT_GT(missing, 0);
+    if (!old) return false;
+    old.reset();
+    ++evictions;
+    return true;
+  };
+  const auto logits = model.prefill(next, tokens.data(), 10);
+  EXPECT_EQ(evictions, 1);
+  EXPECT_EQ(shared->used(), 10 * per_token);
+  DecodeState fresh(kv);
+  EXPECT_EQ(model.prefill(fresh, tokens.data(), 10), logits);  // the budget changes no result
+}
+
 TEST(DecodeState, SnapshotRoundTripAndRejection) {
   TempDir dir;
   const auto cfg = config_for(Mechanism::polysketch_learned_local);

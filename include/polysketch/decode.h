@@ -12,7 +12,9 @@
 // position. softmax and polynomial keep a KV cache, which grows until `max_bytes`.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,11 +23,35 @@
 
 namespace polysketch {
 
+// A memory budget shared by a set of decoding states (a server's sequences and sessions): each
+// state made with it counts its bytes against the limit for as long as it lives. Making a state
+// that does not fit, forking one, or growing a KV cache past the limit throws Error naming the
+// sizes, unless `on_exceeded` makes room first. Thread-safe.
+class DecodeBudget {
+ public:
+  explicit DecodeBudget(int64_t limit_bytes);
+  int64_t limit() const { return limit_; }
+  int64_t used() const { return used_; }
+  // Called with the bytes missing when a charge does not fit (from the thread that charges,
+  // possibly inside a decoding step; it must not use the states being stepped): it may free
+  // other states (evict them) and return true to retry, or return false to fail.
+  std::function<bool(int64_t missing_bytes)> on_exceeded;
+
+  // Counts `bytes` more, or throws Error (`what` says for what); release() gives them back.
+  void charge(int64_t bytes, const char* what);
+  void release(int64_t bytes) { used_ -= bytes; }
+
+ private:
+  const int64_t limit_;
+  std::atomic<int64_t> used_{0};
+};
+
 template <typename T>
 class DecodeStateT {
  public:
-  // Throws Error for a non-causal model (it cannot be decoded token by token).
-  explicit DecodeStateT(const ModelConfig& config);
+  // Throws Error for a non-causal model (it cannot be decoded token by token). With `budget`,
+  // the state's bytes count against it (and copies' and growth's too).
+  explicit DecodeStateT(const ModelConfig& config, std::shared_ptr<DecodeBudget> budget = nullptr);
   ~DecodeStateT();
   DecodeStateT(const DecodeStateT& other);  // a deep copy: fork a sequence
   DecodeStateT(DecodeStateT&&) noexcept;
@@ -48,15 +74,20 @@ class DecodeStateT {
   // CRC-32. load() rejects another model's state, a truncated or corrupt file, with Error.
   void save(const std::string& path, const std::string& model_identity) const;
   static DecodeStateT load(const std::string& path, const ModelConfig& config,
-                           const std::string& model_identity);
+                           const std::string& model_identity,
+                           std::shared_ptr<DecodeBudget> budget = nullptr);
+  const std::shared_ptr<DecodeBudget>& budget() const { return budget_; }
 
   struct Impl;  // internal (src/model/decode_state.h)
 
  private:
   friend struct DecodeAccess;  // internal: the model's passes (src/model/decode_state.h)
+  void charge(int64_t bytes, const char* what);  // against the budget, if any
   ModelConfig config_;
   int64_t position_ = 0;
   std::unique_ptr<Impl> impl_;
+  std::shared_ptr<DecodeBudget> budget_;
+  int64_t charged_ = 0;  // bytes counted against budget_
 };
 
 using DecodeState = DecodeStateT<float>;

@@ -29,7 +29,7 @@ std::vector<T> ModelT<T>::prefill(DecodeStateT<T>& state, const int32_t* tokens,
   while (done < n && state.position() > 0 && (!sketch || state.position() % b != 0))
     step(&one, tokens + done++, 1);
   if (done == n) return state.last_logits();
-  check_kv_room(config_, state, n - done);
+  reserve_kv(config_, &one, 1, n - done);
   // Chunks (a multiple of b) keep the prefill's working memory independent of n.
   const int64_t chunk = sketch ? b * std::max<int64_t>(1, state.prefill_chunk / b) : n;
   const int64_t h = config_.heads, hd = config_.head_dim();
@@ -76,8 +76,8 @@ std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* to
       if (states[c] == states[b]) throw Error("step: the same decoding state appears twice in one batch");
     if (tokens[b] < 0 || tokens[b] >= v)
       throw Error(fmt::format("token id {} is outside the vocabulary [0, {})", tokens[b], v));
-    check_kv_room(cfg, *states[b], 1);
   }
+  reserve_kv(cfg, states, batch, 1);
   std::vector<T> x(static_cast<size_t>(batch * d));
   const T scale = static_cast<T>(std::sqrt(static_cast<double>(d)));
   for (int64_t b = 0; b < batch; ++b) {

@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <cstring>
+#include <utility>
 
 #include "attention/mechanism.h"
 #include "kernels/rng.h"
@@ -14,31 +15,80 @@
 
 namespace polysketch {
 
+DecodeBudget::DecodeBudget(int64_t limit_bytes) : limit_(limit_bytes) {
+  if (limit_bytes < 0) throw Error(fmt::format("a decoding budget must be >= 0 bytes, got {}", limit_bytes));
+}
+
+void DecodeBudget::charge(int64_t bytes, const char* what) {
+  for (;;) {
+    int64_t used = used_;
+    while (used + bytes <= limit_)
+      if (used_.compare_exchange_weak(used, used + bytes)) return;
+    const int64_t missing = used + bytes - limit_;
+    if (!on_exceeded || !on_exceeded(missing))
+      throw Error(fmt::format("decoding memory budget exceeded: {} needs {:.2f} MiB, {:.2f} of the "
+                              "budget's {:.2f} MiB are in use", what, bytes / 1048576.0,
+                              used / 1048576.0, limit_ / 1048576.0));
+  }
+}
+
 template <typename T>
-DecodeStateT<T>::DecodeStateT(const ModelConfig& config)
+DecodeStateT<T>::DecodeStateT(const ModelConfig& config, std::shared_ptr<DecodeBudget> budget)
     : max_bytes(static_cast<int64_t>(util::physical_memory_bytes() / 2)),
       config_(config),
-      impl_(std::make_unique<Impl>()) {
+      impl_(std::make_unique<Impl>()),
+      budget_(std::move(budget)) {
   config_.validate();
   if (!config_.attention.causal)
     throw Error("decoding needs a causal model (this one was configured with causal=false)");
   impl_->heads.resize(static_cast<size_t>(config_.layers * config_.heads));
   for (auto& h : impl_->heads) attention::init_head_state(config_.attention, config_.head_dim(), h);
+  charge(bytes(), "a new decoding state");
 }
 
 template <typename T>
-DecodeStateT<T>::~DecodeStateT() = default;
+DecodeStateT<T>::~DecodeStateT() {
+  if (budget_) budget_->release(charged_);
+}
 template <typename T>
 DecodeStateT<T>::DecodeStateT(const DecodeStateT& other)
     : max_bytes(other.max_bytes),
       prefill_chunk(other.prefill_chunk),
       config_(other.config_),
       position_(other.position_),
-      impl_(std::make_unique<Impl>(*other.impl_)) {}
+      impl_(std::make_unique<Impl>(*other.impl_)),
+      budget_(other.budget_) {
+  charge(other.charged_, "a copy of a decoding state");
+}
 template <typename T>
-DecodeStateT<T>::DecodeStateT(DecodeStateT&&) noexcept = default;
+DecodeStateT<T>::DecodeStateT(DecodeStateT&& other) noexcept
+    : max_bytes(other.max_bytes),
+      prefill_chunk(other.prefill_chunk),
+      config_(std::move(other.config_)),
+      position_(other.position_),
+      impl_(std::move(other.impl_)),
+      budget_(std::move(other.budget_)),
+      charged_(std::exchange(other.charged_, 0)) {}
 template <typename T>
-DecodeStateT<T>& DecodeStateT<T>::operator=(DecodeStateT&&) noexcept = default;
+DecodeStateT<T>& DecodeStateT<T>::operator=(DecodeStateT&& other) noexcept {
+  if (this == &other) return *this;
+  if (budget_) budget_->release(charged_);
+  max_bytes = other.max_bytes;
+  prefill_chunk = other.prefill_chunk;
+  config_ = std::move(other.config_);
+  position_ = other.position_;
+  impl_ = std::move(other.impl_);
+  budget_ = std::move(other.budget_);
+  charged_ = std::exchange(other.charged_, 0);
+  return *this;
+}
+
+template <typename T>
+void DecodeStateT<T>::charge(int64_t bytes, const char* what) {
+  if (!budget_ || bytes == 0) return;
+  budget_->charge(bytes, what);
+  charged_ += bytes;
+}
 
 template <typename T>
 int64_t DecodeStateT<T>::bytes() const {
@@ -70,6 +120,21 @@ void check_kv_room(const ModelConfig& config, const DecodeStateT<T>& state, int6
                             "limit of {:.1f} MiB (the sketch mechanisms decode in constant memory)",
                             mechanism_name(config.attention.mechanism), state.position(), tokens,
                             grown / 1048576.0, static_cast<double>(state.max_bytes) / 1048576.0));
+}
+
+template <typename T>
+void reserve_kv(const ModelConfig& config, DecodeStateT<T>* const* states, int64_t count, int64_t tokens) {
+  if (attention::has_constant_state(config.attention.mechanism)) return;
+  const int64_t bytes = 2 * static_cast<int64_t>(sizeof(T)) * config.layers * config.width * tokens;
+  for (int64_t b = 0; b < count; ++b) {
+    check_kv_room(config, *states[b], tokens);
+    try {
+      DecodeAccess::charge(*states[b], bytes);
+    } catch (...) {
+      while (b-- > 0) DecodeAccess::refund(*states[b], bytes);
+      throw;
+    }
+  }
 }
 
 // ---- snapshots ----------------------------------------------------------------------------
@@ -149,7 +214,8 @@ void DecodeStateT<T>::save(const std::string& path, const std::string& model_ide
 
 template <typename T>
 DecodeStateT<T> DecodeStateT<T>::load(const std::string& path, const ModelConfig& config,
-                                      const std::string& model_identity) {
+                                      const std::string& model_identity,
+                                      std::shared_ptr<DecodeBudget> budget) {
   const std::string bytes = util::read_file(path);
   if (bytes.size() < 8 + 4 || std::memcmp(bytes.data(), kMagic, 8) != 0)
     throw Error(fmt::format("{}: not a polysketch decoding state (wrong magic)", path));
@@ -171,7 +237,7 @@ DecodeStateT<T> DecodeStateT<T>::load(const std::string& path, const ModelConfig
     throw Error(fmt::format("{}: this state was saved from another model (identity {}, this model "
                             "is {})",
                             path, id, model_identity));
-  DecodeStateT s(config);
+  DecodeStateT s(config, std::move(budget));
   s.position_ = r.get<int64_t>();
   if (r.get<uint64_t>() != s.impl_->heads.size())
     throw Error(fmt::format("{}: head count does not match the model", path));
@@ -193,6 +259,7 @@ DecodeStateT<T> DecodeStateT<T>::load(const std::string& path, const ModelConfig
   r.array(s.impl_->logits, s.position_ > 0 ? static_cast<size_t>(config.vocab) : 0, true);
   if (s.position_ < 0 || r.at != body.size())
     throw Error(fmt::format("{}: corrupt decoding state", path));
+  s.charge(s.bytes() - s.charged_, "a loaded decoding state");
   return s;
 }
 
@@ -221,6 +288,7 @@ void fill_synthetic_kv_cache(DecodeStateT<float>& s, int64_t n, uint64_t seed) {
   }
   DecodeAccess::impl(s).logits.assign(static_cast<size_t>(cfg.vocab), 0.f);
   DecodeAccess::advance(s, n);
+  DecodeAccess::charge(s, s.bytes());
 }
 
 template class DecodeStateT<float>;
@@ -229,6 +297,8 @@ template void check_decode_state<float>(const ModelConfig&, DecodeStateT<float>&
 template void check_decode_state<double>(const ModelConfig&, DecodeStateT<double>&);
 template void check_kv_room<float>(const ModelConfig&, const DecodeStateT<float>&, int64_t);
 template void check_kv_room<double>(const ModelConfig&, const DecodeStateT<double>&, int64_t);
+template void reserve_kv<float>(const ModelConfig&, DecodeStateT<float>* const*, int64_t, int64_t);
+template void reserve_kv<double>(const ModelConfig&, DecodeStateT<double>* const*, int64_t, int64_t);
 template std::string ModelT<float>::identity() const;
 template std::string ModelT<double>::identity() const;
 

@@ -22,6 +22,13 @@ struct DecodeAccess {
   static typename DecodeStateT<T>::Impl& impl(DecodeStateT<T>& s) { return *s.impl_; }
   template <typename T>
   static void advance(DecodeStateT<T>& s, int64_t tokens) { s.position_ += tokens; }
+  template <typename T>
+  static void charge(DecodeStateT<T>& s, int64_t bytes) { s.charge(bytes, "a KV cache's growth"); }
+  template <typename T>
+  static void refund(DecodeStateT<T>& s, int64_t bytes) {
+    if (s.budget_) s.budget_->release(bytes);
+    s.charged_ -= bytes;
+  }
 };
 
 // KV-cache mechanisms: fills an empty state with n random keys and values (and zero logits),
@@ -36,5 +43,8 @@ void check_decode_state(const ModelConfig& config, DecodeStateT<T>& state);
 // KV-cache mechanisms: throws Error when `tokens` more would grow the state past max_bytes.
 template <typename T>
 void check_kv_room(const ModelConfig& config, const DecodeStateT<T>& state, int64_t tokens);
+// ... and counts that growth against the states' budgets, all or none (Error when one does not fit).
+template <typename T>
+void reserve_kv(const ModelConfig& config, DecodeStateT<T>* const* states, int64_t count, int64_t tokens);
 
 }  // namespace polysketch
