@@ -45,6 +45,15 @@ test -f "$tmp/int/latest/model.safetensors"
 printf 'ab\0cd' > "$tmp/binary.txt"
 expect_fail "NUL byte" $bin prepare --input "$tmp/binary.txt" --out "$tmp/x"
 expect_fail "cannot read" $bin prepare --input "$tmp/missing.txt" --out "$tmp/x"
+# A folder of text, markdown and gzipped JSONL; a bad record names its file and line.
+mkdir -p "$tmp/docs/sub"
+bible 'Gen1:1-Gen20:1' > "$tmp/docs/genesis.txt"
+bible 'Exo1:1-Exo10:1' | jq -R -c '{text: .}' | gzip > "$tmp/docs/sub/exodus.jsonl.gz"
+echo '# not taken' > "$tmp/docs/sub/skip.rst"
+$bin prepare --input "$tmp/docs" --out "$tmp/fdata" --vocab-size 400 | tee "$tmp/fprep"
+grep -q "document(s) from 2 file(s)" "$tmp/fprep" || fail "folder input"
+printf '{"text": "fine"}\n{"txt": "no field"}\n' > "$tmp/bad.jsonl"
+expect_fail 'bad.jsonl:2: expected a JSON object with a string field "text"' $bin prepare --input "$tmp/bad.jsonl" --out "$tmp/x"
 expect_fail "unknown attention mechanism 'flash'" $bin bench-attention --mechanism flash
 # bench-gemm: every product measured on the four backend/precision/kernel columns
 $bin bench-gemm --n 64 --width 64 --heads 4 --vocab 64 --r 4 --block 16 --repeat 1 --json > "$tmp/gemm"

@@ -8,6 +8,7 @@
 
 #include <functional>
 
+#include "mechanism_cases.h"
 #include "reference.h"
 #include "test_util.h"
 
@@ -15,27 +16,30 @@ namespace polysketch::test {
 namespace {
 
 struct GradCase {
-  Mechanism mechanism;
+  MechanismCase mc;
   bool causal;
   int64_t heads;
   int threads;
-  int p = 4;
 };
 
 void PrintTo(const GradCase& c, std::ostream* os) {
-  *os << mechanism_name(c.mechanism) << (c.causal ? " causal" : " full") << " H" << c.heads
-      << " T" << c.threads << " p" << c.p;
+  *os << c.mc.name() << (c.causal ? " causal" : " full") << " H" << c.heads << " T" << c.threads;
 }
 
+// The default variant of each mechanism causal and not, on heads in parallel and inside one
+// head; the other degrees and sketches (mechanism_cases' variants) causal.
 std::vector<GradCase> grad_cases() {
   std::vector<GradCase> cases;
-  for (Mechanism m : all_mechanisms())
-    for (bool causal : {true, false}) {
-      cases.push_back({m, causal, 2, 2});
-      cases.push_back({m, causal, 1, 2});  // parallel inside the head
+  for (const auto& mc : mechanism_cases()) {
+    if (mc.variant()) {
+      cases.push_back({mc, true, 2, 2});
+      continue;
     }
-  cases.push_back({Mechanism::polysketch, true, 2, 2, 8});
-  cases.push_back({Mechanism::polynomial, true, 2, 2, 8});
+    for (bool causal : {true, false}) {
+      cases.push_back({mc, causal, 2, 2});
+      cases.push_back({mc, causal, 1, 2});  // parallel inside the head
+    }
+  }
   return cases;
 }
 
@@ -43,9 +47,8 @@ constexpr int64_t kN = 11, kH = 8, kD = 4;
 
 AttentionConfig config_for(const GradCase& c) {
   AttentionConfig cfg;
-  cfg.mechanism = c.mechanism;
+  c.mc.apply(cfg);
   cfg.causal = c.causal;
-  cfg.p = c.p;
   cfg.r = 4;
   cfg.block = 4;
   cfg.seed = 99;

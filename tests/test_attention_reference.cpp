@@ -13,59 +13,50 @@
 
 #include <fmt/format.h>
 
+#include "mechanism_cases.h"
 #include "reference.h"
 
 namespace polysketch::test {
 namespace {
 
 struct Case {
-  Mechanism mechanism;
+  MechanismCase mc;
   bool causal;
   int64_t n;
   int block;
-  int p = 4;
-  SketchType sketch = SketchType::gaussian;
   int64_t batch = 1, heads = 2;
   int threads = 2;
   std::string name() const {
-    std::string s = fmt::format("{}_{}_n{}_b{}_p{}_{}_B{}H{}T{}", mechanism_name(mechanism),
-                                causal ? "causal" : "full", n, block, p,
-                                sketch == SketchType::gaussian ? "gauss" : "hadamard", batch, heads,
-                                threads);
-    for (auto& c : s)
-      if (c == '-') c = '_';
-    return s;
+    return fmt::format("{}_{}_n{}_b{}_B{}H{}T{}", mc.name(), causal ? "causal" : "full", n, block,
+                       batch, heads, threads);
   }
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
 
+// The default variant of each mechanism over every shape; the other degrees and sketches
+// (mechanism_cases' variants) on one shape, causal and not.
 std::vector<Case> all_cases() {
   std::vector<Case> cases;
-  for (Mechanism m : all_mechanisms())
+  for (const auto& mc : mechanism_cases()) {
+    if (mc.variant()) {
+      for (bool causal : {true, false}) cases.push_back({mc, causal, 45, 16});
+      continue;
+    }
     for (bool causal : {true, false})
       for (int b : {4, 16})
         for (int64_t n : {int64_t{1}, int64_t{7}, int64_t(b - 1), int64_t(b), int64_t(b + 1),
                           int64_t(3 * b + 5)})
-          cases.push_back({m, causal, n, b});
-  for (Mechanism m : all_mechanisms()) {
+          cases.push_back({mc, causal, n, b});
     // One head on two threads: parallelism inside the sequence (chunked scans, tile splits).
-    cases.push_back({m, true, 150, 8, 4, SketchType::gaussian, 1, 1, 2});
-    cases.push_back({m, false, 150, 8, 4, SketchType::gaussian, 1, 1, 2});
+    cases.push_back({mc, true, 150, 8, 1, 1, 2});
+    cases.push_back({mc, false, 150, 8, 1, 1, 2});
     // Many heads over two threads, and a single thread.
-    cases.push_back({m, true, 37, 8, 4, SketchType::gaussian, 2, 3, 2});
-    cases.push_back({m, true, 37, 8, 4, SketchType::gaussian, 2, 3, 1});
-    cases.push_back({m, true, 20, 1, 4});   // b = 1
-    cases.push_back({m, true, 20, 64, 4});  // b > n
+    cases.push_back({mc, true, 37, 8, 2, 3, 2});
+    cases.push_back({mc, true, 37, 8, 2, 3, 1});
+    cases.push_back({mc, true, 20, 1});   // b = 1
+    cases.push_back({mc, true, 20, 64});  // b > n
   }
-  for (Mechanism m : {Mechanism::polynomial, Mechanism::polysketch, Mechanism::polysketch_local})
-    for (int p : {2, 8}) {
-      cases.push_back({m, true, 45, 16, p});
-      cases.push_back({m, false, 45, 16, p});
-    }
-  for (Mechanism m : {Mechanism::polysketch, Mechanism::polysketch_local})
-    for (int p : {4, 8}) cases.push_back({m, true, 45, 16, p, SketchType::hadamard});
-  cases.push_back({Mechanism::polynomial, true, 40, 16, 6});
   return cases;
 }
 
@@ -74,12 +65,10 @@ class ReferenceTest : public ::testing::TestWithParam<Case> {};
 template <typename T>
 double run_case(const Case& c) {
   AttentionConfig cfg;
-  cfg.mechanism = c.mechanism;
+  c.mc.apply(cfg);
   cfg.causal = c.causal;
-  cfg.p = c.p;
   cfg.r = 8;
   cfg.block = c.block;
-  cfg.sketch = c.sketch;
   cfg.seed = 1234;
   cfg.layer = 3;
   cfg.threads = c.threads;

@@ -68,23 +68,6 @@ TEST(Shards, RejectsCorruptFiles) {
   expect_error([&] { data::write_shard(path, 10, {11}); }, "outside vocabulary");
 }
 
-TEST(Corpus, RejectsBinaryEmptyAndInvalidUtf8) {
-  TempDir dir;
-  auto write = [&](const std::string& name, const std::string& bytes) {
-    std::ofstream(dir.file(name), std::ios::binary) << bytes;
-    return dir.file(name);
-  };
-  expect_error([&] { data::read_text_file(write("e.txt", " \n\n")); }, "empty");
-  expect_error([&] { data::read_text_file(write("b.bin", std::string("ab\0cd", 5))); }, "NUL");
-  expect_error([&] { data::read_text_file(write("u.txt", "ok \xc3\x28")); }, "invalid UTF-8 at byte offset 3");
-  // The full rules (data::utf8_continues): overlong forms, surrogates, a cut final character.
-  expect_error([&] { data::read_text_file(write("o.txt", "ab\xc0\x80")); }, "invalid UTF-8 at byte offset 2");
-  expect_error([&] { data::read_text_file(write("s.txt", "a\xed\xa0\x80")); }, "invalid UTF-8 at byte offset 1");
-  expect_error([&] { data::read_text_file(write("c.txt", "abc\xe2\x82")); }, "invalid UTF-8 at byte offset 3");
-  expect_error([&] { data::read_text_file(dir.file("none.txt")); }, "none.txt");
-  EXPECT_EQ(data::read_text_file(write("g.txt", "héllo\n")), "héllo\n");
-}
-
 TEST(Corpus, SplitIsDeterministicAndSpread) {
   std::string text;
   for (int i = 0; i < 3000; ++i) text += "line " + std::to_string(i) + "\n\n";

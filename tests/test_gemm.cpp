@@ -10,6 +10,7 @@
 
 #include "kernels/bf16_gemm.h"
 #include "kernels/gemm.h"
+#include "mechanism_cases.h"
 #include "reference.h"
 
 namespace polysketch::test {
@@ -205,9 +206,11 @@ TEST(GemmBf16, PackedBlocksAreTheProductsOfTheirRoundedBlocks) {
 // 8 bits make outputs good to ~1%; 5e-2 of the largest output still catches any wrong weight,
 // mask or block (errors of order 1).
 TEST(GemmBf16, AttentionOfEveryMechanismStaysClose) {
-  for (Mechanism m : all_mechanisms()) {
+  for (const auto& mc : mechanism_cases()) {
+    if (mc.variant()) continue;  // the default degree and sketch of each mechanism
+    const Mechanism m = mc.mechanism;
     AttentionConfig cfg;
-    cfg.mechanism = m;
+    mc.apply(cfg);
     cfg.r = 16;
     cfg.block = 64;
     AttentionT<float> att(cfg, 32, 32, kBf16);
@@ -231,11 +234,13 @@ TEST(GemmBf16, AttentionOfEveryMechanismStaysClose) {
 // parallel, and two threads inside one head (softmax's operands packed once by the calling
 // thread, read by both); an odd length leaves half a pair in every packing.
 TEST(GemmBf16, AttentionBackwardOfEveryMechanismStaysClose) {
-  for (Mechanism m : all_mechanisms())
+  for (const auto& mc : mechanism_cases())
     for (int64_t heads : {2, 1})
       for (int64_t n : {256, 301}) {
+        if (mc.variant()) continue;  // the default degree and sketch of each mechanism
+        const Mechanism m = mc.mechanism;
         AttentionConfig cfg;
-        cfg.mechanism = m;
+        mc.apply(cfg);
         cfg.r = 16;
         cfg.block = 64;
         cfg.threads = 2;

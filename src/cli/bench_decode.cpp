@@ -2,7 +2,11 @@
 // sequence and peak RSS, per mechanism, context length and batch; table or --json lines.
 #include <fmt/core.h>
 
+#include <omp.h>
+
+#include <algorithm>
 #include <chrono>
+#include <thread>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -22,6 +26,7 @@ struct BenchDecodeOptions {
   std::vector<int64_t> contexts{1024, 4096, 16384, 65536}, batches{1, 16};
   int64_t layers = 4, width = 768, heads = 12, vocab = 4096, decode = 64, real_kv_prefill = 4096;
   int r = 32, block = 256;
+  int concurrent = 0;  // > 1: that many sequences on as many threads, against one thread in turn
   Runtime runtime;
   bool json = false;
 };
@@ -30,8 +35,72 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Greedy decoding of `state` for `tokens` steps on the calling thread (one OpenMP thread).
+std::vector<int32_t> decode_greedy(const Model& model, DecodeState& state, int64_t tokens) {
+  omp_set_num_threads(1);
+  std::vector<int32_t> out;
+  DecodeState* one = &state;
+  for (int64_t i = 0; i < tokens; ++i) {
+    const auto& l = state.last_logits();
+    const auto t = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+    out.push_back(t);
+    model.step(&one, &t, 1);
+  }
+  return out;
+}
+
+// k sequences after a context of ctx tokens, decoded by k threads at once on one model (one
+// OpenMP thread each) against one thread decoding them in turn: tokens/s of both (medians of 3,
+// interleaved), and whether the tokens are the same.
+void concurrent_row(const BenchDecodeOptions& o, const Model& model, int64_t ctx, const ComputeContext& compute) {
+  const auto& cfg = model.config();
+  const auto k = static_cast<size_t>(o.concurrent);
+  std::vector<DecodeState> prefilled;
+  kernels::Rng rng(5);
+  for (size_t s = 0; s < k; ++s) {
+    std::vector<int32_t> prompt(static_cast<size_t>(ctx));
+    for (auto& t : prompt) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(cfg.vocab)));
+    prefilled.emplace_back(cfg);
+    model.prefill(prefilled.back(), prompt.data(), ctx);
+  }
+  std::vector<double> in_turn, together;
+  bool identical = true;
+  for (int round = 0; round < 3; ++round) {
+    std::vector<DecodeState> a(prefilled), b(prefilled);
+    std::vector<std::vector<int32_t>> want(k), got(k);
+    auto t0 = std::chrono::steady_clock::now();
+    std::thread([&] {
+      for (size_t s = 0; s < k; ++s) want[s] = decode_greedy(model, a[s], o.decode);
+    }).join();
+    in_turn.push_back(static_cast<double>(k * o.decode) / seconds_since(t0));
+    t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> threads;
+    for (size_t s = 0; s < k; ++s) threads.emplace_back([&, s] { got[s] = decode_greedy(model, b[s], o.decode); });
+    for (auto& t : threads) t.join();
+    together.push_back(static_cast<double>(k * o.decode) / seconds_since(t0));
+    identical = identical && got == want;
+  }
+  std::sort(in_turn.begin(), in_turn.end());
+  std::sort(together.begin(), together.end());
+  const double turn = in_turn[1], conc = together[1];
+  const std::string name = mechanism_name(cfg.attention.mechanism);
+  if (o.json) {
+    nlohmann::json j{{"mechanism", name}, {"context", ctx}, {"concurrent_sequences", o.concurrent},
+                     {"decode_tokens", o.decode}, {"in_turn_tokens_per_s", turn},
+                     {"concurrent_tokens_per_s", conc}, {"speedup", conc / turn}, {"identical_tokens", identical}};
+    j.update(runtime_fields(o.runtime, compute));
+    fmt::print("{}\n", j.dump());
+  } else {
+    fmt::print("{:<26} {:>7}  {} sequences on {} threads at once: {:.1f} tok/s, one thread in turn: "
+               "{:.1f} tok/s, {:.2f}x; tokens {}\n", name, ctx, k, k, conc, turn, conc / turn,
+               identical ? "identical" : "DIFFER");
+  }
+  if (!identical) throw Error("concurrent decoding gave other tokens than decoding in turn");
+}
+
 void run(const BenchDecodeOptions& o) {
   util::check_range("--decode", o.decode, 1, 1 << 20);
+  util::check_range("--concurrent", int64_t{o.concurrent}, 0, 64);
   for (int64_t c : o.contexts) util::check_range("--context", c, 1, int64_t{1} << 26);
   for (int64_t b : o.batches) util::check_range("--batch", b, 1, 4096);
   const auto [threads, compute] = apply_runtime(o.runtime);
@@ -122,6 +191,7 @@ void run(const BenchDecodeOptions& o) {
         }
         std::fflush(stdout);
       }
+      if (o.concurrent > 1) concurrent_row(o, model, ctx, compute);
     }
   }
 }
@@ -138,6 +208,10 @@ void add_bench_decode(CLI::App& app) {
   cmd->add_option("--real-kv-prefill", o->real_kv_prefill,
                   "softmax/polynomial: longest context made by a real prefill; longer ones get a "
                   "random KV cache of the same size")->capture_default_str();
+  cmd->add_option("--concurrent", o->concurrent,
+                  "also decode this many sequences on as many threads at once (one model, one "
+                  "OpenMP thread each) against one thread decoding them in turn")
+      ->capture_default_str();
   cmd->add_option("--layers", o->layers)->capture_default_str();
   cmd->add_option("--width", o->width)->capture_default_str();
   cmd->add_option("--heads", o->heads)->capture_default_str();

@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "data/corpus.h"
+#include "data/documents.h"
 #include "data/dataset.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
@@ -18,7 +19,8 @@ namespace polysketch::cli {
 
 namespace {
 struct PrepareOptions {
-  std::vector<std::string> inputs;
+  std::vector<std::string> inputs, globs;
+  std::string text_field = "text";
   std::string out, task;
   std::optional<int64_t> vocab_size;  // default: 2048 for text, the task's for --task
   int64_t length = 256, items = 0, examples = 20000, val_examples = 1000;
@@ -61,11 +63,17 @@ void run(const PrepareOptions& o) {
     text = data::kjv_text();
     source = "King James Bible (Debian bible-kjv)";
   } else {
-    for (const auto& path : o.inputs) {
-      text += data::read_text_file(path);
+    data::DocumentReader reader({o.inputs, o.globs, o.text_field});
+    data::Document doc;
+    int64_t documents = 0;
+    while (reader.next(doc)) {
+      text += doc.text;
       text += "\n";
+      ++documents;
     }
-    source = fmt::format("{} file(s)", o.inputs.size());
+    if (documents == 0)
+      throw Error(fmt::format("no text in the input ({} file(s), every one empty)", reader.files().size()));
+    source = fmt::format("{} document(s) from {} file(s)", documents, reader.files().size());
   }
   const auto split = data::split_lines(text);
   if (split.train.size() < 10 || split.val.empty())
@@ -104,7 +112,14 @@ void add_prepare(CLI::App& app) {
   auto* cmd = app.add_subcommand("prepare", "Train a sentencepiece tokenizer on UTF-8 text and "
                                             "write train/validation token shards, or generate a "
                                             "synthetic task's examples (--task)");
-  auto* input = cmd->add_option("--input", o->inputs, "UTF-8 text files (default: the King James Bible)");
+  auto* input = cmd->add_option("--input", o->inputs,
+                                "UTF-8 text: files and folders (searched recursively); .txt, .md, "
+                                ".jsonl (one document per line), each also .gz (default: the King "
+                                "James Bible)");
+  cmd->add_option("--glob", o->globs, "file-name patterns taken from folders (default: *.txt *.md "
+                                      "*.jsonl and their .gz)")->needs(input);
+  cmd->add_option("--text-field", o->text_field, ".jsonl: the field holding each record's text")
+      ->capture_default_str()->needs(input);
   cmd->add_option("--out", o->out, "output directory")->required();
   cmd->add_option("--vocab-size", o->vocab_size, "tokenizer vocabulary size (default 2048), or the "
                                                  "task's vocabulary (defaults: selective-copying 18, "

@@ -58,14 +58,6 @@ void check_utf8(const std::string& s, const std::string& where) {
   if (!held.empty()) throw Error(fmt::format("{}: invalid UTF-8 at byte offset {}", where, start));
 }
 
-std::string read_text_file(const std::string& path) {
-  std::string text = util::read_file(path);
-  check_utf8(text, path);
-  if (text.find_first_not_of(" \t\r\n") == std::string::npos)
-    throw Error(fmt::format("{}: empty input (no text)", path));
-  return text;
-}
-
 std::string kjv_text() {
   FILE* pipe = ::popen("bible 'Gen1:1-Rev22:21' 2>/dev/null", "r");
   if (!pipe) throw Error("cannot run `bible` (install Debian's bible-kjv package)");

@@ -1,4 +1,4 @@
-// Raw text in: UTF-8 validation, the default corpus (King James Bible from Debian's bible-kjv),
+// Raw text in (data/documents.h reads the inputs): UTF-8 validation, the default corpus (King James Bible from Debian's bible-kjv),
 // and the deterministic train/validation split.
 #pragma once
 
@@ -8,9 +8,7 @@
 
 namespace polysketch::data {
 
-// Reads a UTF-8 text file; throws Error naming the file if it is unreadable, empty, binary (NUL
-// bytes) or not valid UTF-8 (with the byte offset).
-std::string read_text_file(const std::string& path);
+// Throws Error naming `where` for binary data (NUL bytes) or invalid UTF-8 (with the byte offset).
 void check_utf8(const std::string& text, const std::string& where);
 // The UTF-8 rules, one byte at a time (check_utf8 and data::TextStream use them): for `prefix` (a
 // valid, incomplete character, or empty), whether `next` keeps it valid (no overlong forms,
