@@ -93,6 +93,7 @@ vocab|eval $C --data $tmp/task
 --precision|bench-decode --precision half
 --context|bench-decode --context 0
 --batch|bench-decode --batch 0
+--concurrent|bench-decode --concurrent 99
 --decode|bench-decode --decode 0
 --threads|bench-attention --threads -1
 --pass|bench-attention --pass backward

@@ -55,6 +55,10 @@ grep -q "document(s) from 2 file(s)" "$tmp/fprep" || fail "folder input"
 printf '{"text": "fine"}\n{"txt": "no field"}\n' > "$tmp/bad.jsonl"
 expect_fail 'bad.jsonl:2: expected a JSON object with a string field "text"' $bin prepare --input "$tmp/bad.jsonl" --out "$tmp/x"
 expect_fail "unknown attention mechanism 'flash'" $bin bench-attention --mechanism flash
+# bench-decode --concurrent: two threads decoding two sequences on one model give the tokens of
+# one thread decoding them in turn (the command fails otherwise).
+$bin bench-decode --mechanism polysketch-learned-local,softmax --context 20 --batch 1 --decode 8 --layers 1 --width 32 --heads 2 --vocab 50 --r 8 --block 8 --concurrent 2 --json > "$tmp/conc"
+test "$(jq -s 'map(select(.concurrent_sequences == 2 and .identical_tokens)) | length' "$tmp/conc")" = 2 || fail "bench-decode --concurrent"
 # bench-gemm: every product measured on the four backend/precision/kernel columns
 $bin bench-gemm --n 64 --width 64 --heads 4 --vocab 64 --r 4 --block 16 --repeat 1 --json > "$tmp/gemm"
 [ "$(jq -s 'length' "$tmp/gemm")" -eq 14 ] || { echo "FAIL: bench-gemm rows"; cat "$tmp/gemm"; exit 1; }
