@@ -42,6 +42,21 @@ wait $pid
 grep -q "interrupted" "$tmp/int.log"
 test -f "$tmp/int/latest/model.safetensors"
 
+# --tokenizer: an existing model (from a data directory or a run) instead of training one; the
+# same corpus then gives the same shards.
+$bin prepare --out "$tmp/data2" --tokenizer "$tmp/data" > /dev/null
+cmp "$tmp/data/tokenizer.model" "$tmp/data2/tokenizer.model" && cmp "$tmp/data/train.bin" "$tmp/data2/train.bin"
+bible 'Gen1:1-Exo20:1' > "$tmp/genexo.txt"
+$bin prepare --out "$tmp/data3" --tokenizer "$tmp/run" --input "$tmp/genexo.txt" > /dev/null
+cmp "$tmp/data/tokenizer.model" "$tmp/data3/tokenizer.model"
+expect_fail "no tokenizer.model" $bin prepare --out "$tmp/x" --tokenizer "$tmp"
+expect_fail "excludes" $bin prepare --out "$tmp/x" --tokenizer "$tmp/data" --vocab-size 100
+# eval --input: raw text through the checkpoint's tokenizer.
+bible 'Rev1:1-Rev5:1' > "$tmp/rev.txt"
+$bin eval --checkpoint "$tmp/run" --input "$tmp/rev.txt" --batch 2 --batches 2 --json > "$tmp/evin"
+jq -e '.scored == 128 and .loss > 0' "$tmp/evin" > /dev/null || fail "eval --input"
+expect_fail "one of them" $bin eval --checkpoint "$tmp/run"
+expect_fail "excludes" $bin eval --checkpoint "$tmp/run" --data "$tmp/data" --input "$tmp/rev.txt"
 printf 'ab\0cd' > "$tmp/binary.txt"
 expect_fail "NUL byte" $bin prepare --input "$tmp/binary.txt" --out "$tmp/x"
 expect_fail "cannot read" $bin prepare --input "$tmp/missing.txt" --out "$tmp/x"

@@ -20,7 +20,7 @@ namespace polysketch::cli {
 namespace {
 struct PrepareOptions {
   std::vector<std::string> inputs, globs;
-  std::string text_field = "text";
+  std::string text_field = "text", tokenizer;
   std::string out, task;
   std::optional<int64_t> vocab_size;  // default: 2048 for text, the task's for --task
   int64_t length = 256, items = 0, examples = 20000, val_examples = 1000;
@@ -57,6 +57,8 @@ void run(const PrepareOptions& o) {
   if (!o.task.empty()) return run_task(o);
   const int64_t vocab_size = o.vocab_size.value_or(2048);
   util::check_range("--vocab-size", vocab_size, 16, int64_t{1} << 20);
+  std::optional<data::Tokenizer> given;  // --tokenizer: read before the corpus, to fail early
+  if (!o.tokenizer.empty()) given.emplace(data::Tokenizer::from_source(o.tokenizer));
   std::string text;
   std::string source;
   if (o.inputs.empty()) {
@@ -82,24 +84,19 @@ void run(const PrepareOptions& o) {
                             split.train.size(), split.val.size()));
   fmt::print("corpus: {} ({:.1f} MB), {} train / {} validation lines\n", source,
              text.size() / 1e6, split.train.size(), split.val.size());
-  fmt::print("training the tokenizer ({} pieces)...\n", vocab_size);
-  const auto model = data::Tokenizer::train(split.train, static_cast<int>(vocab_size));
-  const auto tok = data::Tokenizer::from_bytes(model, "tokenizer");
-  auto encode = [&](const std::vector<std::string>& lines) {
-    std::vector<int32_t> ids;
-    for (const auto& l : lines) {
-      const auto e = tok.encode(l);
-      ids.insert(ids.end(), e.begin(), e.end());
-    }
-    return ids;
-  };
-  const auto train = encode(split.train), val = encode(split.val);
+  if (!given) fmt::print("training the tokenizer ({} pieces)...\n", vocab_size);
+  const auto tok = given ? std::move(*given)
+                         : data::Tokenizer::from_bytes(data::Tokenizer::train(split.train, static_cast<int>(vocab_size)),
+                                                       "tokenizer");
+  const std::string& model = tok.model_bytes();
+  const auto train = tok.encode_lines(split.train), val = tok.encode_lines(split.val);
   std::filesystem::create_directories(o.out);
   const auto dir = std::filesystem::path(o.out);
   util::write_file_atomic((dir / "tokenizer.model").string(), model);
   data::write_shard((dir / "train.bin").string(), tok.vocab_size(), train);
   data::write_shard((dir / "val.bin").string(), tok.vocab_size(), val);
   const nlohmann::json meta{{"source", source}, {"vocab_size", tok.vocab_size()},
+                            {"tokenizer", o.tokenizer.empty() ? "trained on this corpus" : o.tokenizer},
                             {"train_tokens", train.size()}, {"val_tokens", val.size()}};
   util::write_file_atomic((dir / "meta.json").string(), meta.dump(2) + "\n");
   fmt::print("wrote {}: {} train tokens, {} validation tokens, vocab {}\n", o.out, train.size(),
@@ -121,11 +118,14 @@ void add_prepare(CLI::App& app) {
   cmd->add_option("--text-field", o->text_field, ".jsonl: the field holding each record's text")
       ->capture_default_str()->needs(input);
   cmd->add_option("--out", o->out, "output directory")->required();
+  auto* tokenizer = cmd->add_option("--tokenizer", o->tokenizer,
+                                    "tokenize with this sentencepiece model instead of training one: "
+                                    "a tokenizer.model, a data directory or a checkpoint");
   cmd->add_option("--vocab-size", o->vocab_size, "tokenizer vocabulary size (default 2048), or the "
                                                  "task's vocabulary (defaults: selective-copying 18, "
-                                                 "induction-heads 16, mqar 256)");
+                                                 "induction-heads 16, mqar 256)")->excludes(tokenizer);
   auto* task = cmd->add_option("--task", o->task, "synthetic task instead of text: selective-copying, "
-                                                  "induction-heads or mqar (docs/RESULTS.md)")->excludes(input);
+                                                  "induction-heads or mqar (docs/RESULTS.md)")->excludes(input)->excludes(tokenizer);
   auto task_flag = [&](CLI::Option* opt) { opt->capture_default_str()->needs(task); };
   task_flag(cmd->add_option("--length", o->length, "tokens the model reads per example (train with --context equal to it)"));
   cmd->add_option("--items", o->items, "selective-copying: tokens to copy (default 16); mqar: key-value pairs (default 8)")->needs(task);

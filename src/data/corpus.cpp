@@ -72,15 +72,22 @@ std::string kjv_text() {
   return text;
 }
 
-Split split_lines(const std::string& text) {
-  Split s;
+std::vector<std::string> text_lines(const std::string& text) {
+  std::vector<std::string> lines;
   std::istringstream in(text);
   std::string line;
-  int64_t index = 0;
   while (std::getline(in, line)) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    ((index / 50) % 20 == 19 ? s.val : s.train).push_back(line);
+    if (line.find_first_not_of(" \t") != std::string::npos) lines.push_back(std::move(line));
+  }
+  return lines;
+}
+
+Split split_lines(const std::string& text) {
+  Split s;
+  int64_t index = 0;
+  for (auto& line : text_lines(text)) {
+    ((index / 50) % 20 == 19 ? s.val : s.train).push_back(std::move(line));
     ++index;
   }
   return s;

@@ -23,5 +23,7 @@ struct Split {
 };
 // Lines grouped into chunks of 50; every 20th chunk goes to validation (5%), spread over the text.
 Split split_lines(const std::string& text);
+// The non-empty lines of `text`, in order.
+std::vector<std::string> text_lines(const std::string& text);
 
 }  // namespace polysketch::data

@@ -4,6 +4,7 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <filesystem>
 #include <regex>
 
 #include "polysketch/error.h"
@@ -80,11 +81,29 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   return from_bytes(util::read_file(path), path);
 }
 
+Tokenizer Tokenizer::from_source(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return from_file(path);
+  for (const auto& candidate : {fs::path(path) / "tokenizer.model", fs::path(path) / "latest" / "tokenizer.model"})
+    if (fs::is_regular_file(candidate, ec)) return from_file(candidate.string());
+  throw Error(fmt::format("{}: no tokenizer.model in it (nor in its latest checkpoint)", path));
+}
+
 std::vector<int32_t> Tokenizer::encode(const std::string& text) const {
   std::vector<int> ids;
   const auto status = impl_->sp.Encode(text, &ids);
   if (!status.ok()) throw Error(fmt::format("tokenizer: cannot encode text ({})", status.ToString()));
   return {ids.begin(), ids.end()};
+}
+
+std::vector<int32_t> Tokenizer::encode_lines(const std::vector<std::string>& lines) const {
+  std::vector<int32_t> ids;
+  for (const auto& l : lines) {
+    const auto e = encode(l);
+    ids.insert(ids.end(), e.begin(), e.end());
+  }
+  return ids;
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {

@@ -15,11 +15,16 @@ class Tokenizer {
   static std::string train(const std::vector<std::string>& lines, int vocab_size);
 
   static Tokenizer from_file(const std::string& path);
+  // `path`: a tokenizer.model file, a directory holding one (a data directory, a checkpoint), or
+  // a run directory (its latest checkpoint's). Throws Error naming what is missing.
+  static Tokenizer from_source(const std::string& path);
   static Tokenizer from_bytes(const std::string& model, const std::string& where);
   Tokenizer(Tokenizer&&) noexcept;
   ~Tokenizer();
 
   std::vector<int32_t> encode(const std::string& text) const;
+  // Each line encoded, the ids concatenated: how `polysketch prepare` tokenizes text.
+  std::vector<int32_t> encode_lines(const std::vector<std::string>& lines) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   int vocab_size() const;
   // Per id: the byte a byte-fallback piece (<0xNN>) stands for, else -1.

@@ -6,13 +6,14 @@
 
 namespace polysketch::data {
 
-void check_context(const Dataset& data, int64_t context) {
+void check_context(const Dataset& data, int64_t context, bool val_only) {
   if (data.synthetic() && context != data.example_tokens - 1)
     throw Error(fmt::format("{} holds {} examples of {} tokens: --context must be {}, not {}",
                             data.dir, data.task, data.example_tokens, data.example_tokens - 1, context));
   for (const auto* split : {&data.train, &data.val})
-    if (static_cast<int64_t>(split->size()) < context + 1)
-      throw Error(fmt::format("{}: a split has {} tokens, fewer than context+1 = {}", data.dir,
+    if ((!val_only || split == &data.val) && static_cast<int64_t>(split->size()) < context + 1)
+      throw Error(fmt::format("{}: {} has {} tokens, fewer than context+1 = {}", data.dir,
+                              split == &data.val ? "the validation text" : "the training split",
                               split->size(), context + 1));
 }
 

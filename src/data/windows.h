@@ -9,8 +9,9 @@
 
 namespace polysketch::data {
 
-// Throws Error unless `context` suits the data (a synthetic task fixes it; text needs context+1 tokens).
-void check_context(const Dataset& data, int64_t context);
+// Throws Error unless `context` suits the data (a synthetic task fixes it; text needs context+1
+// tokens in each split, or in the validation split only with val_only).
+void check_context(const Dataset& data, int64_t context, bool val_only = false);
 
 // Windows (or examples) of `tokens` that fit: the range window starts are drawn from or spread over.
 uint64_t start_count(const std::vector<int32_t>& tokens, int64_t example_tokens, int64_t context);

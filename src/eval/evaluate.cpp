@@ -13,7 +13,7 @@ namespace {
 template <typename F>
 void for_each_eval_batch(const data::Dataset& data, int64_t context, int64_t batch, int64_t batches,
                          F&& body) {
-  data::check_context(data, context);
+  data::check_context(data, context, /*val_only=*/true);
   const int64_t available = static_cast<int64_t>(data::start_count(data.val, data.example_tokens, context));
   const int64_t windows = std::min(std::max<int64_t>(1, batch * batches),
                                    data.synthetic() ? available : std::numeric_limits<int64_t>::max());
