@@ -7,7 +7,8 @@ namespace polysketch::cli {
 
 void add_bench_attention(CLI::App& app);
 void add_prepare(CLI::App& app);
-void add_train(CLI::App& app);  // train and eval
+void add_train(CLI::App& app);
+void add_eval(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_bench_train(CLI::App& app);
 void add_bench_decode(CLI::App& app);

@@ -35,6 +35,7 @@ int run(int argc, char** argv) {
   app.set_version_flag("--version", "polysketch 0.1.0");
   polysketch::cli::add_prepare(app);
   polysketch::cli::add_train(app);
+  polysketch::cli::add_eval(app);
   polysketch::cli::add_generate(app);
   polysketch::cli::add_bench_attention(app);
   polysketch::cli::add_bench_train(app);
