@@ -54,6 +54,8 @@ cases=$(cat <<ROWS
 --lr|train --resume $tmp/run --out $tmp/run --lr 0.1
 --mechanism|train $D --out $tmp/new --config $tmp/run/latest/config.json --mechanism softmax
 --out|train $D
+--layers|train $D --out $tmp/new --init $tmp/run --layers 2
+--init|train --resume $tmp/run --out $tmp/run --init $tmp/run
 --bogus|train $D --out $tmp/new --bogus 1
 --context|eval $C $D --context 0
 --batch|eval $C $D --batch 0

@@ -42,6 +42,10 @@ wait $pid
 grep -q "interrupted" "$tmp/int.log"
 test -f "$tmp/int/latest/model.safetensors"
 
+# --init: fine-tuning starts from a checkpoint's weights, here at a shorter context.
+$bin train --data "$tmp/data" --out "$tmp/tuned" --init "$tmp/run" --context 16 --steps 2 --batch 2 --eval-batches 1 > /dev/null 2>&1
+jq -e '.initialized_from | endswith("step-00000004")' "$tmp/tuned/latest/state.json" > /dev/null || fail "train --init"
+jq -e '.context == 16' "$tmp/tuned/latest/config.json" > /dev/null || fail "train --init --context"
 # --tokenizer: an existing model (from a data directory or a run) instead of training one; the
 # same corpus then gives the same shards.
 $bin prepare --out "$tmp/data2" --tokenizer "$tmp/data" > /dev/null

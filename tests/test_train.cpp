@@ -61,6 +61,48 @@ TEST(Training, ResumeIsBitExact) {
   EXPECT_EQ(resumed.val_loss, full.val_loss);
 }
 
+// --init: a new run starts from a checkpoint's weights (an update of 1e-30 leaves every float
+// as it was: the first checkpoint equals the source), at another context, records where it
+// started, and refuses a missing source, --resume beside it and data of another tokenizer.
+TEST(Training, InitStartsFromTheCheckpointsWeights) {
+  TempDir dir;
+  make_data(dir.path());
+  auto src = tiny_options(dir.path(), dir.file("src"));
+  src.steps = 20;
+  train::run_training(src);
+  auto o = tiny_options(dir.path(), dir.file("tuned"));
+  o.init = dir.file("src");  // the run directory: its latest checkpoint
+  o.init_context = 16;
+  o.model.layers = 7;  // ignored: the model is the checkpoint's
+  o.steps = 1;
+  o.warmup = 0;
+  o.lr = 1e-30;
+  o.weight_decay = 0;
+  const auto r = train::run_training(o);
+  const auto a = model::read_checkpoint(dir.file("src/step-00000020"));
+  const auto b = model::read_checkpoint(r.checkpoint);
+  EXPECT_EQ(b.config.context, 16);
+  EXPECT_EQ(b.config.layers, a.config.layers);
+  ASSERT_EQ(a.weights.size(), b.weights.size());
+  for (const auto& [name, t] : a.weights) EXPECT_EQ(t.data, b.weights.at(name).data) << name;
+  EXPECT_EQ(b.state.at("initialized_from").get<std::string>(), a.dir);
+
+  auto missing = tiny_options(dir.path(), dir.file("x1"));
+  missing.init = dir.file("nowhere");
+  expect_error([&] { train::run_training(missing); }, "nowhere");
+  auto both = tiny_options(dir.path(), dir.file("x2"));
+  both.init = dir.file("src");
+  both.resume = dir.file("src");
+  expect_error([&] { train::run_training(both); }, "--init");
+  TempDir other;
+  make_data(other.path());
+  util::write_file_atomic(other.file("tokenizer.model"),
+                          data::Tokenizer::train(sample_lines(250), 300));  // another tokenizer, same vocab
+  auto foreign = tiny_options(other.path(), dir.file("x3"));
+  foreign.init = dir.file("src");
+  expect_error([&] { train::run_training(foreign); }, "prepare the data with");
+}
+
 TEST(Checkpoint, RoundTripAndCorruptFilesRejected) {
   TempDir dir;
   ModelConfig cfg;

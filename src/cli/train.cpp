@@ -20,11 +20,13 @@ struct TrainCli {
   std::string config_file, mechanism = "polysketch-learned-local";
   double time_budget_min = 0;
   int threads = 0;
+  CLI::Option* context = nullptr;
 };
 
 void run_train(TrainCli& c) {
   util::check_range("--time-budget", c.time_budget_min, 0.0, 1e7);
   c.o.time_budget_s = c.time_budget_min * 60;
+  if (!c.o.init.empty() && c.context->count() > 0) c.o.init_context = c.o.model.context;
   train::validate_options(c.o);
   apply_runtime({c.threads, "f32"});  // the run's precision is set by run_training (it is saved)
   if (!c.config_file.empty()) {
@@ -62,15 +64,20 @@ void add_train(CLI::App& app) {
   cmd->add_option("--out", o.out_dir, "run directory (step-N/ + latest + metrics.jsonl); locked while training")->required();
   auto* resume = cmd->add_option("--resume", o.resume, "continue bit-exactly from this checkpoint (or its run directory)");
   auto* config = cmd->add_option("--config", c->config_file, "model config.json (instead of the model flags)");
+  auto* init = cmd->add_option("--init", o.init, "fine-tune: start from this checkpoint's (or run's) weights "
+                                                 "and model, with a new optimizer, schedule and data "
+                                                 "(--context may change)")
+                   ->excludes(resume)->excludes(config);
   // Model flags conflict with --config (which names the model) and --resume (the checkpoint's
   // model is used); training options conflict with --resume. Nothing is ignored silently.
-  auto model_flag = [&](CLI::Option* opt) { opt->capture_default_str()->excludes(config)->excludes(resume); };
+  auto model_flag = [&](CLI::Option* opt) { opt->capture_default_str()->excludes(config)->excludes(resume)->excludes(init); };
   auto run_flag = [&](CLI::Option* opt) { opt->capture_default_str()->excludes(resume); };
   model_flag(cmd->add_option("--mechanism", c->mechanism, "attention mechanism"));
   model_flag(cmd->add_option("--layers", m.layers));
   model_flag(cmd->add_option("--width", m.width));
   model_flag(cmd->add_option("--heads", m.heads));
-  model_flag(cmd->add_option("--context", m.context));
+  c->context = cmd->add_option("--context", m.context, "tokens per sequence (with --init: a new context)");
+  c->context->capture_default_str()->excludes(config)->excludes(resume);
   model_flag(cmd->add_option("--r", m.attention.r, "sketch size"));
   model_flag(cmd->add_option("--block", m.attention.block, "block size b"));
   model_flag(cmd->add_option("--p", m.attention.p, "polynomial degree"));

@@ -22,6 +22,9 @@ void validate_options(const TrainOptions& o) {
   util::check_range("--keep", o.keep, 0, int64_t{1} << 20);
   util::check_range("--context-parallel", o.context_parallel, 1, int64_t{1} << 20);
   util::check_range("--time-budget (seconds)", o.time_budget_s, 0.0, 1e9);
+  if (!o.init.empty() && !o.resume.empty())
+    throw Error("--init starts a new run from a checkpoint's weights and --resume continues one: give one");
+  if (o.init_context != 0) util::check_range("--context", o.init_context, 1, int64_t{1} << 30);
   try {
     parse_precision(o.precision);
   } catch (const Error& e) {

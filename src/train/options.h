@@ -13,6 +13,11 @@ namespace polysketch::train {
 // Field names follow the `polysketch train` flags; error messages name the flags.
 struct TrainOptions {
   std::string data_dir, out_dir, resume;
+  // Fine-tuning: start from this checkpoint's (or run's latest) weights with a new optimizer,
+  // schedule and data; its model is used (`model` is ignored) but for the context, which
+  // init_context > 0 replaces. Exclusive with resume.
+  std::string init;
+  int64_t init_context = 0;
   ModelConfig model;  // vocab is taken from the data; ignored when resuming
   int64_t batch = 8, accum = 1, warmup = 50;
   int64_t steps = 0;  // 0: 1000 for a new run, the original run's when resuming

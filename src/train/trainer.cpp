@@ -89,6 +89,8 @@ struct Setup {
   std::unique_ptr<LoadedCheckpoint> ckpt;
   bool same_run = false;  // resuming a checkpoint of o.out_dir itself
   int64_t start_step = 0;
+  std::unique_ptr<model::Checkpoint> init;  // --init: the weights this run starts from
+  std::string initialized_from;             // recorded in state.json (kept by resumes)
 };
 
 // Options, ranks, the run directory's lock and, when resuming, the checkpoint and its options.
@@ -135,8 +137,14 @@ Setup open_run(const TrainOptions& in) {
     std::error_code ec;
     s.same_run = fs::equivalent(fs::path(s.ckpt->dir).parent_path(), o.out_dir, ec);
     s.start_step = s.ckpt->state.at("step").get<int64_t>();
+    if (s.ckpt->state.contains("initialized_from") && s.ckpt->state.at("initialized_from").is_string())
+      s.initialized_from = s.ckpt->state.at("initialized_from").get<std::string>();
   } else if (o.steps == 0) {
     o.steps = 1000;
+  }
+  if (!o.init.empty()) {
+    s.init = std::make_unique<model::Checkpoint>(model::read_checkpoint(o.init));
+    s.initialized_from = s.init->dir;
   }
   const auto existing = s.root ? list_checkpoints(o.out_dir) : std::vector<std::pair<int64_t, std::string>>{};
   if (!existing.empty() && !s.same_run)
@@ -150,8 +158,15 @@ Setup open_run(const TrainOptions& in) {
 
 // The run's model configuration, checked against the data and the machine.
 ModelConfig model_config(const Setup& s, const data::Dataset& data) {
-  ModelConfig mc = s.ckpt ? s.ckpt->config : s.o.model;
-  if (!s.ckpt) mc.vocab = data.vocab;
+  ModelConfig mc = s.ckpt ? s.ckpt->config : s.init ? s.init->config : s.o.model;
+  if (s.init) {
+    if (s.o.init_context > 0) mc.context = s.o.init_context;
+    if (mc.vocab != data.vocab || s.init->tokenizer_bytes != data.tokenizer_bytes)
+      throw Error(fmt::format("--init {}: the checkpoint's tokenizer (vocab {}) is not the one {} was "
+                              "prepared with (vocab {}); prepare the data with `polysketch prepare "
+                              "--tokenizer {}`", s.init->dir, mc.vocab, data.dir, data.vocab, s.init->dir));
+  }
+  if (!s.ckpt && !s.init) mc.vocab = data.vocab;
   if (mc.vocab != data.vocab)
     throw Error(fmt::format("checkpoint vocab {} does not match the data's {}", mc.vocab, data.vocab));
   data::check_context(data, mc.context);
@@ -181,6 +196,7 @@ class Loop {
       : s_(s), o_(s.o), data_(data), ctx_(mc.context), model_(mc, compute),
         opt_(model_.params(), {0.9, 0.95, 1e-8, o_.weight_decay}), grads_(model_.zero_grads()),
         global_accum_(o_.accum * s.groups) {
+    if (s.init) model::load_weights(model_, s.init->weights, s.init->dir + "/model.safetensors");
     if (s.ckpt) {
       model::load_weights(model_, s.ckpt->weights, s.ckpt->dir + "/model.safetensors");
       load_optimizer(opt_, model_, s.ckpt->optimizer, s.ckpt->dir + "/optimizer_*.safetensors");
@@ -337,7 +353,8 @@ class Loop {
   void save() {
     auto opts = options_json(o_);
     opts["accum"] = global_accum_;  // the step's, whatever the number of ranks
-    const nlohmann::json state{{"options", opts}, {"tokens_seen", step_ * o_.batch * global_accum_ * ctx_}};
+    nlohmann::json state{{"options", opts}, {"tokens_seen", step_ * o_.batch * global_accum_ * ctx_}};
+    if (!s_.initialized_from.empty()) state["initialized_from"] = s_.initialized_from;
     res_.checkpoint = save_checkpoint(o_.out_dir, step_, model_, &opt_, data_.tokenizer_bytes, state);
     prune_checkpoints(o_.out_dir, o_.keep);
     saved_step_ = step_;
