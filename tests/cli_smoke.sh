@@ -59,6 +59,9 @@ expect_fail "excludes" $bin prepare --out "$tmp/x" --tokenizer "$tmp/data" --voc
 bible 'Rev1:1-Rev5:1' > "$tmp/rev.txt"
 $bin eval --checkpoint "$tmp/run" --input "$tmp/rev.txt" --batch 2 --batches 2 --json > "$tmp/evin"
 jq -e '.scored == 128 and .loss > 0' "$tmp/evin" > /dev/null || fail "eval --input"
+# --by-position: the buckets' losses average, weighted by their tokens, to the overall loss.
+$bin eval --checkpoint "$tmp/run" --input "$tmp/rev.txt" --context 100 --batch 2 --batches 2 --by-position --json > "$tmp/bypos"
+jq -e '([.by_position[] | .end] == [64, 100]) and ((([.by_position[] | .loss * .scored] | add) / .scored - .loss) | fabs < 1e-4)' "$tmp/bypos" > /dev/null || { cat "$tmp/bypos"; fail "eval --by-position"; }
 expect_fail "one of them" $bin eval --checkpoint "$tmp/run"
 expect_fail "excludes" $bin eval --checkpoint "$tmp/run" --data "$tmp/data" --input "$tmp/rev.txt"
 printf 'ab\0cd' > "$tmp/binary.txt"

@@ -113,13 +113,17 @@ class ModelT {
                 const std::function<void(size_t, size_t)>& ready = {}) const;
 
   // Evaluation (no dropout, nothing kept): the mean cross-entropy over the scored positions,
-  // their number, and how many of them have their target as the model's first choice.
+  // their number, and how many of them have their target as the model's first choice. With
+  // by_position, also per position t in [0, len): the cross-entropy summed over the batch's
+  // scored rows at t, and their number (does the model use the long context?).
   struct Score {
     double loss = 0;
     int64_t scored = 0, correct = 0;
+    std::vector<double> position_loss;
+    std::vector<int64_t> position_scored;
   };
   Score score(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
-              WorkspaceT<T>* ws = nullptr) const;
+              WorkspaceT<T>* ws = nullptr, bool by_position = false) const;
   double loss(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
               WorkspaceT<T>* ws = nullptr) const {
     return score(tokens, targets, batch, len, ws).loss;

@@ -26,7 +26,7 @@ struct EvalCli {
   std::vector<std::string> inputs;  // raw text instead of a data directory
   std::vector<int64_t> contexts;
   int64_t batch = 8, batches = 16;
-  bool sketch_error = false, json = false;
+  bool sketch_error = false, json = false, by_position = false;
   Runtime runtime;
 };
 
@@ -67,7 +67,7 @@ void run_eval(const EvalCli& e) {
   Model model(ck.config, ctx);
   model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
   for (int64_t ctx : contexts) {
-    const auto r = eval::evaluate(model, data, ctx, e.batch, e.batches);
+    const auto r = eval::evaluate(model, data, ctx, e.batch, e.batches, e.by_position);
     if (!std::isfinite(r.loss))
       throw Error(fmt::format("context {}: validation loss is {} (the model's outputs overflow)", ctx, r.loss));
     const auto err = e.sketch_error ? eval::sketch_error(model, data, ctx, e.batch, e.batches)
@@ -76,12 +76,20 @@ void run_eval(const EvalCli& e) {
       nlohmann::json j{{"context", ctx}, {"loss", r.loss}, {"perplexity", std::exp(r.loss)},
                        {"accuracy", r.accuracy}, {"scored", r.scored}};
       if (e.sketch_error) j["sketch_error"] = err;
+      if (e.by_position) {
+        j["by_position"] = nlohmann::json::array();
+        for (const auto& b : r.by_position)
+          j["by_position"].push_back({{"begin", b.begin}, {"end", b.end}, {"loss", b.loss}, {"scored", b.scored}});
+      }
       fmt::print("{}\n", j.dump());
       continue;
     }
     fmt::print("context {}: validation loss {:.4f}, perplexity {:.2f}, {} accuracy {:.4f} ({} tokens)\n",
                ctx, r.loss, std::exp(r.loss), data.synthetic() ? "answer" : "next-token", r.accuracy,
                r.scored);
+    for (const auto& b : r.by_position)
+      fmt::print("context {}: positions {}-{}: loss {:.4f}, perplexity {:.2f} ({} tokens)\n", ctx, b.begin,
+                 b.end, b.loss, std::exp(b.loss), b.scored);
     if (e.sketch_error) {
       std::string layers;
       for (double x : err) layers += fmt::format(" {:.4f}", x);
@@ -104,6 +112,8 @@ void add_eval(CLI::App& app) {
   ev->add_option("--batch", e->batch)->capture_default_str();
   ev->add_option("--batches", e->batches)->capture_default_str();
   ev->add_flag("--json", e->json, "one JSON object per context (loss, perplexity, accuracy, scored, sketch_error)");
+  ev->add_flag("--by-position", e->by_position, "also the loss by position in the window: buckets "
+                                                "0-64, 64-256, 256-1024, ... (each 4x the last)");
   ev->add_flag("--sketch-error", e->sketch_error, "also report each layer's attention error against "
                                                   "exact polynomial attention (sketch mechanisms; quadratic)");
   add_runtime_flags(ev, e->runtime);

@@ -32,17 +32,32 @@ void for_each_eval_batch(const data::Dataset& data, int64_t context, int64_t bat
 }  // namespace
 
 EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t context, int64_t batch,
-                    int64_t batches) {
+                    int64_t batches, bool by_position) {
   double loss = 0;
   int64_t scored = 0, correct = 0;
+  std::vector<PositionBucket> buckets;
+  for (int64_t begin = 0, end = 64; begin < context; begin = end, end *= 4)
+    buckets.push_back({begin, std::min(end, context)});
   Workspace ws;
   for_each_eval_batch(data, context, batch, batches, [&](const auto& x, const auto& y, int64_t b) {
-    const auto s = model.score(x.data(), y.data(), b, context, &ws);
+    const auto s = model.score(x.data(), y.data(), b, context, &ws, by_position);
     loss += s.loss * static_cast<double>(s.scored);
     scored += s.scored;
     correct += s.correct;
+    for (auto& bucket : buckets)
+      for (int64_t t = bucket.begin; t < bucket.end && by_position; ++t) {
+        bucket.loss += s.position_loss[static_cast<size_t>(t)];
+        bucket.scored += s.position_scored[static_cast<size_t>(t)];
+      }
   });
-  return {loss / static_cast<double>(scored), static_cast<double>(correct) / static_cast<double>(scored), scored};
+  EvalResult r{loss / static_cast<double>(scored), static_cast<double>(correct) / static_cast<double>(scored), scored, {}};
+  if (!by_position) return r;
+  for (auto& bucket : buckets)
+    if (bucket.scored > 0) {
+      bucket.loss /= static_cast<double>(bucket.scored);
+      r.by_position.push_back(bucket);
+    }
+  return r;
 }
 
 std::vector<double> sketch_error(const Model& model, const data::Dataset& data, int64_t context,

@@ -10,16 +10,26 @@
 
 namespace polysketch::eval {
 
+// Positions [begin, end) of the windows: their mean loss and how many tokens it averages.
+struct PositionBucket {
+  int64_t begin, end;
+  double loss = 0;
+  int64_t scored = 0;
+};
+
 struct EvalResult {
   double loss = 0;      // mean cross-entropy (nats) over the scored tokens
   double accuracy = 0;  // fraction of scored tokens that are the model's top prediction
   int64_t scored = 0;
+  // With by_position: the loss in buckets of positions [0, 64), [64, 256), [256, 1024), ... (each
+  // 4x the last), the last one ending at the context.
+  std::vector<PositionBucket> by_position;
 };
 
 // batch * batches windows of context+1 tokens evenly spaced over the running text, or as many
 // whole examples of a synthetic task (scored on their answers only).
 EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t context, int64_t batch,
-                    int64_t batches);
+                    int64_t batches, bool by_position = false);
 
 // Sketch mechanisms: per layer, Model::sketch_error averaged over the batches evaluate() uses.
 std::vector<double> sketch_error(const Model& model, const data::Dataset& data, int64_t context,

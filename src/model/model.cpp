@@ -166,7 +166,8 @@ double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const in
 
 template <typename T>
 typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t* targets,
-                                           int64_t batch, int64_t len, WorkspaceT<T>* ws) const {
+                                           int64_t batch, int64_t len, WorkspaceT<T>* ws,
+                                           bool by_position) const {
   check_rows(batch, len);
   const int64_t n = batch * len, v = config_.vocab;
   check_targets(targets, n, v, true);
@@ -177,11 +178,21 @@ typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t*
   model::output_logits(ctx_, *weights_, mem.xf.data(), n, logits);
   Score s;
   s.loss = model::cross_entropy(logits.data(), targets, n, v, static_cast<T*>(nullptr));
+  if (by_position) {
+    s.position_loss.assign(static_cast<size_t>(len), 0.0);
+    s.position_scored.assign(static_cast<size_t>(len), 0);
+  }
   for (int64_t i = 0; i < n; ++i) {
     if (targets[i] == kIgnoreTarget) continue;
     const T* row = logits.data() + i * v;
     s.correct += std::max_element(row, row + v) - row == targets[i];
     ++s.scored;
+    if (!by_position) continue;
+    const double top = *std::max_element(row, row + v);
+    double sum = 0;
+    for (int64_t j = 0; j < v; ++j) sum += std::exp(static_cast<double>(row[j]) - top);
+    s.position_loss[static_cast<size_t>(i % len)] += top + std::log(sum) - row[targets[i]];
+    ++s.position_scored[static_cast<size_t>(i % len)];
   }
   return s;
 }
