@@ -108,9 +108,9 @@ DocumentReader::DocumentReader(const DocumentSource& source) : source_(source) {
                             fmt::join(source.globs.empty() ? kDefaultGlobs : source.globs, ", ")));
   for (const auto& f : files_) {
     std::error_code ec;
-    const auto size = fs::file_size(f, ec);
+    sizes_.push_back(fs::file_size(f, ec));
     if (ec) throw Error(fmt::format("{}: cannot read ({})", f, ec.message()));
-    total_bytes_ += size;
+    total_bytes_ += sizes_.back();
   }
 }
 
@@ -122,8 +122,7 @@ uint64_t DocumentReader::bytes_read() const {
 
 bool DocumentReader::next_file() {
   if (open_) {
-    std::error_code ec;
-    done_bytes_ += fs::file_size(open_->path, ec);
+    done_bytes_ += sizes_[file_ - 1];
     open_.reset();
   }
   if (file_ == files_.size()) return false;

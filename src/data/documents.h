@@ -49,6 +49,7 @@ class DocumentReader {
   bool next_file();
   DocumentSource source_;
   std::vector<std::string> files_;
+  std::vector<uint64_t> sizes_;  // of files_, as stored
   uint64_t total_bytes_ = 0, done_bytes_ = 0;
   size_t file_ = 0;
   std::unique_ptr<Open> open_;

@@ -44,11 +44,12 @@ EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t conte
     loss += s.loss * static_cast<double>(s.scored);
     scored += s.scored;
     correct += s.correct;
-    for (auto& bucket : buckets)
-      for (int64_t t = bucket.begin; t < bucket.end && by_position; ++t) {
-        bucket.loss += s.position_loss[static_cast<size_t>(t)];
-        bucket.scored += s.position_scored[static_cast<size_t>(t)];
-      }
+    if (by_position)
+      for (auto& bucket : buckets)
+        for (int64_t t = bucket.begin; t < bucket.end; ++t) {
+          bucket.loss += s.position_loss[static_cast<size_t>(t)];
+          bucket.scored += s.position_scored[static_cast<size_t>(t)];
+        }
   });
   EvalResult r{loss / static_cast<double>(scored), static_cast<double>(correct) / static_cast<double>(scored), scored, {}};
   if (!by_position) return r;
