@@ -68,15 +68,5 @@ TEST(Shards, RejectsCorruptFiles) {
   expect_error([&] { data::write_shard(path, 10, {11}); }, "outside vocabulary");
 }
 
-TEST(Corpus, SplitIsDeterministicAndSpread) {
-  std::string text;
-  for (int i = 0; i < 3000; ++i) text += "line " + std::to_string(i) + "\n\n";
-  const auto a = data::split_lines(text), b = data::split_lines(text);
-  EXPECT_EQ(a.train, b.train);
-  EXPECT_EQ(a.val.size(), 150u);  // 5%
-  EXPECT_EQ(a.val.front(), "line 950");
-  EXPECT_EQ(a.train.size() + a.val.size(), 3000u);
-}
-
 }  // namespace
 }  // namespace polysketch::test

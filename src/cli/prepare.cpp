@@ -1,18 +1,12 @@
 // polysketch prepare: text -> sentencepiece tokenizer + train/validation token shards.
 #include <fmt/core.h>
 
-#include <filesystem>
 #include <optional>
-#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "data/corpus.h"
-#include "data/documents.h"
+#include "data/prepare_text.h"
 #include "data/dataset.h"
-#include "data/shards.h"
-#include "data/tokenizer.h"
 #include "polysketch/error.h"
-#include "util/atomic_file.h"
 #include "util/check.h"
 
 namespace polysketch::cli {
@@ -20,6 +14,9 @@ namespace polysketch::cli {
 namespace {
 struct PrepareOptions {
   std::vector<std::string> inputs, globs;
+  std::vector<std::string> val_inputs;
+  double val_fraction = 0.05, tokenizer_sample_mb = 64;
+  int threads = 0;
   std::string text_field = "text", tokenizer;
   std::string out, task;
   std::optional<int64_t> vocab_size;  // default: 2048 for text, the task's for --task
@@ -55,52 +52,21 @@ void run_task(const PrepareOptions& o) {
 
 void run(const PrepareOptions& o) {
   if (!o.task.empty()) return run_task(o);
-  const int64_t vocab_size = o.vocab_size.value_or(2048);
-  util::check_range("--vocab-size", vocab_size, 16, int64_t{1} << 20);
-  std::optional<data::Tokenizer> given;  // --tokenizer: read before the corpus, to fail early
-  if (!o.tokenizer.empty()) given.emplace(data::Tokenizer::from_source(o.tokenizer));
-  std::string text;
-  std::string source;
-  if (o.inputs.empty()) {
-    text = data::kjv_text();
-    source = "King James Bible (Debian bible-kjv)";
-  } else {
-    data::DocumentReader reader({o.inputs, o.globs, o.text_field});
-    data::Document doc;
-    int64_t documents = 0;
-    while (reader.next(doc)) {
-      text += doc.text;
-      text += "\n";
-      ++documents;
-    }
-    if (documents == 0)
-      throw Error(fmt::format("no text in the input ({} file(s), every one empty)", reader.files().size()));
-    source = fmt::format("{} document(s) from {} file(s)", documents, reader.files().size());
-  }
-  const auto split = data::split_lines(text);
-  if (split.train.size() < 10 || split.val.empty())
-    throw Error(fmt::format("input too small: {} training and {} validation lines (need at least "
-                            "10 and 1; the split puts every 20th block of 50 lines aside)",
-                            split.train.size(), split.val.size()));
-  fmt::print("corpus: {} ({:.1f} MB), {} train / {} validation lines\n", source,
-             text.size() / 1e6, split.train.size(), split.val.size());
-  if (!given) fmt::print("training the tokenizer ({} pieces)...\n", vocab_size);
-  const auto tok = given ? std::move(*given)
-                         : data::Tokenizer::from_bytes(data::Tokenizer::train(split.train, static_cast<int>(vocab_size)),
-                                                       "tokenizer");
-  const std::string& model = tok.model_bytes();
-  const auto train = tok.encode_lines(split.train), val = tok.encode_lines(split.val);
-  std::filesystem::create_directories(o.out);
-  const auto dir = std::filesystem::path(o.out);
-  util::write_file_atomic((dir / "tokenizer.model").string(), model);
-  data::write_shard((dir / "train.bin").string(), tok.vocab_size(), train);
-  data::write_shard((dir / "val.bin").string(), tok.vocab_size(), val);
-  const nlohmann::json meta{{"source", source}, {"vocab_size", tok.vocab_size()},
-                            {"tokenizer", o.tokenizer.empty() ? "trained on this corpus" : o.tokenizer},
-                            {"train_tokens", train.size()}, {"val_tokens", val.size()}};
-  util::write_file_atomic((dir / "meta.json").string(), meta.dump(2) + "\n");
-  fmt::print("wrote {}: {} train tokens, {} validation tokens, vocab {}\n", o.out, train.size(),
-             val.size(), tok.vocab_size());
+  data::TextPrepareOptions t;
+  t.input = {o.inputs, o.globs, o.text_field};
+  t.val_input = {o.val_inputs, o.globs, o.text_field};
+  t.val_fraction = o.val_fraction;
+  t.tokenizer = o.tokenizer;
+  t.vocab_size = o.vocab_size.value_or(2048);
+  t.tokenizer_sample_mb = o.tokenizer_sample_mb;
+  t.threads = o.threads;
+  t.progress = true;
+  const auto r = data::prepare_text(t, o.out);
+  fmt::print("corpus: {} document(s) from {}, {:.1f} MB of text\n", r.documents, r.source, r.text_bytes / 1e6);
+  fmt::print("tokenized in {:.1f} s ({:.1f} MB/s)\n", r.tokenize_seconds,
+             r.tokenize_seconds > 0 ? r.text_bytes / 1e6 / r.tokenize_seconds : 0.0);
+  fmt::print("wrote {}: {} train tokens in {} document(s), {} validation tokens in {} document(s), vocab {}\n",
+             o.out, r.train_tokens, r.train_documents, r.val_tokens, r.val_documents, r.vocab);
 }
 }  // namespace
 
@@ -117,6 +83,17 @@ void add_prepare(CLI::App& app) {
                                       "*.jsonl and their .gz)")->needs(input);
   cmd->add_option("--text-field", o->text_field, ".jsonl: the field holding each record's text")
       ->capture_default_str()->needs(input);
+  auto* val_input = cmd->add_option("--val-input", o->val_inputs,
+                                    "validation documents (files and folders, read as --input is); "
+                                    "without it, --val-fraction of the documents is held out");
+  auto* val_fraction = cmd->add_option("--val-fraction", o->val_fraction,
+                  "fraction of the documents held out whole for validation, spread evenly; with fewer "
+                  "than 1/fraction documents, that fraction of each document's lines in up to 4 "
+                  "contiguous spans")->capture_default_str()->excludes(val_input);
+  cmd->add_option("--tokenizer-sample-mb", o->tokenizer_sample_mb,
+                  "a trained tokenizer learns from a deterministic sample of about this many MB of "
+                  "training text")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "threads tokenizing (0: all cores)")->capture_default_str();
   cmd->add_option("--out", o->out, "output directory")->required();
   auto* tokenizer = cmd->add_option("--tokenizer", o->tokenizer,
                                     "tokenize with this sentencepiece model instead of training one: "
@@ -125,7 +102,7 @@ void add_prepare(CLI::App& app) {
                                                  "task's vocabulary (defaults: selective-copying 18, "
                                                  "induction-heads 16, mqar 256)")->excludes(tokenizer);
   auto* task = cmd->add_option("--task", o->task, "synthetic task instead of text: selective-copying, "
-                                                  "induction-heads or mqar (docs/RESULTS.md)")->excludes(input)->excludes(tokenizer);
+                                                  "induction-heads or mqar (docs/RESULTS.md)")->excludes(input)->excludes(tokenizer)->excludes(val_input)->excludes(val_fraction);
   auto task_flag = [&](CLI::Option* opt) { opt->capture_default_str()->needs(task); };
   task_flag(cmd->add_option("--length", o->length, "tokens the model reads per example (train with --context equal to it)"));
   cmd->add_option("--items", o->items, "selective-copying: tokens to copy (default 16); mqar: key-value pairs (default 8)")->needs(task);

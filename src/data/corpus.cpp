@@ -83,14 +83,4 @@ std::vector<std::string> text_lines(const std::string& text) {
   return lines;
 }
 
-Split split_lines(const std::string& text) {
-  Split s;
-  int64_t index = 0;
-  for (auto& line : text_lines(text)) {
-    ((index / 50) % 20 == 19 ? s.val : s.train).push_back(std::move(line));
-    ++index;
-  }
-  return s;
-}
-
 }  // namespace polysketch::data

@@ -1,5 +1,5 @@
 // Raw text in (data/documents.h reads the inputs): UTF-8 validation, the default corpus (King James Bible from Debian's bible-kjv),
-// and the deterministic train/validation split.
+// and the text's lines.
 #pragma once
 
 #include <cstdint>
@@ -18,11 +18,6 @@ bool utf8_continues(const std::vector<uint8_t>& prefix, uint8_t next, bool* comp
 // The whole King James Bible, printed by the `bible` command of Debian's bible-kjv package.
 std::string kjv_text();
 
-struct Split {
-  std::vector<std::string> train, val;  // non-empty lines
-};
-// Lines grouped into chunks of 50; every 20th chunk goes to validation (5%), spread over the text.
-Split split_lines(const std::string& text);
 // The non-empty lines of `text`, in order.
 std::vector<std::string> text_lines(const std::string& text);
 

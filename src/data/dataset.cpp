@@ -58,6 +58,16 @@ Dataset load_dataset(const std::string& dir) {
       throw Error(fmt::format("{}: vocab {} does not match the tokenizer's {} ({})", train_path,
                               d.vocab, tok.vocab_size(), tok_path));
     d.tokenizer_bytes = tok.model_bytes();
+    if (!meta.contains("format")) return d;  // format 1: no document boundaries
+    if (!meta.at("format").is_number_integer() || meta.at("format").get<int64_t>() < 1 ||
+        meta.at("format").get<int64_t>() > kTextFormat)
+      throw Error(fmt::format("{}: data format {} is not one this polysketch reads (1 to {}; "
+                              "prepare it again, or use a newer polysketch)",
+                              meta_path, meta.at("format").dump(), kTextFormat));
+    if (meta.at("format").get<int64_t>() == 1) return d;
+    d.train_docs = read_document_starts(path_in(dir, "train.docs"), d.train.size());
+    d.val_docs = read_document_starts(path_in(dir, "val.docs"), d.val.size());
+    d.end_of_document = tok.end_of_document();
     return d;
   }
   if (!meta.at("task").is_string() || !meta.contains("example_tokens") ||

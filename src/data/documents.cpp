@@ -59,7 +59,8 @@ struct DocumentReader::Open {
   gzFile gz = nullptr;
   bool jsonl = false;
   int64_t line = 0;
-  std::string pending;  // JSONL: bytes read past the last complete line
+  std::string pending;  // JSONL: bytes read, of which those from `pos` on are not yet consumed
+  size_t pos = 0;
   bool eof = false;
   ~Open() {
     if (gz) gzclose(gz);
@@ -154,14 +155,18 @@ bool DocumentReader::next(Document& doc) {
     }
     // JSONL: the next non-blank line
     size_t nl;
-    while ((nl = o.pending.find('\n')) == std::string::npos && o.read_some(o.pending)) {
+    while ((nl = o.pending.find('\n', o.pos)) == std::string::npos) {
+      o.pending.erase(0, o.pos);  // keep only the unread bytes: one line's worth
+      o.pos = 0;
+      if (!o.read_some(o.pending)) break;
     }
-    if (nl == std::string::npos && o.pending.empty()) {
+    if (nl == std::string::npos && o.pending.size() == o.pos) {
       next_file();
       continue;
     }
-    const std::string line = o.pending.substr(0, nl);
-    o.pending.erase(0, nl == std::string::npos ? o.pending.size() : nl + 1);
+    const size_t end = nl == std::string::npos ? o.pending.size() : nl;
+    const std::string line = o.pending.substr(o.pos, end - o.pos);
+    o.pos = nl == std::string::npos ? o.pending.size() : nl + 1;
     ++o.line;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     doc.where = fmt::format("{}:{}", o.path, o.line);

@@ -35,6 +35,7 @@ std::string Tokenizer::train(const std::vector<std::string>& lines, int vocab_si
   if (vocab_size < 16) throw Error(fmt::format("--vocab-size must be >= 16, got {}", vocab_size));
   LineIterator it(lines);
   std::string model;
+  sentencepiece::SetRandomGeneratorSeed(1);  // its sampling and shuffling, when it does any
   const auto status = sentencepiece::SentencePieceTrainer::Train(
       {{"vocab_size", std::to_string(vocab_size)},
        {"model_type", "unigram"},
@@ -45,7 +46,7 @@ std::string Tokenizer::train(const std::vector<std::string>& lines, int vocab_si
        {"shuffle_input_sentence", "true"},
        {"max_sentence_length", "16384"},
        {"bos_id", "-1"},
-       {"eos_id", "-1"},
+       {"eos_id", "1"},  // </s>: ends each document in the shards
        {"minloglevel", "1"}},
       &it, &model);
   if (!status.ok()) {
@@ -54,7 +55,7 @@ std::string Tokenizer::train(const std::vector<std::string>& lines, int vocab_si
     std::smatch m;
     if (std::regex_search(msg, m, std::regex(R"(smaller than required_chars\. \d+ vs (\d+))")))
       throw Error(fmt::format("--vocab-size {} is too small for this text: it needs at least {} "
-                              "pieces (one per distinct character, the 256 byte pieces and <unk>)",
+                              "pieces (one per distinct character, the 256 byte pieces, <unk> and </s>)",
                               vocab_size, m[1].str()));
     if (std::regex_search(msg, m, std::regex(R"(Please set it to a value <= (\d+))")))
       throw Error(fmt::format("--vocab-size {} is too large for this text: at most {}", vocab_size,
@@ -114,6 +115,11 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
 }
 
 int Tokenizer::vocab_size() const { return impl_->sp.GetPieceSize(); }
+
+int32_t Tokenizer::end_of_document() const {
+  const int id = impl_->sp.eos_id();
+  return id >= 0 && impl_->sp.IsControl(id) ? id : -1;
+}
 
 std::vector<int16_t> Tokenizer::byte_pieces() const {
   std::vector<int16_t> bytes(static_cast<size_t>(vocab_size()), -1);

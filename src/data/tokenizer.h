@@ -10,8 +10,9 @@ namespace polysketch::data {
 
 class Tokenizer {
  public:
-  // Trains a unigram model with `vocab_size` pieces on the given lines; returns the serialized
-  // model (the bytes of tokenizer.model).
+  // Trains a unigram model with `vocab_size` pieces (one of them the end-of-document control
+  // piece </s>) on the given lines; returns the serialized model (the bytes of tokenizer.model).
+  // Deterministic: the same lines give the same model.
   static std::string train(const std::vector<std::string>& lines, int vocab_size);
 
   static Tokenizer from_file(const std::string& path);
@@ -27,6 +28,9 @@ class Tokenizer {
   std::vector<int32_t> encode_lines(const std::vector<std::string>& lines) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   int vocab_size() const;
+  // The id that ends every document in a data directory (the control piece </s>), or -1 for a
+  // tokenizer without one (made before documents were recorded, or elsewhere).
+  int32_t end_of_document() const;
   // Per id: the byte a byte-fallback piece (<0xNN>) stands for, else -1.
   std::vector<int16_t> byte_pieces() const;
   const std::string& model_bytes() const { return bytes_; }

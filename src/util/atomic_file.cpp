@@ -15,30 +15,62 @@
 
 namespace polysketch::util {
 
-void write_file_atomic(const std::string& path, std::string_view data) {
-  const std::string tmp = fmt::format("{}.tmp.{}", path, getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw Error(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+AtomicWriter::AtomicWriter(std::string path)
+    : path_(std::move(path)), tmp_(fmt::format("{}.tmp.{}", path_, getpid())) {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd_ < 0) throw Error(fmt::format("cannot write {}: {}", path_, std::strerror(errno)));
+}
+
+AtomicWriter::~AtomicWriter() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_.c_str());
+}
+
+void AtomicWriter::fail(int err) {
+  ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_.c_str());
+  throw Error(fmt::format("cannot write {}: {}", path_, std::strerror(err)));
+}
+
+void AtomicWriter::append(std::string_view data) {
   size_t done = 0;
   while (done < data.size()) {
-    const ssize_t w = ::write(fd, data.data() + done, data.size() - done);
-    if (w < 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw Error(fmt::format("cannot write {}: {}", path, std::strerror(err)));
-    }
+    const ssize_t w = ::write(fd_, data.data() + done, data.size() - done);
+    if (w < 0) fail(errno);
     done += static_cast<size_t>(w);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw Error(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+}
+
+void AtomicWriter::write_at(uint64_t offset, std::string_view data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t w = ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (w < 0) fail(errno);
+    done += static_cast<size_t>(w);
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+}
+
+void AtomicWriter::commit() {
+  if (::fsync(fd_) != 0) fail(errno);
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    ::unlink(tmp_.c_str());
+    throw Error(fmt::format("cannot write {}: {}", path_, std::strerror(errno)));
+  }
+  fd_ = -1;
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
     const int err = errno;
-    ::unlink(tmp.c_str());
-    throw Error(fmt::format("cannot write {}: {}", path, std::strerror(err)));
+    ::unlink(tmp_.c_str());
+    throw Error(fmt::format("cannot write {}: {}", path_, std::strerror(err)));
   }
+}
+
+void write_file_atomic(const std::string& path, std::string_view data) {
+  AtomicWriter w(path);
+  w.append(data);
+  w.commit();
 }
 
 std::string read_file(const std::string& path) {
