@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs every Debian package polysketch needs to build, test and run (Debian 12).
+# --experiments: also the corpora of experiments/ (Treasury of David for the long-context study).
 set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config
@@ -16,6 +17,9 @@ packages=(
   jq procps                # the test, bench and experiment scripts read JSON (jq) and find ranks (pgrep)
   gnuplot-nox              # tools/plot_*.sh (training curves, benchmark plots)
 )
+if [ "${1:-}" = "--experiments" ]; then
+  packages+=(sword-comm-tdavid libsword-utils)  # experiments/long_context.sh (mod2imp dumps the text)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
