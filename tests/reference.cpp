@@ -112,6 +112,8 @@ std::vector<double> reference_attention(const AttentionT<T>& att, const Attentio
                      cfg.mechanism == Mechanism::polysketch_learned_local;
   std::vector<double> out(q.size() / h * d, 0.0);
   for (int64_t head = 0; head < s.batch * s.heads; ++head) {
+    // Document masking: pairs of different documents get no weight.
+    const int32_t* seg = s.segments ? s.segments + (head / s.heads) * s.n : nullptr;
     std::vector<std::vector<double>> qs(n), ks(n), phq(n), phk(n);
     for (size_t i = 0; i < n; ++i) {
       qs[i].assign(q.begin() + (head * n + i) * h, q.begin() + (head * n + i + 1) * h);
@@ -134,6 +136,7 @@ std::vector<double> reference_attention(const AttentionT<T>& att, const Attentio
       double mx = -INFINITY;
       for (size_t j = 0; j < n; ++j) {
         if (cfg.causal && j > i) continue;
+        if (seg && seg[i] != seg[j]) continue;
         double x;
         switch (cfg.mechanism) {
           case Mechanism::softmax:
@@ -154,7 +157,8 @@ std::vector<double> reference_attention(const AttentionT<T>& att, const Attentio
       }
       if (cfg.mechanism == Mechanism::softmax)
         for (size_t j = 0; j < n; ++j)
-          if (!(cfg.causal && j > i)) w[i * n + j] = std::exp(w[i * n + j] - mx);
+          if (!(cfg.causal && j > i) && !(seg && seg[i] != seg[j]))
+            w[i * n + j] = std::exp(w[i * n + j] - mx);
     }
     for (size_t i = 0; i < n; ++i) {
       double den = cfg.mechanism == Mechanism::softmax ? 0.0 : 1.0;

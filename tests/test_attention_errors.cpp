@@ -64,6 +64,14 @@ TEST(AttentionErrors, InvalidShapes) {
     att.backward({1, 1, 4, 8, 8}, buf.data(), buf.data(), buf.data(), out.data(), buf.data(),
                  wrong, out.data(), out.data(), out.data(), nullptr);
   }, "saved state");
+  const std::vector<int32_t> decreasing{0, 1, 1, 0}, fine{0, 0, 1, 1};
+  expect_error([&] { fwd({1, 1, 4, 8, 8, decreasing.data()}); }, "position 3");
+  auto full = sketch_config();
+  full.causal = false;
+  expect_error([&] {
+    Attention(full, 8, 8).forward({1, 1, 4, 8, 8, fine.data()}, buf.data(), buf.data(), buf.data(),
+                                  out.data(), nullptr);
+  }, "causal");
 }
 
 // The denominator 1 + sum_j w_ij is >= 1 in exact arithmetic; a sketch's rounding can make the

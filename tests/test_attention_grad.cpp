@@ -20,10 +20,12 @@ struct GradCase {
   bool causal;
   int64_t heads;
   int threads;
+  Docs docs = Docs::none;
 };
 
 void PrintTo(const GradCase& c, std::ostream* os) {
-  *os << c.mc.name() << (c.causal ? " causal" : " full") << " H" << c.heads << " T" << c.threads;
+  *os << c.mc.name() << (c.causal ? " causal" : " full") << " H" << c.heads << " T" << c.threads
+      << docs_name(c.docs);
 }
 
 // The default variant of each mechanism causal and not, on heads in parallel and inside one
@@ -33,7 +35,12 @@ std::vector<GradCase> grad_cases() {
   for (const auto& mc : mechanism_cases()) {
     if (mc.variant()) {
       cases.push_back({mc, true, 2, 2});
+      cases.push_back({mc, true, 2, 2, Docs::inside_blocks});
       continue;
+    }
+    for (Docs docs : {Docs::block_starts, Docs::inside_blocks, Docs::adjacent}) {
+      cases.push_back({mc, true, 2, 2, docs});
+      cases.push_back({mc, true, 1, 2, docs});  // the scans' chunks restart inside one head
     }
     for (bool causal : {true, false}) {
       cases.push_back({mc, causal, 2, 2});
@@ -68,7 +75,8 @@ TEST_P(GradTest, MatchesFiniteDifferences) {
   const auto& c = GetParam();
   AttentionT<double> att(config_for(c), kH, kD);
   perturb_params(att, 5);
-  const AttentionShape shape{1, c.heads, kN, kH, kD};
+  const auto ids = document_ids(c.docs, 1, kN, 4);
+  const AttentionShape shape{1, c.heads, kN, kH, kD, ids.empty() ? nullptr : ids.data()};
   const size_t qs = static_cast<size_t>(c.heads * kN * kH), vs = static_cast<size_t>(c.heads * kN * kD);
   auto q = random_vector(qs, 11), k = random_vector(qs, 12), v = random_vector(vs, 13);
   const auto weight = random_vector(vs, 14);

@@ -1,6 +1,6 @@
 // Every mechanism, causal and not, against the naive double-precision reference, for
-// n in {1, 7, b-1, b, b+1, 3b+5} and several b (one table drives all cases, as in ggml's
-// test-backend-ops).
+// n in {1, 7, b-1, b, b+1, 3b+5} and several b, and with documents packed in a sequence (one
+// table drives all cases, as in ggml's test-backend-ops).
 //
 // Tolerances (max abs error relative to the largest reference output):
 //  - double: 1e-9. Same arithmetic reordered (blocks, packed tensor squares, online softmax),
@@ -26,9 +26,10 @@ struct Case {
   int block;
   int64_t batch = 1, heads = 2;
   int threads = 2;
+  Docs docs = Docs::none;
   std::string name() const {
-    return fmt::format("{}_{}_n{}_b{}_B{}H{}T{}", mc.name(), causal ? "causal" : "full", n, block,
-                       batch, heads, threads);
+    return fmt::format("{}_{}_n{}_b{}_B{}H{}T{}{}", mc.name(), causal ? "causal" : "full", n, block,
+                       batch, heads, threads, docs_name(docs));
   }
 };
 
@@ -41,8 +42,18 @@ std::vector<Case> all_cases() {
   for (const auto& mc : mechanism_cases()) {
     if (mc.variant()) {
       for (bool causal : {true, false}) cases.push_back({mc, causal, 45, 16});
+      cases.push_back({mc, true, 45, 16, 2, 2, 2, Docs::inside_blocks});
       continue;
     }
+    // Document masking: every layout, two sequences laid out differently, on heads in parallel,
+    // inside one head (chunked scans restarting), one thread; past one 128-row tile (tile skips).
+    for (Docs docs : document_layouts()) {
+      cases.push_back({mc, true, 29, 8, 2, 2, 2, docs});
+      cases.push_back({mc, true, 150, 8, 1, 1, 2, docs});
+      cases.push_back({mc, true, 29, 8, 2, 2, 1, docs});
+    }
+    cases.push_back({mc, true, 300, 16, 2, 1, 2, Docs::inside_blocks});
+    cases.push_back({mc, true, 300, 16, 1, 1, 2, Docs::short_docs});
     for (bool causal : {true, false})
       for (int b : {4, 16})
         for (int64_t n : {int64_t{1}, int64_t{7}, int64_t(b - 1), int64_t(b), int64_t(b + 1),
@@ -72,7 +83,8 @@ double run_case(const Case& c) {
   cfg.seed = 1234;
   cfg.layer = 3;
   cfg.threads = c.threads;
-  const AttentionShape shape{c.batch, c.heads, c.n, 16, 8};
+  const auto ids = document_ids(c.docs, c.batch, c.n, c.block);
+  const AttentionShape shape{c.batch, c.heads, c.n, 16, 8, ids.empty() ? nullptr : ids.data()};
   AttentionT<T> att(cfg, shape.head_dim, shape.value_dim);
   perturb_params(att, 77);  // non-trivial LayerNorm parameters, so that their use is checked
   const size_t qs = static_cast<size_t>(c.batch * c.heads * c.n * 16);

@@ -52,6 +52,11 @@ struct AttentionConfig {
 
 struct AttentionShape {
   int64_t batch = 1, heads = 1, n = 1, head_dim = 64, value_dim = 64;
+  // Document masking (packed documents, causal only): optional [batch, n] document ids,
+  // non-decreasing along each sequence; token i then attends only to tokens j <= i with the same
+  // id (every mechanism: softmax and polynomial skip the other pairs, the sketch mechanisms
+  // restart their block state at each document start). Null: one document per sequence.
+  const int32_t* segments = nullptr;
 };
 
 // What forward keeps for backward: one statistic per row (softmax: log-sum-exp; others: the

@@ -75,6 +75,16 @@ void AttentionT<T>::validate_shape(const AttentionShape& s) const {
   if (s.value_dim != value_dim_)
     throw Error(fmt::format("shape mismatch: v value_dim={} but the attention was built for {}",
                             s.value_dim, value_dim_));
+  if (s.segments) {
+    if (!config_.causal)
+      throw Error("document segments (AttentionShape::segments) need causal attention");
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t t = 1; t < s.n; ++t)
+        if (s.segments[b * s.n + t] < s.segments[b * s.n + t - 1])
+          throw Error(fmt::format("document segments must not decrease along a sequence: sequence "
+                                  "{} has {} at position {} after {}", b, s.segments[b * s.n + t],
+                                  t, s.segments[b * s.n + t - 1]));
+  }
   // Working memory: per-head buffers on every thread, plus the saved row statistics.
   const double per_head = static_cast<double>(s.n) *
                           (2.0 * head_dim_ + 4.0 * std::max<int64_t>(feature_dim_, 1) +
@@ -172,6 +182,11 @@ Workspace<T>& thread_workspace() {
   return w;
 }
 
+// The document ids of the sequence that head i (of batch * heads) belongs to; null without.
+const int32_t* sequence_segments(const AttentionShape& shape, int64_t i) {
+  return shape.segments ? shape.segments + (i / shape.heads) * shape.n : nullptr;
+}
+
 // C = [v | 1]
 template <typename T>
 T* ones_column(Workspace<T>& ws, int64_t n, int64_t d, const T* v) {
@@ -183,13 +198,14 @@ T* ones_column(Workspace<T>& ws, int64_t n, int64_t d, const T* v) {
 // `features`, if not null, receives phi(q), phi(k) [2 x n x r] for backward.
 // exact: the polynomial path for any non-softmax mechanism (AttentionT::exact_forward).
 // z_in: context parallelism, the earlier chunks' key state; `features` then already holds phi.
+// seg: the sequence's document ids (null: one document).
 template <typename T>
 void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const T* k, const T* v,
-                  T* out, T* stat, T* features, bool exact, const T* z_in) {
+                  const int32_t* seg, T* out, T* stat, T* features, bool exact, const T* z_in) {
   const auto& cfg = hc.cfg;
   const int64_t n = hc.n, h = hc.h, d = hc.d;
   if (cfg.mechanism == Mechanism::softmax) {
-    softmax_forward(hc.ctx, n, h, d, q, k, v, cfg.causal, hc.threads, out, stat);
+    softmax_forward(hc.ctx, n, h, d, q, k, v, cfg.causal, seg, hc.threads, out, stat);
     return;
   }
   T* qn = util::grown(ws.qn, n * h);
@@ -198,7 +214,7 @@ void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const 
   if (cfg.mechanism == Mechanism::polynomial || exact) {
     const T* c = ones_column(ws, n, d, v);
     T* num = util::grown(ws.num, n * (d + 1));
-    poly_attention_forward(hc.ctx, n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, hc.threads, num);
+    poly_attention_forward(hc.ctx, n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, seg, hc.threads, num);
     normalize_rows(n, d, num, out, stat);
     return;
   }
@@ -207,18 +223,19 @@ void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const 
   if (!z_in) hc.features(qn, kn, a, b);
   auto sh = hc.sketch_head(a, b, v, qn, kn);
   sh.z_in = z_in;
+  sh.seg = seg;
   sketch_forward(sh, hc.threads, out, stat);
 }
 
 template <typename T>
 void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const T* k, const T* v,
-                   const T* out, const T* dout, const T* stat, const T* features, T* dq, T* dk,
+                   const int32_t* seg, const T* out, const T* dout, const T* stat, const T* features, T* dq, T* dk,
                    T* dv, std::vector<std::vector<T>>* grads, int slot, const T* z_in,
                    const T* u_in) {
   const auto& cfg = hc.cfg;
   const int64_t n = hc.n, h = hc.h, d = hc.d;
   if (cfg.mechanism == Mechanism::softmax) {
-    softmax_backward(hc.ctx, n, h, d, q, k, v, out, dout, stat, cfg.causal, hc.threads, dq, dk, dv);
+    softmax_backward(hc.ctx, n, h, d, q, k, v, out, dout, stat, cfg.causal, seg, hc.threads, dq, dk, dv);
     return;
   }
   T* qn = util::grown(ws.qn, n * h);
@@ -232,7 +249,7 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
     T* g = util::grown(ws.g, n * (d + 1));
     T* dc = util::grown(ws.num, n * (d + 1));
     normalizer_grad(n, d, out, dout, stat, g);
-    poly_attention_backward(hc.ctx, n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, hc.threads, g, dq, dk, dc);
+    poly_attention_backward(hc.ctx, n, h, qn, kn, c, d + 1, cfg.p, cfg.causal, seg, hc.threads, g, dq, dk, dc);
     for (int64_t i = 0; i < n; ++i) std::copy(dc + i * (d + 1), dc + i * (d + 1) + d, dv + i * d);
   } else {
     const int64_t r = hc.feature_dim;
@@ -250,6 +267,7 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
     auto sh = hc.sketch_head(a, b, v, qn, kn);
     sh.z_in = z_in;
     sh.u_in = u_in;
+    sh.seg = seg;
     sketch_backward(sh, hc.threads, out, dout, stat, da, db, dv, dq, dk);
     const auto fm = hc.feature_map();
     const size_t li = learned_index(cfg.mechanism);
@@ -291,6 +309,9 @@ void AttentionT<T>::forward_impl(const AttentionShape& shape, const T* q, const 
                                  ChunkExchangeT<T>* chunks) const {
   validate_shape(shape);
   if (chunks) check_chunk(shape);
+  if (chunks && shape.segments)
+    throw Error("context parallelism does not take document segments (pass whole sequences, or "
+                "no segments)");
   AttentionSaved<T> local_saved;  // context parallelism keeps phi between its two passes
   if (chunks && !saved) saved = &local_saved;
   const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
@@ -330,7 +351,7 @@ void AttentionT<T>::forward_impl(const AttentionShape& shape, const T* q, const 
   }
   parallel_for(heads, outer, [&](int64_t i, int) {
     head_forward(hc, thread_workspace<T>(), q + i * n * h, k + i * n * h, v + i * n * d,
-                 out + i * n * d, stat.data() + i * n, features ? features + i * per_head : nullptr,
+                 sequence_segments(shape, i), out + i * n * d, stat.data() + i * n, features ? features + i * per_head : nullptr,
                  exact, chunks ? saved->state_in.data() + i * ss : nullptr);
   });
 }
@@ -386,7 +407,7 @@ void AttentionT<T>::backward(const AttentionShape& shape, const T* q, const T* k
   std::vector<std::vector<std::vector<T>>> grads(static_cast<size_t>(threads), zero_grads());
   parallel_for(heads, outer, [&](int64_t i, int thread) {
     head_backward(hc, thread_workspace<T>(), q + i * n * h, k + i * n * h, v + i * n * d,
-                  out + i * n * d, dout + i * n * d, saved.row_stat.data() + i * n,
+                  sequence_segments(shape, i), out + i * n * d, dout + i * n * d, saved.row_stat.data() + i * n,
                   features ? features + i * per_head : nullptr, dq + i * n * h, dk + i * n * h,
                   dv + i * n * d, grads.data(), outer == 1 ? 0 : thread,
                   chunks ? saved.state_in.data() + i * ss : nullptr,

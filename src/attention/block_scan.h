@@ -31,6 +31,11 @@ struct SketchHead {
   // [r(r+1)/2 x (d+1)], null for a whole sequence.
   const T* z_in = nullptr;
   const T* u_in = nullptr;
+  // Document masking (causal, whole sequences): document ids [n], non-decreasing. A row attends
+  // only to its own document: the diagonal blocks mask the other pairs, and the scans restart
+  // their state at each document start (the key state of a block holds only the keys after its
+  // last start; a row uses the incoming state only before its block's first start).
+  const int32_t* seg = nullptr;
 };
 
 // out [n x d], den [n] = 1 + sum_j w_ij. Uses up to `threads` threads across blocks.

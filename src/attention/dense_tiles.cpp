@@ -34,7 +34,22 @@ void apply_power(int64_t mq, int64_t mk, int p, TileMask mask, T* s, T* dw) {
       si[j] = T(0);
       if (di) di[j] = T(0);
     }
+    if (!mask.seg_q) continue;
+    for (int64_t j = 0; j < limit; ++j)
+      if (mask.seg_k[j] != mask.seg_q[i]) {
+        si[j] = T(0);
+        if (di) di[j] = T(0);
+      }
   }
+}
+
+// Document masking: whether query tile [i0, i0+mq) and key tile [j0, j0+mk) share no document
+// (ids non-decreasing: the keys' last id is below the queries' first).
+bool disjoint(const int32_t* seg, int64_t i0, int64_t j0, int64_t mk) {
+  return seg && seg[j0 + mk - 1] < seg[i0];
+}
+TileMask tile_mask(bool causal, const int32_t* seg, int64_t i0, int64_t j0) {
+  return {causal, i0 - j0, seg ? seg + i0 : nullptr, seg ? seg + j0 : nullptr};
 }
 
 }  // namespace
@@ -68,7 +83,7 @@ void poly_tile_backward(const ComputeContext& ctx, int64_t mq, int64_t mk, int64
 
 template <typename T>
 void poly_attention_forward(const ComputeContext& ctx, int64_t n, int64_t dim, const T* qn, const T* kn, const T* c,
-                            int64_t dc, int p, bool causal, int threads, T* nout) {
+                            int64_t dc, int p, bool causal, const int32_t* seg, int threads, T* nout) {
   const int64_t tiles = (n + kTile - 1) / kTile;
   parallel_for(tiles, threads, [&](int64_t qt, int) {
     std::vector<T> scratch;
@@ -78,16 +93,17 @@ void poly_attention_forward(const ComputeContext& ctx, int64_t n, int64_t dim, c
     const int64_t last = causal ? qt : tiles - 1;
     for (int64_t kt = 0; kt <= last; ++kt) {
       const int64_t j0 = kt * kTile, mk = std::min(kTile, n - j0);
+      if (disjoint(seg, i0, j0, mk)) continue;
       poly_tile_forward<T>(ctx, mq, mk, dim, qn + i0 * dim, dim, kn + j0 * dim, dim, c + j0 * dc, dc, p,
-                           {causal, i0 - j0}, out, scratch);
+                           tile_mask(causal, seg, i0, j0), out, scratch);
     }
   });
 }
 
 template <typename T>
 void poly_attention_backward(const ComputeContext& ctx, int64_t n, int64_t dim, const T* qn, const T* kn, const T* c,
-                             int64_t dc, int p, bool causal, int threads, const T* g, T* dqn,
-                             T* dkn, T* dc_out) {
+                             int64_t dc, int p, bool causal, const int32_t* seg, int threads, const T* g,
+                             T* dqn, T* dkn, T* dc_out) {
   const int64_t tiles = (n + kTile - 1) / kTile;
   std::fill(dkn, dkn + n * dim, T(0));
   std::fill(dc_out, dc_out + n * dc, T(0));
@@ -100,8 +116,9 @@ void poly_attention_backward(const ComputeContext& ctx, int64_t n, int64_t dim, 
     const int64_t j0 = kt * kTile, mk = std::min(kTile, n - j0);
     for (int64_t qt = causal ? kt : 0; qt < tiles; ++qt) {
       const int64_t i0 = qt * kTile, mq = std::min(kTile, n - i0);
+      if (disjoint(seg, i0, j0, mk)) break;  // so are all later query tiles
       poly_tile_backward<T>(ctx, mq, mk, dim, qn + i0 * dim, dim, kn + j0 * dim, dim, c + j0 * dc, dc, p,
-                            {causal, i0 - j0}, g + i0 * dc, dq + i0 * dim, dim, dkn + j0 * dim, dim,
+                            tile_mask(causal, seg, i0, j0), g + i0 * dc, dq + i0 * dim, dim, dkn + j0 * dim, dim,
                             dc_out + j0 * dc, scratch);
     }
   });
@@ -116,9 +133,9 @@ void poly_attention_backward(const ComputeContext& ctx, int64_t n, int64_t dim, 
                                       int64_t, const T*, int64_t, int, TileMask, const T*, T*,   \
                                       int64_t, T*, int64_t, T*, std::vector<T>&);                \
   template void poly_attention_forward<T>(const ComputeContext&, int64_t, int64_t, const T*, const T*, const T*,        \
-                                          int64_t, int, bool, int, T*);                          \
+                                          int64_t, int, bool, const int32_t*, int, T*);          \
   template void poly_attention_backward<T>(const ComputeContext&, int64_t, int64_t, const T*, const T*, const T*,       \
-                                           int64_t, int, bool, int, const T*, T*, T*, T*);
+                                           int64_t, int, bool, const int32_t*, int, const T*, T*, T*, T*);
 POLYSKETCH_INSTANTIATE(float)
 POLYSKETCH_INSTANTIATE(double)
 #undef POLYSKETCH_INSTANTIATE

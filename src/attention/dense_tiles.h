@@ -14,6 +14,10 @@ namespace polysketch::attention {
 struct TileMask {
   bool causal;
   int64_t diag_offset;  // global row index of query 0 minus that of key 0
+  // Document masking: the document ids of the tile's queries and keys (null: none); pairs of
+  // different documents get weight 0.
+  const int32_t* seg_q = nullptr;
+  const int32_t* seg_k = nullptr;
 };
 
 // N [mq x dc] += W C, with x [mq x dim] (stride ldx), y [mk x dim] (stride ldy), C [mk x dc].
@@ -31,14 +35,16 @@ void poly_tile_backward(const ComputeContext& ctx, int64_t mq, int64_t mk, int64
 
 // The whole exact polynomial mechanism for one head: qn, kn [n x dim] already LayerNormed,
 // c = [v | 1] [n x dc]. N [n x dc] is overwritten. Tiles are processed by `threads` threads.
+// seg: the document ids [n] (causal only; null: one document); tiles with no pair in one
+// document are skipped.
 template <typename T>
 void poly_attention_forward(const ComputeContext& ctx, int64_t n, int64_t dim, const T* qn, const T* kn, const T* c,
-                            int64_t dc, int p, bool causal, int threads, T* nout);
+                            int64_t dc, int p, bool causal, const int32_t* seg, int threads, T* nout);
 
 // G [n x dc]; dqn, dkn [n x dim] and dc_out [n x dc] are overwritten.
 template <typename T>
 void poly_attention_backward(const ComputeContext& ctx, int64_t n, int64_t dim, const T* qn, const T* kn, const T* c,
-                             int64_t dc, int p, bool causal, int threads, const T* g, T* dqn,
-                             T* dkn, T* dc_out);
+                             int64_t dc, int p, bool causal, const int32_t* seg, int threads, const T* g,
+                             T* dqn, T* dkn, T* dc_out);
 
 }  // namespace polysketch::attention

@@ -25,13 +25,27 @@ constexpr T neg_inf() {
   return -std::numeric_limits<T>::infinity();
 }
 
-// Causal mask inside a tile: key j visible to query i iff j0 + j <= i0 + i.
+// Causal mask inside a tile: key j visible to query i iff j0 + j <= i0 + i (and, with document
+// ids seg, seg[i0 + i] == seg[j0 + j]).
 template <typename T>
-void mask_tile(int64_t mq, int64_t mk, int64_t offset, T* s) {
+void mask_tile(int64_t i0, int64_t mq, int64_t j0, int64_t mk, const int32_t* seg, T* s) {
+  const bool diagonal = j0 + mk > i0 + 1, documents = seg && seg[j0] != seg[i0 + mq - 1];
+  if (!diagonal && !documents) return;
   for (int64_t i = 0; i < mq; ++i) {
-    const int64_t first_hidden = std::clamp<int64_t>(i + offset + 1, 0, mk);
-    std::fill(s + i * mk + first_hidden, s + (i + 1) * mk, neg_inf<T>());
+    T* si = s + i * mk;
+    const int64_t first_hidden = std::clamp<int64_t>(i + i0 - j0 + 1, 0, mk);
+    std::fill(si + first_hidden, si + mk, neg_inf<T>());
+    if (documents)
+      for (int64_t j = 0; j < first_hidden; ++j)
+        if (seg[j0 + j] != seg[i0 + i]) si[j] = neg_inf<T>();
   }
+}
+
+// The first key tile start a query tile needs: its first query's document start, down to a tile.
+int64_t first_key_tile(const int32_t* seg, int64_t i0) {
+  if (!seg) return 0;
+  const int64_t start = std::lower_bound(seg, seg + i0, seg[i0]) - seg;
+  return start / kTileK * kTileK;
 }
 // The tile products of one head (q tile i: rows i0 .. i0+mq; key tile j: rows j0 .. j0+mk).
 // gemm<T> on the operands as given; or, for float under bf16 precision on an AVX512-BF16 CPU,
@@ -124,7 +138,7 @@ class TileProducts {
 
 template <typename T>
 void softmax_forward(const ComputeContext& ctx, int64_t n, int64_t h, int64_t d, const T* q, const T* k, const T* v,
-                     bool causal, int threads, T* out, T* lse) {
+                     bool causal, const int32_t* seg, int threads, T* out, T* lse) {
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(h)));
   const int64_t qtiles = (n + kTileQ - 1) / kTileQ;
   const TileProducts<T> products(ctx, n, h, d, q, k, v, nullptr);
@@ -134,16 +148,19 @@ void softmax_forward(const ComputeContext& ctx, int64_t n, int64_t h, int64_t d,
     T* acc = out + i0 * d;
     std::fill(acc, acc + mq * d, T(0));
     const int64_t kend = causal ? i0 + mq : n;
-    for (int64_t j0 = 0; j0 < kend; j0 += kTileK) {
+    for (int64_t j0 = first_key_tile(seg, i0); j0 < kend; j0 += kTileK) {
       const int64_t mk = std::min(kTileK, kend - j0);
       products.scores(i0, mq, j0, mk, scale, s.data());
-      if (causal && j0 + mk > i0 + 1) mask_tile(mq, mk, i0 - j0, s.data());
+      if (causal) mask_tile(i0, mq, j0, mk, seg, s.data());
       for (int64_t i = 0; i < mq; ++i) {
         T* si = s.data() + i * mk;
         T mx = m[i];
 #pragma omp simd reduction(max : mx)  // in this form (not std::max) GCC vectorizes it
         for (int64_t j = 0; j < mk; ++j) mx = si[j] > mx ? si[j] : mx;
-        if (mx == neg_inf<T>()) continue;  // row fully masked in this tile
+        if (mx == neg_inf<T>()) {  // row fully masked in this tile (another document)
+          std::fill(si, si + mk, T(0));
+          continue;
+        }
 #pragma omp simd
         for (int64_t j = 0; j < mk; ++j) si[j] -= mx;
         kernels::exp_inplace(mk, si);
@@ -171,8 +188,8 @@ void softmax_forward(const ComputeContext& ctx, int64_t n, int64_t h, int64_t d,
 
 template <typename T>
 void softmax_backward(const ComputeContext& ctx, int64_t n, int64_t h, int64_t d, const T* q, const T* k, const T* v,
-                      const T* out, const T* dout, const T* lse, bool causal, int threads, T* dq,
-                      T* dk, T* dv) {
+                      const T* out, const T* dout, const T* lse, bool causal, const int32_t* seg,
+                      int threads, T* dq, T* dk, T* dv) {
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(h)));
   std::vector<T> delta(static_cast<size_t>(n));  // D_i = <dO_i, O_i>
   for (int64_t i = 0; i < n; ++i) {
@@ -195,8 +212,9 @@ void softmax_backward(const ComputeContext& ctx, int64_t n, int64_t h, int64_t d
     for (int64_t i0 = qstart; i0 < n; i0 += kTileQ) {
       const int64_t mq = std::min(kTileQ, n - i0);
       if (causal && i0 + mq <= j0) continue;
+      if (seg && seg[i0] > seg[j0 + mk - 1]) break;  // this and every later query tile: other documents
       products.scores(i0, mq, j0, mk, scale, p.data());
-      if (causal && j0 + mk > i0 + 1) mask_tile(mq, mk, i0 - j0, p.data());
+      if (causal) mask_tile(i0, mq, j0, mk, seg, p.data());
       for (int64_t i = 0; i < mq; ++i) {
         T* pi = p.data() + i * mk;
         const T li = lse[i0 + i];
@@ -223,9 +241,9 @@ void softmax_backward(const ComputeContext& ctx, int64_t n, int64_t h, int64_t d
 
 #define POLYSKETCH_INSTANTIATE(T)                                                               \
   template void softmax_forward<T>(const ComputeContext&, int64_t, int64_t, int64_t, const T*, const T*, const T*,     \
-                                   bool, int, T*, T*);                                          \
+                                   bool, const int32_t*, int, T*, T*);                          \
   template void softmax_backward<T>(const ComputeContext&, int64_t, int64_t, int64_t, const T*, const T*, const T*,    \
-                                    const T*, const T*, const T*, bool, int, T*, T*, T*);
+                                    const T*, const T*, const T*, bool, const int32_t*, int, T*, T*, T*);
 POLYSKETCH_INSTANTIATE(float)
 POLYSKETCH_INSTANTIATE(double)
 #undef POLYSKETCH_INSTANTIATE

@@ -9,15 +9,16 @@
 
 namespace polysketch::attention {
 
-// One head: q, k [n x h], v [n x d] -> out [n x d], lse [n].
+// One head: q, k [n x h], v [n x d] -> out [n x d], lse [n]. seg: document ids [n] (causal
+// only; null: one document): key tiles before a query tile's first document are skipped.
 template <typename T>
 void softmax_forward(const ComputeContext& ctx, int64_t n, int64_t h, int64_t d, const T* q, const T* k, const T* v,
-                     bool causal, int threads, T* out, T* lse);
+                     bool causal, const int32_t* seg, int threads, T* out, T* lse);
 
 // dq, dk [n x h], dv [n x d] overwritten.
 template <typename T>
 void softmax_backward(const ComputeContext& ctx, int64_t n, int64_t h, int64_t d, const T* q, const T* k, const T* v,
-                      const T* out, const T* dout, const T* lse, bool causal, int threads, T* dq,
-                      T* dk, T* dv);
+                      const T* out, const T* dout, const T* lse, bool causal, const int32_t* seg,
+                      int threads, T* dq, T* dk, T* dv);
 
 }  // namespace polysketch::attention
