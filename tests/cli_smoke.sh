@@ -19,6 +19,15 @@ tiny=(--layers 1 --width 32 --heads 2 --context 32 --r 8 --block 8 --batch 2 --e
 $bin train --data "$tmp/data" --out "$tmp/run" "${tiny[@]}" --steps 4 --checkpoint-every 2 --keep 5 2>/dev/null | tee "$tmp/train"
 grep -q "unigram baseline" "$tmp/train"
 test -L "$tmp/run/latest" && test -f "$tmp/run/step-00000004/model.safetensors"
+# Document masking: on by default for data with document boundaries (the KJV: 4 + 4 spans), saved
+# with the run; refused clearly for data without them.
+$bin train --data "$tmp/data" --out "$tmp/dm" "${tiny[@]}" --steps 1 > "$tmp/dm.log" 2>&1
+grep -q "in 4 / 4 documents, document masking on" "$tmp/dm.log" || fail "document masking auto"
+jq -e '.options.document_mask == "auto"' "$tmp/dm/latest/state.json" > /dev/null || fail "document_mask saved"
+$bin prepare --task mqar --length 32 --examples 20 --val-examples 4 --out "$tmp/task" > /dev/null
+expect_fail "records no document boundaries" $bin train --data "$tmp/task" --out "$tmp/dm2" "${tiny[@]}" --steps 1 --document-mask on
+expect_fail "auto, on or off" $bin train --data "$tmp/data" --out "$tmp/dm3" "${tiny[@]}" --steps 1 --document-mask yes
+$bin eval --checkpoint "$tmp/dm" --data "$tmp/data" --batch 2 --batches 1 --document-mask off > /dev/null
 $bin train --out "$tmp/resumed" --resume "$tmp/run/step-00000002" 2>/dev/null | tee "$tmp/resume"
 grep -q "^step 4:" "$tmp/resume"
 $bin eval --checkpoint "$tmp/run" --data "$tmp/data" --context 16,32 --batch 2 --batches 1 | tee "$tmp/eval"

@@ -170,6 +170,36 @@ TEST_P(ModelGrad, WholeModelMatchesFiniteDifferences) {
         << params[p]->name;
 }
 
+// Document masking through the whole model: gradients by finite differences, and a document's
+// loss independent of the tokens of the documents before it (and not without the mask).
+TEST_P(ModelGrad, DocumentsMatchFiniteDifferencesAndIsolate) {
+  ModelT<double> model(tiny_config(GetParam()));
+  const int64_t batch = 2, len = 5;
+  const std::vector<int32_t> tokens{1, 4, 2, 9, 10, 0, 3, 3, 7, 5};
+  const std::vector<int32_t> targets{4, kIgnoreTarget, 9, 10, 1, 3, 3, kIgnoreTarget, 5, 8};
+  const std::vector<int32_t> docs{0, 0, 1, 1, 2, 0, 1, 1, 1, 1};  // starts inside blocks of 2, adjacent
+  auto grads = model.zero_grads();
+  TrainCacheT<double> cache;
+  model.forward(cache, tokens.data(), targets.data(), batch, len, 0, nullptr, docs.data());
+  model.backward(cache, grads);
+  auto loss = [&] { return model.score(tokens.data(), targets.data(), batch, len, nullptr, false, docs.data()).loss; };
+  auto params = model.params();
+  for (size_t p = 0; p < params.size(); ++p)
+    EXPECT_LT(max_rel_error(grads[p], numeric_grad(params[p]->value, loss), 1e-8), 1e-6)
+        << params[p]->name;
+
+  // Scored: the second document of a sequence of 6 (starting at 3, inside a block of 2).
+  const std::vector<int32_t> ids{0, 0, 0, 1, 1, 1};
+  const std::vector<int32_t> y{kIgnoreTarget, kIgnoreTarget, kIgnoreTarget, 5, 6, 7};
+  std::vector<int32_t> x{1, 2, 3, 4, 5, 6};
+  auto doc_loss = [&](const int32_t* d) { return model.score(x.data(), y.data(), 1, 6, nullptr, false, d).loss; };
+  const double masked = doc_loss(ids.data()), unmasked = doc_loss(nullptr);
+  x[0] = 9;
+  x[2] = 0;
+  EXPECT_NEAR(doc_loss(ids.data()), masked, 1e-12);
+  EXPECT_GT(std::abs(doc_loss(nullptr) - unmasked), 1e-9);
+}
+
 // backward's `ready` reports every gradient tensor exactly once, after its last update: what
 // the trainer relies on to sum gradients over ranks while backward runs.
 TEST_P(ModelGrad, ReadyReportsEveryTensorOnceWhenFinal) {

@@ -101,9 +101,12 @@ class ModelT {
   // backward needs. With `chunk`, tokens and targets are one chunk of longer sequences and the
   // result is this chunk's share of the loss (its cross-entropy sum / chunk->scored): the
   // shares of the group add up to the whole batch's loss, and backward's gradients likewise.
+  // With `documents` ([batch x len] ids, non-decreasing along each sequence; whole sequences
+  // only), tokens attend only within their document (AttentionShape::segments); positions stay
+  // those of the window.
   double forward(TrainCacheT<T>& cache, const int32_t* tokens, const int32_t* targets,
                  int64_t batch, int64_t len, uint64_t dropout_seed = 0,
-                 const ContextChunkT<T>* chunk = nullptr) const;
+                 const ContextChunkT<T>* chunk = nullptr, const int32_t* documents = nullptr) const;
   // Adds d(loss)/d(params) into grads (shaped like params()) for cache's forward, which it
   // consumes (with a chunk: every member of the group calls backward). With `ready`, calls
   // ready(begin, end) as soon as the gradients of params()[begin, end) are complete: a layer at
@@ -115,7 +118,9 @@ class ModelT {
   // Evaluation (no dropout, nothing kept): the mean cross-entropy over the scored positions,
   // their number, and how many of them have their target as the model's first choice. With
   // by_position, also per position t in [0, len): the cross-entropy summed over the batch's
-  // scored rows at t, and their number (does the model use the long context?).
+  // scored rows at t, and their number (does the model use the long context?). With `documents`
+  // (as forward's), attention stays within each document and t counts from the token's document
+  // start (the context it sees).
   struct Score {
     double loss = 0;
     int64_t scored = 0, correct = 0;
@@ -123,7 +128,8 @@ class ModelT {
     std::vector<int64_t> position_scored;
   };
   Score score(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
-              WorkspaceT<T>* ws = nullptr, bool by_position = false) const;
+              WorkspaceT<T>* ws = nullptr, bool by_position = false,
+              const int32_t* documents = nullptr) const;
   double loss(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
               WorkspaceT<T>* ws = nullptr) const {
     return score(tokens, targets, batch, len, ws).loss;

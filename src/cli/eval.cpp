@@ -27,11 +27,13 @@ struct EvalCli {
   std::vector<int64_t> contexts;
   int64_t batch = 8, batches = 16;
   bool sketch_error = false, json = false, by_position = false;
+  std::string document_mask = "auto";
   Runtime runtime;
 };
 
 // `eval --input`: the documents of the inputs, tokenized as prepare tokenizes with the
-// checkpoint's own tokenizer, as the validation split (there is no training split).
+// checkpoint's own tokenizer (each ended by its end-of-document token, where it has one, and
+// recorded as a document), as the validation split (there is no training split).
 data::Dataset text_dataset(const std::vector<std::string>& inputs, const model::Checkpoint& ck) {
   if (ck.tokenizer_bytes.empty())
     throw Error(fmt::format("{}: no tokenizer (a synthetic task's model): evaluate it with --data", ck.dir));
@@ -41,8 +43,11 @@ data::Dataset text_dataset(const std::vector<std::string>& inputs, const model::
   d.vocab = tok.vocab_size();
   data::DocumentReader reader({inputs, {}, "text"});
   data::Document doc;
+  d.end_of_document = tok.end_of_document();
   while (reader.next(doc)) {
-    const auto ids = tok.encode_lines(data::text_lines(doc.text));
+    auto ids = tok.encode_lines(data::text_lines(doc.text));
+    if (d.end_of_document >= 0) ids.push_back(d.end_of_document);
+    d.val_docs.push_back(d.val.size());
     d.val.insert(d.val.end(), ids.begin(), ids.end());
   }
   return d;
@@ -64,10 +69,11 @@ void run_eval(const EvalCli& e) {
                             ck.config.vocab));
   auto contexts = e.contexts.empty() ? std::vector<int64_t>{ck.config.context} : e.contexts;
   for (int64_t ctx : contexts) data::check_context(data, ctx, /*val_only=*/!e.inputs.empty());
+  const bool documents = data::document_mask(data, e.document_mask, "--document-mask");
   Model model(ck.config, ctx);
   model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
   for (int64_t ctx : contexts) {
-    const auto r = eval::evaluate(model, data, ctx, e.batch, e.batches, e.by_position);
+    const auto r = eval::evaluate(model, data, ctx, e.batch, e.batches, e.by_position, documents);
     if (!std::isfinite(r.loss))
       throw Error(fmt::format("context {}: validation loss is {} (the model's outputs overflow)", ctx, r.loss));
     const auto err = e.sketch_error ? eval::sketch_error(model, data, ctx, e.batch, e.batches)
@@ -112,8 +118,13 @@ void add_eval(CLI::App& app) {
   ev->add_option("--batch", e->batch)->capture_default_str();
   ev->add_option("--batches", e->batches)->capture_default_str();
   ev->add_flag("--json", e->json, "one JSON object per context (loss, perplexity, accuracy, scored, sketch_error)");
-  ev->add_flag("--by-position", e->by_position, "also the loss by position in the window: buckets "
-                                                "0-64, 64-256, 256-1024, ... (each 4x the last)");
+  ev->add_flag("--by-position", e->by_position, "also the loss by position (from the window's or, "
+                                                "with document masking, the document's start): "
+                                                "buckets 0-64, 64-256, 256-1024, ... (each 4x the last)");
+  ev->add_option("--document-mask", e->document_mask, "auto, on or off: tokens attend only within "
+                                                     "their document, and --by-position counts from "
+                                                     "each document's start (auto: when the data "
+                                                     "records document boundaries)")->capture_default_str();
   ev->add_flag("--sketch-error", e->sketch_error, "also report each layer's attention error against "
                                                   "exact polynomial attention (sketch mechanisms; quadratic)");
   add_runtime_flags(ev, e->runtime);

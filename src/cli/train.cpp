@@ -91,6 +91,9 @@ void add_train(CLI::App& app) {
   run_flag(cmd->add_option("--clip", o.clip, "max gradient norm (0: off)"));
   run_flag(cmd->add_option("--weight-decay", o.weight_decay));
   run_flag(cmd->add_option("--precision", o.precision, "f32, or bf16: matrix-product inputs rounded to bfloat16, float32 accumulation (saved with the run)"));
+  run_flag(cmd->add_option("--document-mask", o.document_mask,
+                           "auto, on or off: tokens attend only within their document (auto: when the "
+                           "data records document boundaries; saved with the run)"));
   run_flag(cmd->add_option("--seed", o.seed, "data order, dropout, and (without --config) parameter initialisation and sketches"));
   cmd->add_option("--eval-every", o.eval_every, "steps between validations (0: only at the end)")->capture_default_str();
   cmd->add_option("--eval-batches", o.eval_batches)->capture_default_str();

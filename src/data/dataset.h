@@ -33,7 +33,7 @@ struct Dataset {
   int32_t end_of_document = -1;  // the token ending each document; -1: none
 
   bool synthetic() const { return example_tokens > 0; }
-  bool has_documents() const { return !train_docs.empty(); }
+  bool has_documents() const { return !train_docs.empty() || !val_docs.empty(); }
 };
 
 // Reads and checks every file (sizes, vocabularies, the example layout); throws Error naming the

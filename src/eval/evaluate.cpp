@@ -9,38 +9,41 @@
 namespace polysketch::eval {
 
 namespace {
-// The evaluation windows (or examples), batch by batch: body(x, y, rows).
+// The evaluation windows (or examples), batch by batch: body(x, y, documents, rows), documents
+// null unless asked for.
 template <typename F>
 void for_each_eval_batch(const data::Dataset& data, int64_t context, int64_t batch, int64_t batches,
-                         F&& body) {
+                         bool documents, F&& body) {
   data::check_context(data, context, /*val_only=*/true);
   const int64_t available = static_cast<int64_t>(data::start_count(data.val, data.example_tokens, context));
   const int64_t windows = std::min(std::max<int64_t>(1, batch * batches),
                                    data.synthetic() ? available : std::numeric_limits<int64_t>::max());
   const int64_t last = available - 1;  // the last start that fits
-  std::vector<int32_t> x, y;
+  std::vector<int32_t> x, y, ids;
   for (int64_t done = 0; done < windows;) {
     const int64_t b = std::min(batch, windows - done);
     std::vector<uint64_t> starts(static_cast<size_t>(b));
     for (int64_t i = 0; i < b; ++i)
       starts[i] = windows == 1 ? 0 : static_cast<uint64_t>((done + i) * last / (windows - 1));
-    data::fill_batch(data.val, data.val_scored, data.example_tokens, context, starts, x, y);
-    body(x, y, b);
+    data::fill_batch(data.val, data.val_scored, data.example_tokens, context, starts, x, y,
+                     &data.val_docs, documents ? &ids : nullptr);
+    body(x, y, documents ? ids.data() : nullptr, b);
     done += b;
   }
 }
 }  // namespace
 
 EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t context, int64_t batch,
-                    int64_t batches, bool by_position) {
+                    int64_t batches, bool by_position, bool documents) {
   double loss = 0;
   int64_t scored = 0, correct = 0;
   std::vector<PositionBucket> buckets;
   for (int64_t begin = 0, end = 64; begin < context; begin = end, end *= 4)
     buckets.push_back({begin, std::min(end, context)});
   Workspace ws;
-  for_each_eval_batch(data, context, batch, batches, [&](const auto& x, const auto& y, int64_t b) {
-    const auto s = model.score(x.data(), y.data(), b, context, &ws, by_position);
+  for_each_eval_batch(data, context, batch, batches, documents,
+                      [&](const auto& x, const auto& y, const int32_t* ids, int64_t b) {
+    const auto s = model.score(x.data(), y.data(), b, context, &ws, by_position, ids);
     loss += s.loss * static_cast<double>(s.scored);
     scored += s.scored;
     correct += s.correct;
@@ -66,7 +69,7 @@ std::vector<double> sketch_error(const Model& model, const data::Dataset& data, 
   std::vector<double> mean(static_cast<size_t>(model.config().layers), 0.0);
   int64_t count = 0;
   Workspace ws;
-  for_each_eval_batch(data, context, batch, batches, [&](const auto& x, const auto&, int64_t b) {
+  for_each_eval_batch(data, context, batch, batches, false, [&](const auto& x, const auto&, const int32_t*, int64_t b) {
     const auto e = model.sketch_error(x.data(), b, context, &ws);
     for (size_t l = 0; l < mean.size(); ++l) mean[l] += e[l];
     ++count;

@@ -133,8 +133,11 @@ int64_t ModelT<T>::parameter_count() const {
 template <typename T>
 double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const int32_t* targets,
                           int64_t batch, int64_t len, uint64_t dropout_seed,
-                          const ContextChunkT<T>* chunk) const {
+                          const ContextChunkT<T>* chunk, const int32_t* documents) const {
   check_rows(batch, len);
+  if (chunk && documents)
+    throw Error("forward: context chunks do not take document ids (context parallelism runs "
+                "without document masking)");
   const int64_t n = batch * len;
   if (chunk && (!chunk->exchange || chunk->offset < 0 || chunk->seq_len < chunk->offset + len ||
                 chunk->scored < 1))
@@ -152,6 +155,12 @@ double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const in
   pass.dropout_seed = dropout_seed;
   pass.seq_len = chunk ? chunk->seq_len : 0;
   pass.exchange = c.chunk.exchange;
+  if (documents) {
+    c.documents.assign(documents, documents + n);
+  } else {
+    c.documents.clear();
+  }
+  pass.documents = documents;
   model::run_trunk(ctx_, *weights_, config_, pass, c.trunk);
   model::output_logits(ctx_, *weights_, c.trunk.xf.data(), n, c.dlogits);
   // d loss / d logits in place
@@ -167,13 +176,15 @@ double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const in
 template <typename T>
 typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t* targets,
                                            int64_t batch, int64_t len, WorkspaceT<T>* ws,
-                                           bool by_position) const {
+                                           bool by_position, const int32_t* documents) const {
   check_rows(batch, len);
   const int64_t n = batch * len, v = config_.vocab;
   check_targets(targets, n, v, true);
   WorkspaceT<T> own;  // when the caller passed none
   auto& mem = (ws ? *ws : own).impl_->trunk;
-  model::run_trunk(ctx_, *weights_, config_, model::TrunkPass<T>{tokens, batch, len}, mem);
+  model::TrunkPass<T> pass{tokens, batch, len};
+  pass.documents = documents;
+  model::run_trunk(ctx_, *weights_, config_, pass, mem);
   std::vector<T> logits;
   model::output_logits(ctx_, *weights_, mem.xf.data(), n, logits);
   Score s;
@@ -182,7 +193,9 @@ typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t*
     s.position_loss.assign(static_cast<size_t>(len), 0.0);
     s.position_scored.assign(static_cast<size_t>(len), 0);
   }
+  int64_t doc_start = 0;  // of row i's document, as a position in its sequence
   for (int64_t i = 0; i < n; ++i) {
+    if (i % len == 0 || (documents && documents[i] != documents[i - 1])) doc_start = i % len;
     if (targets[i] == kIgnoreTarget) continue;
     const T* row = logits.data() + i * v;
     s.correct += std::max_element(row, row + v) - row == targets[i];
@@ -191,8 +204,9 @@ typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t*
     const double top = *std::max_element(row, row + v);
     double sum = 0;
     for (int64_t j = 0; j < v; ++j) sum += std::exp(static_cast<double>(row[j]) - top);
-    s.position_loss[static_cast<size_t>(i % len)] += top + std::log(sum) - row[targets[i]];
-    ++s.position_scored[static_cast<size_t>(i % len)];
+    const auto t = static_cast<size_t>(i % len - doc_start);
+    s.position_loss[t] += top + std::log(sum) - row[targets[i]];
+    ++s.position_scored[t];
   }
   return s;
 }
@@ -263,7 +277,7 @@ void ModelT<T>::backward(TrainCacheT<T>& cache, std::vector<std::vector<T>>& gra
   gemm<T>(ctx_, false, false, n, d, v, T(1), dl, v, w.embedding.value.data(), d, T(0), tmp.data(), d);
   kernels::layernorm_backward(n, d, c.trunk.x.data(), w.final_scale.value.data(), tmp.data(),
                               c.dx.data(), g.final_scale->data(), g.final_bias->data());
-  const AttentionShape shape{batch, h, len, hd, hd};
+  const AttentionShape shape{batch, h, len, hd, hd, c.documents.empty() ? nullptr : c.documents.data()};
   for (auto* t : {&c.dq, &c.dk, &c.dv}) t->resize(c.dx.size());
   for (size_t li = w.layers.size(); li-- > 0;) {
     const auto& l = w.layers[li];

@@ -26,7 +26,7 @@ void run_trunk(const ComputeContext& ctx, const Weights<T>& w, const ModelConfig
   x.resize(static_cast<size_t>(n * d));
   embedding_forward(x.data(), pass.tokens, w.embedding.value.data(),
                     static_cast<T>(std::sqrt(static_cast<double>(d))), mem.pe.data(), batch, len, d);
-  const AttentionShape shape{batch, h, len, hd, hd};
+  const AttentionShape shape{batch, h, len, hd, hd, pass.documents};
   mem.layers.resize(pass.keep ? w.layers.size() : 1);
   for (size_t li = 0; li < w.layers.size(); ++li) {
     const auto& l = w.layers[li];

@@ -46,6 +46,7 @@ struct TrunkPass {
   int64_t seq_len = 0;     // whole sequences' length when these are chunks of them (0: len)
   ChunkExchangeT<T>* exchange = nullptr;  // context parallelism
   const AttentionHook<T>* hook = nullptr;
+  const int32_t* documents = nullptr;  // [batch x len] document ids (AttentionShape::segments)
 };
 
 // Runs the network up to the final LayerNorm: mem.xf [N x D].
@@ -73,7 +74,7 @@ template <typename T>
 struct TrainCacheT<T>::Impl {
   model::TrunkMemory<T> trunk;
   std::vector<T> dlogits;  // d loss / d logits of the forward
-  std::vector<int32_t> tokens;
+  std::vector<int32_t> tokens, documents;  // documents: empty without document masking
   int64_t batch = 0, len = 0;
   ContextChunkT<T> chunk;  // exchange null: whole sequences
   model::BlockBackScratch<T> back;

@@ -25,6 +25,8 @@ void validate_options(const TrainOptions& o) {
   if (!o.init.empty() && !o.resume.empty())
     throw Error("--init starts a new run from a checkpoint's weights and --resume continues one: give one");
   if (o.init_context != 0) util::check_range("--context", o.init_context, 1, int64_t{1} << 30);
+  if (o.document_mask != "auto" && o.document_mask != "on" && o.document_mask != "off")
+    throw Error(fmt::format("--document-mask must be auto, on or off, got '{}'", o.document_mask));
   try {
     parse_precision(o.precision);
   } catch (const Error& e) {
@@ -36,7 +38,7 @@ nlohmann::json options_json(const TrainOptions& o) {
   return {{"batch", o.batch}, {"accum", o.accum}, {"steps", o.steps}, {"warmup", o.warmup},
           {"lr", o.lr}, {"min_lr_ratio", o.min_lr_ratio}, {"clip", o.clip},
           {"weight_decay", o.weight_decay}, {"seed", o.seed}, {"data_dir", o.data_dir},
-          {"precision", o.precision}};
+          {"precision", o.precision}, {"document_mask", o.document_mask}};
 }
 
 void options_from_json(const nlohmann::json& j, TrainOptions& o, const std::string& where) {
@@ -69,6 +71,10 @@ void options_from_json(const nlohmann::json& j, TrainOptions& o, const std::stri
   } else {
     o.precision = "f32";
   }
+  // Runs saved before document masking trained without it: their resumes do too.
+  o.document_mask = j.contains("document_mask") && j.at("document_mask").is_string()
+                        ? j.at("document_mask").get<std::string>()
+                        : "off";
   if (o.data_dir.empty()) {
     if (!j.contains("data_dir") || !j.at("data_dir").is_string())
       throw Error(fmt::format("{}: options.data_dir must be a string", where));

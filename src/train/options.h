@@ -33,6 +33,9 @@ struct TrainOptions {
   // the run's own, which keeps it bit-exact.
   std::string precision = "f32";
   bool progress = true;
+  // Tokens attend only within their document: "auto" (when the data records document
+  // boundaries), "on" or "off". Saved with the run.
+  std::string document_mask = "auto";
 };
 
 // Throws Error naming the flag of the first invalid value.

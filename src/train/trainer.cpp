@@ -31,13 +31,16 @@ namespace {
 
 // The batch of training step `step`, micro-batch `micro`: a pure function of (seed, step, micro),
 // which is what makes resuming bit-exact without saving a data cursor.
+// With `documents`, also the windows' document ids.
 void sample_batch(const data::Dataset& data, int64_t context, int64_t batch, uint64_t seed,
-                  int64_t step, int64_t micro, std::vector<int32_t>& x, std::vector<int32_t>& y) {
+                  int64_t step, int64_t micro, std::vector<int32_t>& x, std::vector<int32_t>& y,
+                  std::vector<int32_t>* documents) {
   auto rng = kernels::Rng::derive(seed, static_cast<uint64_t>(step), static_cast<uint64_t>(micro) + 1);
   const uint64_t span = data::start_count(data.train, data.example_tokens, context);
   std::vector<uint64_t> starts(static_cast<size_t>(batch));
   for (auto& s : starts) s = rng.below(span);
-  data::fill_batch(data.train, data.train_scored, data.example_tokens, context, starts, x, y);
+  data::fill_batch(data.train, data.train_scored, data.example_tokens, context, starts, x, y,
+                   &data.train_docs, documents);
 }
 
 // Chunk `c` of `k` of every sequence of x [batch x context] (context parallelism).
@@ -176,6 +179,19 @@ ModelConfig model_config(const Setup& s, const data::Dataset& data) {
   return mc;
 }
 
+// Whether the run masks documents (--document-mask), checked before anything is built. Context
+// parallelism does not yet carry document starts across ranks: there `auto` means off and `on`
+// is refused.
+bool document_masking(const Setup& s, const data::Dataset& data) {
+  if (s.cp > 1) {
+    if (s.o.document_mask == "on")
+      throw Error("--document-mask on: context parallelism does not support document masking; use "
+                  "--document-mask off (or auto)");
+    return false;
+  }
+  return data::document_mask(data, s.o.document_mask, "--document-mask");
+}
+
 // The run's compute context. bf16 where it does not pay runs f32 products; every rank does as
 // the slowest says (they time on their own), so the ranks agree.
 ComputeContext compute_context(const TrainOptions& o) {
@@ -192,8 +208,8 @@ ComputeContext compute_context(const TrainOptions& o) {
 // The training loop over a set-up run.
 class Loop {
  public:
-  Loop(Setup& s, const data::Dataset& data, const ModelConfig& mc, const ComputeContext& compute)
-      : s_(s), o_(s.o), data_(data), ctx_(mc.context), model_(mc, compute),
+  Loop(Setup& s, const data::Dataset& data, const ModelConfig& mc, const ComputeContext& compute, bool masked)
+      : s_(s), o_(s.o), data_(data), ctx_(mc.context), masked_(masked), model_(mc, compute),
         opt_(model_.params(), {0.9, 0.95, 1e-8, o_.weight_decay}), grads_(model_.zero_grads()),
         global_accum_(o_.accum * s.groups) {
     if (s.init) model::load_weights(model_, s.init->weights, s.init->dir + "/model.safetensors");
@@ -211,9 +227,13 @@ class Loop {
       fmt::print(stderr, "{} ranks: {} data group(s) of {} (context parallel)\n", s.ranks, s.groups, s.cp);
     if (o_.progress)
       fmt::print(stderr, "model: {} parameters, {} layers, width {}, {} heads, context {}, {}\n"
-                 "data: {} train / {} validation tokens; unigram baseline: loss {:.3f} (ppl {:.1f})\n",
+                 "data: {} train / {} validation tokens{}; unigram baseline: loss {:.3f} (ppl {:.1f})\n",
                  model_.parameter_count(), mc.layers, mc.width, mc.heads, ctx_,
                  mechanism_name(mc.attention.mechanism), data.train.size(), data.val.size(),
+                 data.has_documents() ? fmt::format(" in {} / {} documents, document masking {}",
+                                                    data.train_docs.size(), data.val_docs.size(),
+                                                    masked_ ? "on" : "off")
+                                      : "",
                  res_.unigram_loss, std::exp(res_.unigram_loss));
   }
 
@@ -258,7 +278,7 @@ class Loop {
     double loss = 0;
     for (int64_t a = 0; a < o_.accum; ++a) {
       const int64_t micro = World::data_rank() * o_.accum + a;
-      sample_batch(data_, ctx_, o_.batch, o_.seed, step_, micro, x_, y_);
+      sample_batch(data_, ctx_, o_.batch, o_.seed, step_, micro, x_, y_, masked_ ? &docs_ : nullptr);
       const uint64_t dropout_seed = o_.seed ^ (static_cast<uint64_t>(step_) * 0x9e3779b97f4a7c15ULL + micro);
       if (cp > 1) {
         const int64_t scored = static_cast<int64_t>(y_.size()) - std::count(y_.begin(), y_.end(), kIgnoreTarget);
@@ -267,7 +287,8 @@ class Loop {
         const ContextChunk chunk{&World::chunk_exchange(), World::context_rank() * (ctx_ / cp), ctx_, scored};
         loss += model_.forward(cache_, xc_.data(), yc_.data(), o_.batch, ctx_ / cp, dropout_seed, &chunk);
       } else {
-        loss += model_.forward(cache_, x_.data(), y_.data(), o_.batch, ctx_, dropout_seed);
+        loss += model_.forward(cache_, x_.data(), y_.data(), o_.batch, ctx_, dropout_seed, nullptr,
+                               masked_ ? docs_.data() : nullptr);
       }
       if (overlapped_ && a == o_.accum - 1)  // the gradients are final: sum them as they complete
         model_.backward(cache_, grads_, [&](size_t begin, size_t end) { overlapped_->ready(grads_, begin, end); });
@@ -361,7 +382,7 @@ class Loop {
   }
 
   void log_eval() {
-    const auto r = eval::evaluate(model_, data_, ctx_, o_.batch, o_.eval_batches);
+    const auto r = eval::evaluate(model_, data_, ctx_, o_.batch, o_.eval_batches, false, masked_);
     res_.val_loss = r.loss;
     res_.val_accuracy = r.accuracy;
     metrics_->write({{"step", step_}, {"val_loss", r.loss}, {"val_ppl", std::exp(r.loss)},
@@ -375,6 +396,7 @@ class Loop {
   const TrainOptions& o_;
   const data::Dataset& data_;
   const int64_t ctx_;
+  const bool masked_;  // document masking
   Model model_;
   AdamW opt_;
   std::vector<std::vector<float>> grads_;
@@ -383,7 +405,7 @@ class Loop {
   std::unique_ptr<MetricsLog> metrics_;
   const int64_t global_accum_;  // micro-batches per step over all groups
   TrainResult res_;
-  std::vector<int32_t> x_, y_, xc_, yc_;
+  std::vector<int32_t> x_, y_, xc_, yc_, docs_;
   int64_t step_ = 0, saved_step_ = -1, first_ = 0;
   int64_t sent_before_ = 0, chunk_before_ = 0;
   Clock::time_point t0_;
@@ -397,7 +419,8 @@ TrainResult run_training(const TrainOptions& options) {
   Setup s = open_run(options);
   const auto data = data::load_dataset(s.o.data_dir);
   const ModelConfig mc = model_config(s, data);
-  return Loop(s, data, mc, compute_context(s.o)).run();
+  const bool masked = document_masking(s, data);
+  return Loop(s, data, mc, compute_context(s.o), masked).run();
 }
 
 }  // namespace polysketch::train
