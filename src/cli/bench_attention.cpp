@@ -25,6 +25,7 @@ struct BenchOptions {
   std::vector<std::string> mechanisms{"softmax", "polysketch", "polysketch-learned-local"};
   std::vector<int64_t> ns{1024, 4096};
   std::vector<std::string> passes{"fwd+bwd"};
+  std::vector<int64_t> documents{1};  // per sequence, equal lengths (1: no document masking)
   int64_t batch = 1, heads = 12, head_dim = 64;
   int r = 32, block = 256, p = 4, repeat = 3;
   Runtime runtime;
@@ -84,6 +85,7 @@ void run(const BenchOptions& o) {
       throw Error(fmt::format("--pass must be fwd or fwd+bwd, got '{}'", pass));
   for (int64_t n : o.ns) {
     util::check_range("--n", n, 1, int64_t{1} << 30);
+    for (int64_t docs : o.documents) util::check_range("--documents", docs, 1, n);
     // q, k, v, out (and dout, dq, dk, dv for the backward), float32, before allocating them.
     const double bytes = 8.0 * static_cast<double>(o.batch * o.heads) * static_cast<double>(n) *
                          static_cast<double>(o.head_dim) * 4;
@@ -120,32 +122,36 @@ void run(const BenchOptions& o) {
   }
   for (const auto& pass : o.passes)
     for (const AttentionConfig& cfg : configs)
-      for (int64_t n : o.ns) {
-        const Mechanism m = cfg.mechanism;
-        const AttentionShape shape{o.batch, o.heads, n, o.head_dim, o.head_dim};
-        const bool bwd = pass == "fwd+bwd";
-        const auto meas = run_one(ctx, cfg, shape, bwd, o.repeat);
-        const double flops = bwd ? bench::attention_train_flops(cfg, shape)
-                                 : bench::attention_forward_flops(cfg, shape);
-        const double gflops = flops / meas.seconds / 1e9;
-        if (o.json) {
-          nlohmann::json j{{"mechanism", mechanism_name(m)}, {"causal", o.causal},
-                           {"pass", pass}, {"n", n}, {"batch", o.batch}, {"heads", o.heads},
-                           {"head_dim", o.head_dim}, {"r", o.r}, {"block", o.block}, {"p", o.p},
-                           {"threads", threads}, {"seconds", meas.seconds}, {"gflops", gflops},
-                           {"sgemm_gflops", peaks.sgemm}, {"peak_gflops", peak},
-                           {"peak_f32_gflops", peaks.f32}, {"peak_bf16_gflops", peaks.bf16},
-                           {"efficiency", gflops / peak}, {"peak_rss_mb", meas.peak_rss_mb}};
-          j.update(runtime_fields(o.runtime, ctx));
-          fmt::print("{}\n", j.dump());
-        } else {
-          fmt::print("{:<26} {:<8} {:>7} {:>10.4f} {:>11.0f} {:>9.1f} {:>7.1f}% {:>9.0f}\n",
-                     mechanism_name(m), pass, n, meas.seconds,
-                     static_cast<double>(n * o.batch) / meas.seconds, gflops,
-                     100 * gflops / peak, meas.peak_rss_mb);
+      for (int64_t n : o.ns)
+        for (int64_t docs : o.documents) {
+          const Mechanism m = cfg.mechanism;
+          std::vector<int32_t> ids;  // document t * docs / n of every sequence
+          for (int64_t i = 0; docs > 1 && i < o.batch * n; ++i) ids.push_back(static_cast<int32_t>(i % n * docs / n));
+          const AttentionShape shape{o.batch, o.heads, n, o.head_dim, o.head_dim, ids.empty() ? nullptr : ids.data()};
+          const bool bwd = pass == "fwd+bwd";
+          const auto meas = run_one(ctx, cfg, shape, bwd, o.repeat);
+          const double flops = bwd ? bench::attention_train_flops(cfg, shape)
+                                   : bench::attention_forward_flops(cfg, shape);
+          const double gflops = flops / meas.seconds / 1e9;
+          if (o.json) {
+            nlohmann::json j{{"mechanism", mechanism_name(m)}, {"causal", o.causal},
+                             {"pass", pass}, {"n", n}, {"batch", o.batch}, {"heads", o.heads},
+                             {"head_dim", o.head_dim}, {"r", o.r}, {"block", o.block}, {"p", o.p},
+                             {"threads", threads}, {"seconds", meas.seconds}, {"gflops", gflops},
+                             {"sgemm_gflops", peaks.sgemm}, {"peak_gflops", peak},
+                             {"peak_f32_gflops", peaks.f32}, {"peak_bf16_gflops", peaks.bf16},
+                             {"efficiency", gflops / peak}, {"peak_rss_mb", meas.peak_rss_mb},
+                             {"documents", docs}};
+            j.update(runtime_fields(o.runtime, ctx));
+            fmt::print("{}\n", j.dump());
+          } else {
+            fmt::print("{:<26} {:<8} {:>7} {:>10.4f} {:>11.0f} {:>9.1f} {:>7.1f}% {:>9.0f}\n",
+                       mechanism_name(m) + (docs > 1 ? fmt::format(" docs {}", docs) : ""), pass, n, meas.seconds,
+                       static_cast<double>(n * o.batch) / meas.seconds, gflops,
+                       100 * gflops / peak, meas.peak_rss_mb);
+          }
+          std::fflush(stdout);
         }
-        std::fflush(stdout);
-      }
 }
 
 }  // namespace
@@ -168,6 +174,9 @@ void add_bench_attention(CLI::App& app) {
   cmd->add_option("--p", opts->p, "polynomial degree")->capture_default_str();
   cmd->add_option("--sketch", opts->sketch, "random sketch: gaussian or hadamard")->capture_default_str();
   add_runtime_flags(cmd, opts->runtime);
+  add_list(cmd, "--documents", opts->documents,
+           "documents per sequence, of equal length (document masking; 1: none); GFLOP/s count "
+           "the unmasked work");
   cmd->add_option("--repeat", opts->repeat, "timed runs per measurement (median reported)")->capture_default_str();
   cmd->add_flag("--causal,!--non-causal", opts->causal, "causal mask (default) or none");
   cmd->add_flag("--json", opts->json, "one JSON object per measurement");
