@@ -18,7 +18,8 @@ packages=(
   gnuplot-nox              # tools/plot_*.sh (training curves, benchmark plots)
 )
 if [ "${1:-}" = "--experiments" ]; then
-  packages+=(sword-comm-tdavid libsword-utils)  # experiments/long_context.sh (mod2imp dumps the text)
+  packages+=(sword-comm-tdavid libsword-utils  # experiments/long_context.sh (mod2imp dumps the text)
+             sentencepiece)                 # bench/prepare_throughput.sh (spm_encode, the baseline)
 fi
 missing=()
 for p in "${packages[@]}"; do

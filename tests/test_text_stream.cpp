@@ -165,6 +165,24 @@ TEST(TextStream, AnUntrainedModelStreamsOnlyValidUtf8UnderTheMask) {
   std::vector<int32_t> ids = prompt;
   for (int i = 0; i < 600; ++i) ids.push_back(gen.next());
   EXPECT_FALSE(clean_utf8(tok.decode(ids)));
+
+  // The end token ends the text: drawn, ended() says so; another token, not.
+  EXPECT_FALSE(gen.ended());  // no end token
+  auto first_greedy = [&](int32_t end_token, bool* ended) {
+    DecodeState st(cfg);
+    model::Generator g(model, st, {0, 0, 1.0, 7}, end_token);
+    g.prompt(prompt);
+    const int32_t id = g.next();
+    *ended = g.ended();
+    return id;
+  };
+  bool ended = true;
+  const int32_t first = first_greedy(-1, &ended);
+  EXPECT_FALSE(ended);
+  EXPECT_EQ(first_greedy(first + 1, &ended), first);
+  EXPECT_FALSE(ended);
+  EXPECT_EQ(first_greedy(first, &ended), first);
+  EXPECT_TRUE(ended);
 }
 
 }  // namespace

@@ -136,8 +136,9 @@ class LanguageModel:
 
     def generate(self, prompt="", max_tokens=200, temperature=0.8, top_k=0, top_p=1.0, seed=1):
         """Streams the continuation of a prompt as text pieces (an iterator), as `polysketch
-        generate` does: the same tokens for the same seed. Constant memory per token for the
-        sketch mechanisms (the prompt in one prefill, then one decoding step per token)."""
+        generate` does: the same tokens for the same seed, ending early at the tokenizer's
+        end-of-document token. Constant memory per token for the sketch mechanisms (the prompt in
+        one prefill, then one decoding step per token)."""
         tok = self._require_tokenizer()
         for token in self.generate_tokens(tok.encode(prompt), max_tokens, temperature, top_k, top_p, seed,
                                           _prompt_text=prompt):
@@ -155,13 +156,15 @@ class LanguageModel:
         ids = [int(i) for i in prompt_ids]
         text = _prompt_text is not None
         gen = _core.Generator(self._model, ids, float(temperature), int(top_k), float(top_p), int(seed), text)
-        for _ in range(max_tokens):
+        for _ in range(max_tokens):  # until max_tokens, or the end-of-document token (included)
             if not text:
                 yield gen.next()
-                continue
-            piece = gen.next_text()  # never broken UTF-8: an incomplete character is held back
-            if piece:
-                yield piece
+            else:
+                piece = gen.next_text()  # never broken UTF-8: an incomplete character is held back
+                if piece:
+                    yield piece
+            if gen.ended():
+                return
 
 
 def load(checkpoint):

@@ -44,7 +44,8 @@ void run(const GenerateOptions& o) {
   auto state = o.load_state.empty() ? DecodeState(ck.config)
                                     : DecodeState::load(o.load_state, ck.config, identity);
   std::vector<int32_t> ids = tok.encode(o.prompt);
-  model::Generator gen(model, state, o.sampling);
+  // A document ends with the tokenizer's end-of-document token: so does the generated text.
+  model::Generator gen(model, state, o.sampling, tok.end_of_document());
   data::TextStream text(tok, ids);  // never shows broken UTF-8 (byte pieces held back)
   fmt::print("{}", text.shown());
   std::fflush(stdout);
@@ -52,7 +53,8 @@ void run(const GenerateOptions& o) {
   gen.prompt(ids);
   const auto t1 = std::chrono::steady_clock::now();
   const size_t prompt_tokens = ids.size();
-  for (int64_t i = 0; i < o.max_tokens; ++i) {
+  int64_t generated = 0;
+  for (; generated < o.max_tokens && !gen.ended(); ++generated) {
     const std::string fresh = text.push(gen.next(text.allowed()));
     if (!fresh.empty()) {
       fmt::print("{}", fresh);
@@ -65,10 +67,10 @@ void run(const GenerateOptions& o) {
   const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
   const double decode_s = std::chrono::duration<double>(t2 - t1).count();
   fmt::print(stderr, "prefill: {} tokens in {:.3f} s ({:.0f} tokens/s); decode: {} tokens in {:.3f} s "
-             "({:.1f} tokens/s); position {}, state {:.2f} MiB{}\n",
-             prompt_tokens, prefill_s, prompt_tokens / std::max(prefill_s, 1e-9), o.max_tokens,
-             decode_s, o.max_tokens / std::max(decode_s, 1e-9), state.position(),
-             state.bytes() / 1048576.0, o.save_state.empty() ? "" : ", saved to " + o.save_state);
+             "({:.1f} tokens/s){}; position {}, state {:.2f} MiB{}\n",
+             prompt_tokens, prefill_s, prompt_tokens / std::max(prefill_s, 1e-9), generated,
+             decode_s, generated / std::max(decode_s, 1e-9), gen.ended() ? ", ended by the end-of-document token" : "",
+             state.position(), state.bytes() / 1048576.0, o.save_state.empty() ? "" : ", saved to " + o.save_state);
 }
 }  // namespace
 

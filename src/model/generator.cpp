@@ -51,8 +51,9 @@ int32_t sample(const std::vector<float>& all_logits, const SamplingOptions& o, k
   return order[keep - 1];
 }
 
-Generator::Generator(const Model& model, DecodeState& state, const SamplingOptions& options)
-    : model_(model), state_(state), options_(options), rng_(kernels::Rng::derive(options.seed, 0x6e4e, 0)) {
+Generator::Generator(const Model& model, DecodeState& state, const SamplingOptions& options, int32_t end_token)
+    : model_(model), state_(state), options_(options), rng_(kernels::Rng::derive(options.seed, 0x6e4e, 0)),
+      end_token_(end_token) {
   check_sampling(options, false);
 }
 
@@ -65,6 +66,7 @@ int32_t Generator::next(const std::vector<uint8_t>& allowed) {
   const int32_t token = sample(state_.last_logits(), options_, rng_, allowed);
   DecodeState* one = &state_;
   model_.step(&one, &token, 1);
+  ended_ = token == end_token_;
   return token;
 }
 

@@ -30,18 +30,23 @@ int32_t sample(const std::vector<float>& logits, const SamplingOptions& options,
 
 class Generator {
  public:
-  Generator(const Model& model, DecodeState& state, const SamplingOptions& options);
+  // end_token: the token that ends the text (the tokenizer's end-of-document token), -1: none.
+  Generator(const Model& model, DecodeState& state, const SamplingOptions& options, int32_t end_token = -1);
   // Consumes the prompt (one prefill). An empty prompt on an empty state conditions on token 0.
   void prompt(std::vector<int32_t> ids);
   // Samples the next token from the state's last logits (among `allowed`, see sample()) and
   // advances the state by it.
   int32_t next(const std::vector<uint8_t>& allowed = {});
+  // Whether the last token drawn was end_token: the text is complete.
+  bool ended() const { return ended_; }
 
  private:
   const Model& model_;
   DecodeState& state_;
   SamplingOptions options_;
   kernels::Rng rng_;
+  int32_t end_token_;
+  bool ended_ = false;
 };
 
 }  // namespace polysketch::model

@@ -257,7 +257,8 @@ class PyGenerator {
   PyGenerator(PyModel& model, const std::vector<int32_t>& prompt, double temperature, int64_t top_k,
               double top_p, uint64_t seed, bool text)
       : state_(model.model().config()),
-        gen_(model.model(), state_, model::SamplingOptions{temperature, top_k, top_p, seed}) {
+        gen_(model.model(), state_, model::SamplingOptions{temperature, top_k, top_p, seed},
+             model.has_tokenizer() ? model.tokenizer().end_of_document() : -1) {
     if (text) text_.emplace(model.tokenizer(), prompt);
     py::gil_scoped_release release;
     ThreadScope threads;
@@ -268,6 +269,8 @@ class PyGenerator {
     ThreadScope threads;
     return gen_.next(text_ ? text_->allowed() : std::vector<uint8_t>{});
   }
+  // Whether the last token drawn was the tokenizer's end-of-document token.
+  bool ended() const { return gen_.ended(); }
   // The text the next token adds (maybe empty: an incomplete character is held back).
   std::string next_text() {
     if (!text_) throw Error("next_text: this generator was made for token ids");
@@ -326,5 +329,6 @@ PYBIND11_MODULE(_core, m) {
            py::keep_alive<1, 2>())
       .def("next", &PyGenerator::next)
       .def("next_text", &PyGenerator::next_text)
+      .def("ended", &PyGenerator::ended)
       .def_property_readonly("position", &PyGenerator::position);
 }
