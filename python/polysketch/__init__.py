@@ -57,6 +57,20 @@ def _check_qkv(q, k, v, allowed=(np.float32, np.float64)):
     return q, k, v
 
 
+def _check_documents(documents, q):
+    """None, or document ids [batch, n] (integers, non-decreasing along each sequence) as int32."""
+    if documents is None:
+        return None
+    d = np.asarray(documents)
+    if d.dtype.kind not in "iu":
+        raise ValueError(f"documents must be integers, got {d.dtype}")
+    if d.shape != (q.shape[0], q.shape[2]):
+        raise ValueError(f"documents must be [batch, n] = [{q.shape[0]}, {q.shape[2]}], got shape {d.shape}")
+    if d.size and (d.min() < 0 or d.max() > np.iinfo(np.int32).max):
+        raise ValueError("documents must be ids in [0, 2**31)")
+    return np.ascontiguousarray(d, dtype=np.int32)
+
+
 def _impl(dtype, mechanism, causal, p, r, block, sketch, seed, layer, threads, head_dim, value_dim):
     cls = _core.AttentionF64 if np.dtype(dtype) == np.float64 else _core.AttentionF32
     for name, value in (("p", p), ("r", r), ("block", block), ("layer", layer), ("threads", threads),
@@ -70,17 +84,20 @@ def _impl(dtype, mechanism, causal, p, r, block, sketch, seed, layer, threads, h
 
 
 def attention(q, k, v, mechanism="polysketch", causal=True, p=4, r=32, block=256, sketch="gaussian",
-              seed=0, layer=0, threads=0):
+              seed=0, layer=0, threads=0, documents=None):
     """Attention of q, k [batch, heads, n, head_dim] and v [batch, heads, n, value_dim] (numpy,
     float32 or float64; C-contiguous inputs are not copied, others are). The mechanism's own
     parameters (q/k LayerNorms, learned sketch weights) are at their initial values, drawn from
     (seed, layer) as the C++ library draws them; the random sketch too. Returns a new array of
-    v's dtype and shape [batch, heads, n, value_dim]. threads=0: all cores."""
+    v's dtype and shape [batch, heads, n, value_dim]. threads=0: all cores. documents (causal
+    only): document ids [batch, n], non-decreasing along each sequence; a token then attends only
+    to earlier tokens of its own document (document masking)."""
     q, k, v = _check_qkv(q, k, v)
+    documents = _check_documents(documents, q)
     impl = _impl(q.dtype, mechanism, causal, p, r, block, sketch, seed, layer, threads, q.shape[3],
                  v.shape[3])
     params = [value for _, value in impl.params()]
-    out, _ = impl.forward(q, k, v, params, False)
+    out, _ = impl.forward(q, k, v, params, False, documents)
     return out
 
 

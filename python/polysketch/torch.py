@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _check_qkv, _impl
+from . import _check_documents, _check_qkv, _impl
 
 __all__ = ["PolySketchAttention"]
 
@@ -41,19 +41,23 @@ def _check_dtype(dtype):
 
 class _Function(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, impl, dtype, q, k, v, *params):
+    def forward(ctx, impl, dtype, documents, q, k, v, *params):
         qn, kn, vn = (_as_numpy(t, n, dtype) for t, n in ((q, "q"), (k, "k"), (v, "v")))
         qn, kn, vn = _check_qkv(qn, kn, vn)
+        if isinstance(documents, torch.Tensor):
+            documents = documents.cpu().numpy()
+        documents = _check_documents(documents, qn)
         pn = [p.detach().contiguous().numpy() for p in params]
-        out, saved = impl.forward(qn, kn, vn, pn, True)
-        ctx.impl, ctx.saved, ctx.arrays = impl, saved, (qn, kn, vn, out, pn)
+        out, saved = impl.forward(qn, kn, vn, pn, True, documents)
+        ctx.impl, ctx.saved, ctx.arrays = impl, saved, (qn, kn, vn, out, pn, documents)
         return torch.from_numpy(out)
 
     @staticmethod
     def backward(ctx, dout):
-        qn, kn, vn, out, pn = ctx.arrays
-        dq, dk, dv, dparams = ctx.impl.backward(qn, kn, vn, out, dout.contiguous().numpy(), ctx.saved, pn)
-        return (None, None, torch.from_numpy(dq), torch.from_numpy(dk), torch.from_numpy(dv),
+        qn, kn, vn, out, pn, documents = ctx.arrays
+        dq, dk, dv, dparams = ctx.impl.backward(qn, kn, vn, out, dout.contiguous().numpy(), ctx.saved, pn,
+                                                documents)
+        return (None, None, None, torch.from_numpy(dq), torch.from_numpy(dk), torch.from_numpy(dv),
                 *(torch.from_numpy(g) for g in dparams))
 
 
@@ -91,7 +95,9 @@ class PolySketchAttention(nn.Module):
         """The dtype of the parameters, hence of the inputs forward takes."""
         return self._dtype_marker.dtype
 
-    def forward(self, q, k, v):
+    def forward(self, q, k, v, documents=None):
+        """documents (causal only): None, or document ids [batch, n] (a tensor or array of
+        integers, non-decreasing along each sequence): a token attends only within its document."""
         params = [getattr(self, n) for n in self._names]
         dtype = self.dtype
         _check_dtype(dtype)
@@ -100,7 +106,7 @@ class PolySketchAttention(nn.Module):
                              f"{sorted({str(p.dtype) for p in params})}: convert the whole module")
         if dtype not in self._impls:
             self._impls[dtype] = _impl(_NUMPY[dtype], *self._impl_args)
-        return _Function.apply(self._impls[dtype], dtype, q, k, v, *params)
+        return _Function.apply(self._impls[dtype], dtype, documents, q, k, v, *params)
 
     def extra_repr(self):
         return f"head_dim={self.head_dim}, value_dim={self.value_dim}, mechanism={self.mechanism!r}"

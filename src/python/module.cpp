@@ -99,9 +99,16 @@ Array<T> to_array(const std::vector<T>& v, const std::vector<int64_t>& shape) {
   return a;
 }
 
-AttentionShape shape_of(const py::array& q, const py::array& v) {
+// documents: None, or document ids [batch, n] (int32, C-contiguous: the Python side converts).
+AttentionShape shape_of(const py::array& q, const py::array& v, const py::object& documents) {
   if (q.ndim() != 4 || v.ndim() != 4) throw Error("q, k, v must be [batch, heads, n, dim]");
-  return {q.shape(0), q.shape(1), q.shape(2), q.shape(3), v.shape(3)};
+  AttentionShape s{q.shape(0), q.shape(1), q.shape(2), q.shape(3), v.shape(3)};
+  if (documents.is_none()) return s;
+  const auto ids = documents.cast<py::array_t<int32_t, py::array::c_style>>();
+  if (ids.ndim() != 2 || ids.shape(0) != s.batch || ids.shape(1) != s.n)
+    throw Error("documents must be [batch, n] = [" + std::to_string(s.batch) + ", " + std::to_string(s.n) + "]");
+  s.segments = ids.data();
+  return s;
 }
 
 // One mechanism with its parameters; the parameter values are set from the caller's tensors
@@ -121,10 +128,10 @@ class PyAttention {
     return out;
   }
 
-  // forward(q, k, v, params, keep) -> (out, saved or None)
+  // forward(q, k, v, params, keep, documents) -> (out, saved or None)
   py::tuple forward(const Array<T>& q, const Array<T>& k, const Array<T>& v, const py::list& params,
-                    bool keep) {
-    const auto s = shape_of(q, v);
+                    bool keep, const py::object& documents) {
+    const auto s = shape_of(q, v, documents);
     auto out = new_array<T>({s.batch, s.heads, s.n, s.value_dim});
     auto saved = keep ? std::make_unique<AttentionSaved<T>>() : nullptr;
     {
@@ -138,10 +145,11 @@ class PyAttention {
     return py::make_tuple(out, saved ? py::cast(std::move(*saved)) : py::none());
   }
 
-  // backward(q, k, v, out, dout, saved, params) -> (dq, dk, dv, [dparam...])
+  // backward(q, k, v, out, dout, saved, params, documents) -> (dq, dk, dv, [dparam...])
   py::tuple backward(const Array<T>& q, const Array<T>& k, const Array<T>& v, const Array<T>& out,
-                     const Array<T>& dout, const AttentionSaved<T>& saved, const py::list& params) {
-    const auto s = shape_of(q, v);
+                     const Array<T>& dout, const AttentionSaved<T>& saved, const py::list& params,
+                     const py::object& documents) {
+    const auto s = shape_of(q, v, documents);
     auto dq = new_array<T>({s.batch, s.heads, s.n, s.head_dim});
     auto dk = new_array<T>({s.batch, s.heads, s.n, s.head_dim});
     auto dv = new_array<T>({s.batch, s.heads, s.n, s.value_dim});

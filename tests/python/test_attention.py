@@ -121,6 +121,36 @@ def test_gradcheck_inputs_and_parameters(mechanism, causal):
         torch.testing.assert_close(p.grad, numeric, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_documents_attend_as_separate_sequences(mechanism):
+    # Document masking makes each document's output that of the document alone (attention has no
+    # positions; documents start at block starts, where the *-local blocks line up).
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((2, 2, 24, 8)) for _ in range(3))
+    starts = [[0, 8, 16, 24], [0, 16, 24]]
+    ids = np.zeros((2, 24), dtype=np.int64)
+    for b, s in enumerate(starts):
+        for d in range(len(s) - 1):
+            ids[b, s[d]:s[d + 1]] = d
+    kw = dict(mechanism=mechanism, r=4, block=8, threads=1)
+    out = polysketch.attention(q, k, v, documents=ids, **kw)
+    for b, s in enumerate(starts):
+        for a, e in zip(s, s[1:]):
+            alone = polysketch.attention(q[b:b + 1, :, a:e], k[b:b + 1, :, a:e], v[b:b + 1, :, a:e], **kw)
+            np.testing.assert_allclose(out[b:b + 1, :, a:e], alone, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(out, polysketch.attention(q, k, v, **kw))  # the mask changes something
+    with pytest.raises(ValueError, match="documents must be"):
+        polysketch.attention(q, k, v, documents=ids[:, :5], **kw)
+    with pytest.raises(ValueError, match="must not decrease"):
+        polysketch.attention(q, k, v, documents=ids[:, ::-1], **kw)
+    # torch: gradients through the mask.
+    attn = pst.PolySketchAttention(8, mechanism=mechanism, r=4, block=8, dtype=torch.float64, threads=1)
+    qt, kt, vt = (torch.tensor(x[:, :, :12], requires_grad=True) for x in (q, k, v))
+    doc = torch.tensor(ids[:, :12]).clone()
+    doc[0, 5:] += 1  # a start inside a block
+    assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v, documents=doc), (qt, kt, vt), eps=1e-6, atol=1e-6)
+
+
 def test_a_tiny_torch_model_overfits_with_adamw():
     torch.manual_seed(0)
     vocab, width, heads, n = 12, 16, 2, 24
