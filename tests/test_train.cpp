@@ -19,8 +19,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A data directory whose training text repeats a 24-token pattern (so a model can learn it).
-void make_data(const fs::path& dir) {
+// A data directory whose training text repeats a 24-token pattern (so a model can learn it);
+// with `documents`, of format 2 with a document starting every 100 tokens.
+void make_data(const fs::path& dir, bool documents = false) {
   const auto model = data::Tokenizer::train(sample_lines(400), 300);
   const int64_t vocab = data::Tokenizer::from_bytes(model, "t").vocab_size();
   util::write_file_atomic((dir / "tokenizer.model").string(), model);
@@ -29,6 +30,15 @@ void make_data(const fs::path& dir) {
     for (int t = 0; t < 24; ++t) tokens.push_back(260 + (t * 7) % 24);
   data::write_shard((dir / "train.bin").string(), vocab, tokens);
   data::write_shard((dir / "val.bin").string(), vocab, std::vector<int32_t>(tokens.begin(), tokens.begin() + 480));
+  if (!documents) return;
+  auto starts = [](uint64_t n) {
+    std::vector<uint64_t> s;
+    for (uint64_t t = 0; t < n; t += 100) s.push_back(t);
+    return s;
+  };
+  data::write_document_starts((dir / "train.docs").string(), starts(tokens.size()), tokens.size());
+  data::write_document_starts((dir / "val.docs").string(), starts(480), 480);
+  util::write_file_atomic((dir / "meta.json").string(), "{\"format\": 2}");
 }
 
 TEST(Training, TinyModelOverfitsRepeatedText) {
@@ -42,23 +52,46 @@ TEST(Training, TinyModelOverfitsRepeatedText) {
 }
 
 TEST(Training, ResumeIsBitExact) {
+  for (bool documents : {false, true}) {
+    SCOPED_TRACE(documents ? "document masking" : "no documents");
+    TempDir dir;
+    make_data(dir.path(), documents);
+    auto o = tiny_options(dir.path(), dir.file("full"));
+    o.steps = 20;
+    o.checkpoint_every = 10;
+    o.keep = 5;
+    o.model.dropout = 0.1;  // dropout masks must replay too
+    o.accum = 2;
+    const auto full = train::run_training(o);
+    auto resumed_opts = tiny_options("", dir.file("resumed"));
+    resumed_opts.resume = dir.file("full/step-00000010");
+    resumed_opts.steps = 0;  // the original run's
+    const auto resumed = train::run_training(resumed_opts);
+    ASSERT_EQ(full.losses.size(), 20u);
+    ASSERT_EQ(resumed.losses.size(), 10u);
+    for (size_t i = 0; i < 10; ++i) EXPECT_EQ(resumed.losses[i], full.losses[10 + i]) << i;
+    EXPECT_EQ(resumed.val_loss, full.val_loss);
+  }
+}
+
+// Document masking changes training (the windows cross documents every 100 tokens), and `on`
+// needs recorded boundaries.
+TEST(Training, DocumentMaskApplies) {
   TempDir dir;
-  make_data(dir.path());
-  auto o = tiny_options(dir.path(), dir.file("full"));
-  o.steps = 20;
-  o.checkpoint_every = 10;
-  o.keep = 5;
-  o.model.dropout = 0.1;  // dropout masks must replay too
-  o.accum = 2;
-  const auto full = train::run_training(o);
-  auto resumed_opts = tiny_options("", dir.file("resumed"));
-  resumed_opts.resume = dir.file("full/step-00000010");
-  resumed_opts.steps = 0;  // the original run's
-  const auto resumed = train::run_training(resumed_opts);
-  ASSERT_EQ(full.losses.size(), 20u);
-  ASSERT_EQ(resumed.losses.size(), 10u);
-  for (size_t i = 0; i < 10; ++i) EXPECT_EQ(resumed.losses[i], full.losses[10 + i]) << i;
-  EXPECT_EQ(resumed.val_loss, full.val_loss);
+  make_data(dir.path(), true);
+  auto run = [&](const std::string& mask, const std::string& out) {
+    auto o = tiny_options(dir.path(), dir.file(out));
+    o.steps = 3;
+    o.document_mask = mask;
+    return train::run_training(o).losses;
+  };
+  EXPECT_EQ(run("auto", "a"), run("on", "b"));
+  EXPECT_NE(run("on", "c"), run("off", "d"));
+  TempDir old;
+  make_data(old.path());
+  auto o = tiny_options(old.path(), old.file("x"));
+  o.document_mask = "on";
+  expect_error([&] { train::run_training(o); }, "records no document boundaries");
 }
 
 // --init: a new run starts from a checkpoint's weights (an update of 1e-30 leaves every float
