@@ -94,6 +94,32 @@ TEST(Training, DocumentMaskApplies) {
   expect_error([&] { train::run_training(o); }, "records no document boundaries");
 }
 
+// --chunk: training a chunk of tokens at a time follows the whole-sequence run (float: the sums'
+// order differs, so a relative 1e-4 over 5 steps); exact mechanisms and documents are refused.
+TEST(Training, ChunkedFollowsWholeSequences) {
+  TempDir dir;
+  make_data(dir.path(), true);
+  auto o = tiny_options(dir.path(), dir.file("whole"));
+  o.steps = 5;
+  o.document_mask = "off";
+  o.model.dropout = 0.1;
+  const auto whole = train::run_training(o);
+  o.out_dir = dir.file("chunked");
+  o.chunk = 8;  // 4 chunks of the context 32
+  const auto chunked = train::run_training(o);
+  ASSERT_EQ(whole.losses.size(), chunked.losses.size());
+  for (size_t i = 0; i < whole.losses.size(); ++i) EXPECT_NEAR(chunked.losses[i], whole.losses[i], 1e-4 * whole.losses[i]) << i;
+  o.out_dir = dir.file("x");
+  o.document_mask = "on";
+  expect_error([&] { train::run_training(o); }, "--chunk does not support document masking");
+  o.document_mask = "off";
+  o.chunk = 6;
+  expect_error([&] { train::run_training(o); }, "not a whole number of blocks");
+  o.chunk = 8;
+  o.model.attention.mechanism = Mechanism::softmax;
+  expect_error([&] { train::run_training(o); }, "needs a sketch mechanism");
+}
+
 // --init: a new run starts from a checkpoint's weights (an update of 1e-30 leaves every float
 // as it was: the first checkpoint equals the source), at another context, records where it
 // started, and refuses a missing source, --resume beside it and data of another tokenizer.

@@ -25,7 +25,8 @@ struct ModelConfig {
   // Throws Error, naming the sizes, when the parameters (and, for train_tokens > 0, training
   // on that many tokens per micro-batch: gradients, AdamW state, activations) would need more
   // memory than the machine has. An estimate made before allocating anything.
-  void check_fits_in_memory(int64_t train_tokens) const;
+  // extra_bytes: more kept for training (chunked training's block states).
+  void check_fits_in_memory(int64_t train_tokens, int64_t extra_bytes = 0) const;
   std::string to_json() const;
   static ModelConfig from_json(const std::string& text, const std::string& where);
 };

@@ -12,6 +12,7 @@
 #include "kernels/rng.h"
 #include "polysketch/model.h"
 #include "train/adamw.h"
+#include "train/chunked.h"
 #include "util/check.h"
 #include "util/memory.h"
 
@@ -23,6 +24,7 @@ struct BenchTrainOptions {
   std::vector<int64_t> ns{2048, 8192, 32768};
   int64_t layers = 4, width = 768, heads = 12, vocab = 4096, batch = 1;
   int r = 32, block = 256, repeat = 1, warmup = 1;
+  int64_t chunk = 0;  // train/chunked.h; 0: whole sequences
   Runtime runtime;
   bool json = false;
 };
@@ -46,14 +48,21 @@ void run(const BenchTrainOptions& o) {
   util::check_range("--warmup", int64_t{o.warmup}, 0, 1000);
   util::check_range("--batch", o.batch, 1, int64_t{1} << 20);
   for (int64_t n : o.ns) util::check_range("--n", n, 1, int64_t{1} << 30);
+  util::check_range("--chunk", o.chunk, 0, int64_t{1} << 30);
   for (const auto& name : o.mechanisms)  // every configuration checked before any timing
-    for (int64_t n : o.ns) config_for(o, name, n).check_fits_in_memory(o.batch * n);
+    for (int64_t n : o.ns) {
+      const auto cfg = config_for(o, name, n);
+      if (o.chunk > 0)
+        if (const auto problem = train::chunking_problem(cfg, n, o.chunk); !problem.empty()) throw Error(problem);
+      cfg.check_fits_in_memory(o.batch * (o.chunk > 0 ? std::min(o.chunk, n) : n),
+                               o.chunk > 0 ? train::chunk_state_bytes(cfg, o.batch, n, o.chunk) : 0);
+    }
   const auto [threads, ctx] = apply_runtime(o.runtime);
   if (!o.json)
-    fmt::print("model: {} layers, width {}, {} heads, vocab {}, batch {}, r {}, block {}, {} threads\n{}\n\n"
+    fmt::print("model: {} layers, width {}, {} heads, vocab {}, batch {}, r {}, block {}, {} threads{}\n{}\n\n"
                "{:<26} {:>7} {:>12} {:>10} {:>9}\n",
                o.layers, o.width, o.heads, o.vocab, o.batch, o.r, o.block, threads,
-               runtime_line(o.runtime, ctx), "mechanism",
+               o.chunk > 0 ? fmt::format(", chunks of {} tokens", o.chunk) : "", runtime_line(o.runtime, ctx), "mechanism",
                "n", "s/step", "tokens/s", "peak MB");
   for (const auto& name : o.mechanisms)
     for (int64_t n : o.ns) {
@@ -69,8 +78,12 @@ void run(const BenchTrainOptions& o) {
       std::vector<double> times;
       for (int i = 0; i < o.warmup + o.repeat; ++i) {  // warm-up steps first touch the buffers
         const auto t0 = std::chrono::steady_clock::now();
-        model.forward(cache, x.data(), y.data(), o.batch, n);
-        model.backward(cache, grads);
+        if (o.chunk > 0) {
+          train::chunked_forward_backward(model, cache, x.data(), y.data(), o.batch, n, o.chunk, 0, grads);
+        } else {
+          model.forward(cache, x.data(), y.data(), o.batch, n);
+          model.backward(cache, grads);
+        }
         opt.step(model.params(), grads, 1e-4);
         if (i >= o.warmup)
           times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -83,7 +96,7 @@ void run(const BenchTrainOptions& o) {
         nlohmann::json j{{"mechanism", name}, {"n", n}, {"batch", o.batch}, {"layers", o.layers},
                          {"width", o.width}, {"heads", o.heads}, {"r", o.r}, {"block", o.block},
                          {"threads", threads}, {"seconds_per_step", sec}, {"tokens_per_s", tok_s},
-                         {"peak_rss_mb", rss}};
+                         {"peak_rss_mb", rss}, {"chunk", o.chunk}};
         j.update(runtime_fields(o.runtime, ctx));
         fmt::print("{}\n", j.dump());
       } else {
@@ -107,6 +120,8 @@ void add_bench_train(CLI::App& app) {
   cmd->add_option("--batch", o->batch)->capture_default_str();
   cmd->add_option("--r", o->r)->capture_default_str();
   cmd->add_option("--block", o->block)->capture_default_str();
+  cmd->add_option("--chunk", o->chunk, "train each sequence a chunk of this many tokens at a time "
+                                       "(sketch mechanisms; 0: whole sequences)")->capture_default_str();
   add_runtime_flags(cmd, o->runtime);
   cmd->add_option("--repeat", o->repeat, "timed steps (median reported)")->capture_default_str();
   cmd->add_option("--warmup", o->warmup, "untimed steps before them")->capture_default_str();

@@ -99,6 +99,9 @@ void add_train(CLI::App& app) {
   cmd->add_option("--eval-batches", o.eval_batches)->capture_default_str();
   cmd->add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (0: only at the end)")->capture_default_str();
   cmd->add_option("--keep", o.keep, "checkpoints kept (0: all)")->capture_default_str();
+  cmd->add_option("--chunk", o.chunk, "tokens per chunk: each sequence is trained a chunk at a time "
+                                     "(activation memory independent of the context; sketch "
+                                     "mechanisms, a multiple of --block; 0: whole sequences)")->capture_default_str();
   cmd->add_option("--context-parallel", o.context_parallel, "ranks per sequence under mpirun: each holds a contiguous chunk (sketch mechanisms)")->capture_default_str();
   cmd->add_option("--time-budget", c->time_budget_min, "stop (and save) after this many minutes (0: none)")->capture_default_str();
   cmd->add_option("--threads", c->threads, "0: all cores")->capture_default_str();

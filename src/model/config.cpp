@@ -23,7 +23,7 @@ int64_t ModelConfig::parameter_count() const {
   return vocab * d + vocab + layers * block + 2 * d;
 }
 
-void ModelConfig::check_fits_in_memory(int64_t train_tokens) const {
+void ModelConfig::check_fits_in_memory(int64_t train_tokens, int64_t extra_bytes) const {
   const double gib = 1024.0 * 1024 * 1024;
   const double params = static_cast<double>(parameter_count());
   // Weights; for training also gradients and AdamW's m and v, and the activations kept for
@@ -31,7 +31,8 @@ void ModelConfig::check_fits_in_memory(int64_t train_tokens) const {
   double bytes = 4 * params;
   if (train_tokens > 0)
     bytes = 4 * (4 * params + static_cast<double>(train_tokens) *
-                                  (32.0 * static_cast<double>(layers * width) + 2.0 * static_cast<double>(vocab)));
+                                  (32.0 * static_cast<double>(layers * width) + 2.0 * static_cast<double>(vocab))) +
+            static_cast<double>(extra_bytes);
   const double have = static_cast<double>(util::physical_memory_bytes());
   if (have > 0 && bytes > have)
     throw Error(fmt::format(

@@ -21,6 +21,7 @@ void validate_options(const TrainOptions& o) {
   util::check_range("--checkpoint-every", o.checkpoint_every, 0, int64_t{1} << 40);
   util::check_range("--keep", o.keep, 0, int64_t{1} << 20);
   util::check_range("--context-parallel", o.context_parallel, 1, int64_t{1} << 20);
+  util::check_range("--chunk", o.chunk, 0, int64_t{1} << 30);
   util::check_range("--time-budget (seconds)", o.time_budget_s, 0.0, 1e9);
   if (!o.init.empty() && !o.resume.empty())
     throw Error("--init starts a new run from a checkpoint's weights and --resume continues one: give one");

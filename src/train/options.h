@@ -36,6 +36,10 @@ struct TrainOptions {
   // Tokens attend only within their document: "auto" (when the data records document
   // boundaries), "on" or "off". Saved with the run.
   std::string document_mask = "auto";
+  // Tokens per chunk (train/chunked.h): each sequence forward and backward a chunk at a time, so
+  // activation memory is one chunk's whatever the context; 0: whole sequences. A layout of this
+  // run, not saved: a resume may choose another (the arithmetic differs only in summation order).
+  int64_t chunk = 0;
 };
 
 // Throws Error naming the flag of the first invalid value.

@@ -18,6 +18,7 @@
 #include "kernels/rng.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/chunked.h"
 #include "train/distributed.h"
 #include "train/run_dir.h"
 #include "train/stop_signals.h"
@@ -175,7 +176,12 @@ ModelConfig model_config(const Setup& s, const data::Dataset& data) {
   data::check_context(data, mc.context);
   mc.validate();
   check_context_parallel(mc, s.cp);
-  mc.check_fits_in_memory(s.o.batch * mc.context / s.cp);
+  if (s.o.chunk > 0) {
+    if (s.cp > 1) throw Error("--chunk and --context-parallel: choose one (chunks inside each rank's part are not supported)");
+    if (const auto problem = chunking_problem(mc, mc.context, s.o.chunk); !problem.empty()) throw Error(problem);
+  }
+  mc.check_fits_in_memory(s.o.batch * (s.o.chunk > 0 ? std::min(s.o.chunk, mc.context) : mc.context / s.cp),
+                          s.o.chunk > 0 ? chunk_state_bytes(mc, s.o.batch, mc.context, s.o.chunk) : 0);
   return mc;
 }
 
@@ -183,10 +189,10 @@ ModelConfig model_config(const Setup& s, const data::Dataset& data) {
 // parallelism does not yet carry document starts across ranks: there `auto` means off and `on`
 // is refused.
 bool document_masking(const Setup& s, const data::Dataset& data) {
-  if (s.cp > 1) {
+  if (s.cp > 1 || s.o.chunk > 0) {
     if (s.o.document_mask == "on")
-      throw Error("--document-mask on: context parallelism does not support document masking; use "
-                  "--document-mask off (or auto)");
+      throw Error(fmt::format("--document-mask on: {} does not support document masking; use "
+                              "--document-mask off (or auto)", s.cp > 1 ? "context parallelism" : "--chunk"));
     return false;
   }
   return data::document_mask(data, s.o.document_mask, "--document-mask");
@@ -223,6 +229,10 @@ class Loop {
     if (s.root) metrics_ = std::make_unique<MetricsLog>((fs::path(o_.out_dir) / "metrics.jsonl").string(), step_);
     if (s.ranks > 1) overlapped_.emplace(grads_);
     res_.unigram_loss = eval::unigram_loss(data);
+    if (o_.progress && o_.chunk > 0)
+      fmt::print(stderr, "chunked: {} chunks of {} tokens per sequence, block states kept for the "
+                 "recomputation {:.1f} MB\n", (ctx_ + o_.chunk - 1) / o_.chunk, std::min(o_.chunk, ctx_),
+                 chunk_state_bytes(mc, o_.batch, ctx_, o_.chunk) / 1e6);
     if (o_.progress && s.ranks > 1)
       fmt::print(stderr, "{} ranks: {} data group(s) of {} (context parallel)\n", s.ranks, s.groups, s.cp);
     if (o_.progress)
@@ -286,6 +296,11 @@ class Loop {
         take_chunk(y_, o_.batch, ctx_, World::context_rank(), cp, yc_);
         const ContextChunk chunk{&World::chunk_exchange(), World::context_rank() * (ctx_ / cp), ctx_, scored};
         loss += model_.forward(cache_, xc_.data(), yc_.data(), o_.batch, ctx_ / cp, dropout_seed, &chunk);
+      } else if (o_.chunk > 0) {
+        loss += chunked_forward_backward(model_, cache_, x_.data(), y_.data(), o_.batch, ctx_, o_.chunk,
+                                         dropout_seed, grads_);
+        if (overlapped_ && a == o_.accum - 1) overlapped_->ready(grads_, 0, grads_.size());
+        continue;  // backward done, chunk by chunk
       } else {
         loss += model_.forward(cache_, x_.data(), y_.data(), o_.batch, ctx_, dropout_seed, nullptr,
                                masked_ ? docs_.data() : nullptr);
