@@ -14,6 +14,7 @@ packages=(
   python3-dev pybind11-dev # the Python module (import polysketch), for /usr/bin/python3
   python3-numpy python3-torch python3-pytest
   openmpi-bin libopenmpi-dev  # data-parallel training (mpirun -np N polysketch train)
+  libcpp-httplib-dev       # polysketch serve (HTTP)
   jq procps                # the test, bench and experiment scripts read JSON (jq) and find ranks (pgrep)
   gnuplot-nox              # tools/plot_*.sh (training curves, benchmark plots)
 )

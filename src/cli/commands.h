@@ -13,5 +13,6 @@ void add_generate(CLI::App& app);
 void add_bench_train(CLI::App& app);
 void add_bench_decode(CLI::App& app);
 void add_bench_gemm(CLI::App& app);
+void add_serve(CLI::App& app);
 
 }  // namespace polysketch::cli

@@ -37,6 +37,7 @@ int run(int argc, char** argv) {
   polysketch::cli::add_train(app);
   polysketch::cli::add_eval(app);
   polysketch::cli::add_generate(app);
+  polysketch::cli::add_serve(app);
   polysketch::cli::add_bench_attention(app);
   polysketch::cli::add_bench_train(app);
   polysketch::cli::add_bench_decode(app);

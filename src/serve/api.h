@@ -1,0 +1,59 @@
+// The OpenAI-compatible request and response shapes of `polysketch serve`: JSON in, a Job out
+// (validated before anything is queued or streamed), and the completion objects and server-sent
+// event chunks that OpenAI's clients read.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "data/tokenizer.h"
+#include "serve/engine.h"
+
+namespace polysketch::serve {
+
+// An error answered as {"error": {"message", "type", "param", "code"}} with an HTTP status.
+struct ApiError {
+  int status;
+  std::string type, message, param, code;
+  nlohmann::json body() const;
+};
+
+enum class Endpoint { completions, chat };
+
+struct ApiLimits {
+  int64_t max_tokens = 4096;  // cap per request (--max-tokens)
+  int64_t context = 0;        // softmax / polynomial: the model's context bounds prompt + output; 0: none
+};
+
+// A parsed request: the job to run and how to answer it.
+struct Request {
+  std::shared_ptr<Job> job;
+  bool stream = false, echo = false;
+  std::string prompt_text;  // for echo
+  std::string id, model;    // the response's id and model name
+  int64_t created = 0;
+};
+
+// Parses and validates a request body; throws ApiError (400) naming the field.
+Request parse_request(Endpoint endpoint, const std::string& body, const data::Tokenizer& tokenizer,
+                      const ApiLimits& limits, const std::string& model_name);
+
+// The chat transcript the models read (they have no chat template): each message as
+// "Role: content\n", then "Assistant:" (docs/SERVE.md).
+std::string chat_transcript(const nlohmann::json& messages);
+
+// A whole (non-streamed) response from the collected text and finish reasons of every choice.
+nlohmann::json completion_response(Endpoint endpoint, const Request& r, const std::vector<std::string>& text,
+                                   const std::vector<std::string>& finish);
+// One streamed chunk: a choice's new text, or its finish reason.
+nlohmann::json stream_chunk(Endpoint endpoint, const Request& r, int choice, const std::string& text,
+                            const std::string& finish, bool first);
+nlohmann::json usage(const Request& r);
+
+// Session ids: 1-64 characters of [A-Za-z0-9_-] (they name files).
+bool valid_session_id(const std::string& id);
+
+}  // namespace polysketch::serve

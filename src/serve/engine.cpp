@@ -1,0 +1,295 @@
+#include "serve/engine.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "data/text_stream.h"
+#include "kernels/rng.h"
+
+namespace polysketch::serve {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Keeps the last samples of a latency (a window for the metrics' quantiles).
+void record(std::vector<double>& samples, double x) {
+  constexpr size_t kWindow = 4096;
+  if (samples.size() == kWindow) samples.erase(samples.begin(), samples.begin() + kWindow / 2);
+  samples.push_back(x);
+}
+
+// The length of the longest end of `text` that begins one of the stop strings: text that may
+// still turn into a stop string, so it is not shown yet.
+size_t stop_prefix(const std::string& text, const std::vector<std::string>& stops) {
+  size_t keep = 0;
+  for (const auto& s : stops)
+    for (size_t k = std::min(s.size() - 1, text.size()); k > keep; --k)
+      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+        keep = k;
+        break;
+      }
+  return keep;
+}
+}  // namespace
+
+bool Job::next_event(Event& e, double timeout_s) {
+  std::unique_lock lock(mutex_);
+  if (!cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] { return !events_.empty(); })) return false;
+  e = std::move(events_.front());
+  events_.pop_front();
+  return true;
+}
+
+void Job::push(Event e) {
+  {
+    std::lock_guard lock(mutex_);
+    events_.push_back(std::move(e));
+  }
+  cv_.notify_all();
+}
+
+// One choice of a running job: its state, its sampler and its text.
+struct Engine::Sequence {
+  std::shared_ptr<DecodeState> state;
+  kernels::Rng rng;
+  std::optional<data::TextStream> text;
+  std::string generated;  // the text so far (from text.push)
+  size_t shown = 0;       // of it, sent
+  int64_t tokens = 0;
+  std::vector<int32_t> pending;  // tokens of text not sent yet
+  bool done = false;
+  Clock::time_point last;
+};
+
+struct Engine::Running {
+  std::shared_ptr<Job> job;
+  std::vector<Sequence> seqs;
+  Clock::time_point submitted;
+  bool started = false, first = true, released = false;
+};
+
+// A job is over (answered, failed or cancelled): its place counts for new jobs at once, before
+// the step that ends it has run.
+void Engine::release(Running& r) {
+  if (r.released) return;
+  r.released = true;
+  std::lock_guard lock(mutex_);
+  --occupied_;
+}
+
+Engine::Engine(const Model& model, const data::Tokenizer& tokenizer, EngineOptions options)
+    : model_(model), tokenizer_(tokenizer), options_(options), thread_([this] { loop(); }) {}
+
+Engine::~Engine() {
+  stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Engine::submit(const std::shared_ptr<Job>& job) {
+  {
+    std::lock_guard lock(mutex_);
+    // Room: a free sequence slot, or a place in the queue.
+    if (stopping_ || occupied_ >= options_.parallel + options_.max_queue) return false;
+    ++occupied_;
+    waiting_.push_back(job);
+    ++metrics_.requests;
+  }
+  wake_.notify_all();
+  return true;
+}
+
+void Engine::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+}
+
+std::vector<SessionInfo> Engine::sessions() const {
+  std::lock_guard lock(mutex_);
+  std::vector<SessionInfo> out;
+  for (const auto& [id, s] : sessions_) out.push_back({id, s->position(), s->bytes()});
+  return out;
+}
+
+std::optional<SessionInfo> Engine::session(const std::string& id) const {
+  std::lock_guard lock(mutex_);
+  const auto it = sessions_.find(id);
+  if (it == sessions_.end()) return std::nullopt;
+  return SessionInfo{id, it->second->position(), it->second->bytes()};
+}
+
+bool Engine::erase_session(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  session_used_.erase(id);
+  return sessions_.erase(id) > 0;
+}
+
+EngineMetrics Engine::metrics() const {
+  std::lock_guard lock(mutex_);
+  auto m = metrics_;
+  m.queued = static_cast<int64_t>(waiting_.size());
+  m.sessions = static_cast<int64_t>(sessions_.size());
+  for (const auto& [id, s] : sessions_) m.state_bytes += s->bytes();
+  return m;
+}
+
+// Reads the job's prompt into its first sequence's state (after the session's history, if it
+// names one) and copies the state to its other choices.
+void Engine::start(Running& r) {
+  auto& job = *r.job;
+  std::shared_ptr<DecodeState> state;
+  {
+    std::lock_guard lock(mutex_);
+    if (const auto it = sessions_.find(job.session); !job.session.empty() && it != sessions_.end()) {
+      state = std::make_shared<DecodeState>(*it->second);  // the session keeps its own until we finish
+      job.cached_tokens = state->position();
+    }
+  }
+  if (!state) state = std::make_shared<DecodeState>(model_.config());
+  std::vector<int32_t> prompt = job.prompt;
+  if (prompt.empty() && state->position() == 0) prompt.push_back(0);  // something to condition on
+  if (!prompt.empty()) model_.prefill(*state, prompt.data(), static_cast<int64_t>(prompt.size()));
+  for (int c = 0; c < job.choices; ++c) {
+    Sequence s{c == 0 ? state : std::make_shared<DecodeState>(*state),
+               kernels::Rng::derive(job.sampling.seed + static_cast<uint64_t>(c), 0x6e4e, 0),
+               std::nullopt, {}, 0, 0, {}, false, Clock::now()};
+    s.text.emplace(tokenizer_, job.prompt);
+    r.seqs.push_back(std::move(s));
+  }
+  job.tokens.assign(static_cast<size_t>(job.choices), {});
+  r.started = true;
+}
+
+void Engine::loop() {
+  std::vector<Running> active;
+  const int32_t end_of_document = tokenizer_.end_of_document();
+  auto fail = [](Running& r, const std::string& why) {
+    for (int c = 0; c < r.job->choices; ++c) r.job->push(Event{c, {}, {}, true, "error", why});
+  };
+  for (;;) {
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait_for(lock, std::chrono::milliseconds(active.empty() ? 200 : 0),
+                     [&] { return stopping_ || !waiting_.empty(); });
+      if (stopping_) {
+        for (auto& r : active) fail(r, "server stopping");
+        for (auto& j : waiting_) {
+          Running r{j, {}, Clock::now()};
+          fail(r, "server stopping");
+        }
+        waiting_.clear();
+        return;
+      }
+      while (static_cast<int>(active.size()) < options_.parallel && !waiting_.empty()) {
+        active.push_back(Running{waiting_.front(), {}, Clock::now()});
+        waiting_.pop_front();
+      }
+      metrics_.active = static_cast<int64_t>(active.size());
+    }
+    if (active.empty()) continue;
+    // Prompts of newly admitted jobs, then one token for every running sequence.
+    for (auto& r : active) {
+      if (r.started || r.job->cancelled) continue;
+      try {
+        start(r);
+        std::lock_guard lock(mutex_);
+        metrics_.prompt_tokens += static_cast<int64_t>(r.job->prompt.size());
+        metrics_.cached_tokens += r.job->cached_tokens;
+      } catch (const Error& e) {
+        fail(r, e.what());
+        r.job->cancel();
+      }
+    }
+    std::vector<DecodeState*> states;
+    std::vector<int32_t> tokens;
+    for (auto& r : active) {
+      if (!r.started || r.job->cancelled) continue;
+      auto& job = *r.job;
+      for (size_t c = 0; c < r.seqs.size(); ++c) {
+        auto& s = r.seqs[c];
+        if (s.done) continue;
+        const int32_t id = model::sample(s.state->last_logits(), job.sampling, s.rng, s.text->allowed());
+        s.generated += s.text->push(id);
+        s.pending.push_back(id);
+        job.tokens[c].push_back(id);
+        ++s.tokens;
+        std::string reason;
+        size_t end = s.generated.size();
+        if (id == end_of_document) reason = "stop";
+        for (const auto& stop : job.stop)
+          if (const auto at = s.generated.find(stop, s.shown); at != std::string::npos && at < end) {
+            end = at;
+            reason = "stop";
+          }
+        if (reason.empty() && s.tokens >= job.max_tokens) reason = "length";
+        if (reason.empty()) end -= stop_prefix(s.generated, job.stop);
+        Event e{static_cast<int>(c), s.generated.substr(s.shown, end - s.shown), {}, false, {}, {}};
+        if (!e.text.empty() || !reason.empty()) {
+          s.shown = end;
+          e.tokens = std::move(s.pending);
+          s.pending.clear();
+          const double now_s = since(r.submitted);
+          {
+            std::lock_guard lock(mutex_);
+            if (r.first) {
+              job.first_token_s = now_s;
+              record(metrics_.time_to_first_token, now_s);
+              r.first = false;
+            } else {
+              record(metrics_.inter_token, since(s.last));
+            }
+            ++metrics_.generated_tokens;
+          }
+          s.last = Clock::now();
+          job.push(std::move(e));
+        }
+        if (!reason.empty()) {
+          s.done = true;
+          job.completion_tokens += s.tokens;
+          if (std::all_of(r.seqs.begin(), r.seqs.end(), [](const Sequence& q) { return q.done; })) release(r);
+          job.push(Event{static_cast<int>(c), {}, {}, true, reason, {}});
+        }
+        states.push_back(s.state.get());  // the state takes every token drawn, the last included
+        tokens.push_back(id);
+      }
+    }
+    if (!states.empty()) {
+      try {
+        model_.step(states.data(), tokens.data(), static_cast<int64_t>(states.size()));
+      } catch (const Error& e) {
+        for (auto& r : active) {
+          fail(r, e.what());
+          r.job->cancel();
+        }
+      }
+    }
+    // Jobs that are over leave; a session keeps the state it reached.
+    std::erase_if(active, [&](Running& r) {
+      const bool over = r.job->cancelled ||
+                        (r.started && std::all_of(r.seqs.begin(), r.seqs.end(), [](const Sequence& s) { return s.done; }));
+      if (!over) return false;
+      release(r);
+      std::lock_guard lock(mutex_);
+      if (!r.job->cancelled && !r.job->session.empty() && r.seqs.size() == 1) {
+        sessions_[r.job->session] = r.seqs[0].state;
+        session_used_[r.job->session] = ++clock_;
+        while (static_cast<int64_t>(sessions_.size()) > options_.max_sessions) {
+          const auto lru = std::min_element(session_used_.begin(), session_used_.end(),
+                                            [](const auto& a, const auto& b) { return a.second < b.second; });
+          sessions_.erase(lru->first);
+          session_used_.erase(lru);
+        }
+      }
+      return true;
+    });
+    std::lock_guard lock(mutex_);
+    metrics_.active = static_cast<int64_t>(active.size());
+  }
+}
+
+}  // namespace polysketch::serve

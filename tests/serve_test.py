@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""polysketch serve, end to end over loopback (bounded: a tiny model, a few hundred tokens, every
+call with a timeout). Usage: serve_test.py POLYSKETCH_BINARY
+
+Checks every endpoint, streaming against whole responses, greedy determinism alone and among
+concurrent requests, sessions (continued over 3 requests = one request over the whole text,
+cached_tokens, list/get/delete), n samples, stop strings, cancellation, the error table, the API
+key, the queue limit (503 + Retry-After), metrics, and a clean exit on SIGTERM."""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BIN = sys.argv[1]
+TMP = tempfile.mkdtemp()
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, flush=True)
+
+
+def run(*args):
+    subprocess.run([BIN, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *flags):
+        self.port = free_port()
+        self.proc = subprocess.Popen([BIN, "serve", "--checkpoint", f"{TMP}/run", "--port", str(self.port),
+                                      "--threads", "1", *flags], stderr=subprocess.PIPE, text=True)
+        for _ in range(100):
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the server did not start")
+
+    def conn(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+
+    def get(self, path, headers=None):
+        c = self.conn()
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.read().decode()
+
+    def call(self, method, path, body, headers=None):
+        c = self.conn()
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        c.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
+        r = c.getresponse()
+        text = r.read().decode()
+        try:
+            return r.status, json.loads(text), r
+        except ValueError:
+            return r.status, text, r
+
+    def post(self, path, body, headers=None):
+        return self.call("POST", path, body, headers)
+
+    def stream(self, path, body):
+        """The data: events of a streamed request (until [DONE])."""
+        c = self.conn()
+        c.request("POST", path, body=json.dumps({**body, "stream": True}), headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        assert r.status == 200, (r.status, r.read())
+        check(r.getheader("Content-Type", "").startswith("text/event-stream"), "stream content type")
+        events, buf = [], b""
+        while True:
+            chunk = r.read1(65536) if hasattr(r, "read1") else r.read(1)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n\n" in buf:
+                line, buf = buf.split(b"\n\n", 1)
+                line = line.decode()
+                check(line.startswith("data: "), f"event line {line!r}")
+                if line == "data: [DONE]":
+                    return events
+                events.append(json.loads(line[6:]))
+        check(False, "stream ended without [DONE]")
+        return events
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        check(code == 0, f"exit status {code} after SIGTERM")
+
+
+# A tiny model on the KJV (prepared data has the end-of-document token).
+run("prepare", "--out", f"{TMP}/data", "--vocab-size", "512")
+run("train", "--data", f"{TMP}/data", "--out", f"{TMP}/run", "--layers", "2", "--width", "64", "--heads", "2",
+    "--context", "64", "--r", "8", "--block", "16", "--batch", "4", "--steps", "30", "--eval-every", "0",
+    "--threads", "1")
+
+s = Server("--parallel", "8")
+greedy = {"prompt": "And God said", "max_tokens": 24, "temperature": 0}
+
+# Discovery and tokens
+status, body = s.get("/health")
+check(status == 200 and json.loads(body)["status"] == "ok", "health")
+status, body = s.get("/v1/models")
+check(status == 200 and json.loads(body)["data"][0]["object"] == "model", "models")
+status, page = s.get("/")
+check(status == 200 and "<title>polysketch serve</title>" in page, "web page")
+st, tok, _ = s.post("/tokenize", {"content": "In the beginning God created"})
+check(st == 200 and all(isinstance(t, int) for t in tok["tokens"]), "tokenize")
+st, detok, _ = s.post("/detokenize", {"tokens": tok["tokens"]})
+check(st == 200 and detok["content"] == "In the beginning God created", "detokenize round trip")
+
+# Whole against streamed, and the response shapes
+st, whole, _ = s.post("/v1/completions", greedy)
+check(st == 200 and whole["object"] == "text_completion", "completion object")
+choice = whole["choices"][0]
+check(choice["finish_reason"] in ("length", "stop") and len(choice["tokens"]) <= 24, "finish reason, tokens")
+check(whole["usage"]["completion_tokens"] == len(choice["tokens"]), "usage completion tokens")
+check(whole["usage"]["prompt_tokens"] == len(tok["tokens"]) - 1 or whole["usage"]["prompt_tokens"] > 0, "usage prompt tokens")
+events = s.stream("/v1/completions", greedy)
+check("".join(e["choices"][0]["text"] for e in events) == choice["text"], "streamed text = whole text")
+check(events[-1]["choices"][0]["finish_reason"] == choice["finish_reason"], "streamed finish reason")
+check(all(e["id"] == events[0]["id"] for e in events), "one id per stream")
+chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who made light?"}],
+        "max_tokens": 10, "temperature": 0}
+st, cw, _ = s.post("/v1/chat/completions", chat)
+check(st == 200 and cw["object"] == "chat.completion" and cw["choices"][0]["message"]["role"] == "assistant", "chat")
+ce = s.stream("/v1/chat/completions", chat)
+check(ce[0]["object"] == "chat.completion.chunk" and ce[0]["choices"][0]["delta"].get("role") == "assistant", "chat stream role")
+check("".join(e["choices"][0]["delta"].get("content", "") for e in ce) == cw["choices"][0]["message"]["content"],
+      "chat stream = chat")
+st, echo, _ = s.post("/v1/completions", {**greedy, "echo": True})
+check(echo["choices"][0]["text"] == "And God said" + choice["text"], "echo")
+
+# Determinism among concurrent requests (greedy: batched steps change nothing) and with a seed
+results = [None] * 8
+def worker(i):
+    results[i] = s.post("/v1/completions", greedy if i % 2 == 0 else {**greedy, "temperature": 0.9, "seed": 5})[1]
+threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(120)
+check(all(r["choices"][0]["text"] == choice["text"] for r in results[0::2]), "greedy text alone = among 8 concurrent")
+st, seeded, _ = s.post("/v1/completions", {**greedy, "temperature": 0.9, "seed": 5})
+check(all(r["choices"][0]["tokens"] == seeded["choices"][0]["tokens"] for r in results[1::2]),
+      "seeded text alone = among concurrent")
+
+# n samples, stop strings
+st, three, _ = s.post("/v1/completions", {**greedy, "n": 3})
+check([c["index"] for c in three["choices"]] == [0, 1, 2] and len({c["text"] for c in three["choices"]}) == 1,
+      "n = 3 greedy samples are equal")
+st, three, _ = s.post("/v1/completions", {**greedy, "n": 3, "temperature": 1.5, "seed": 2})
+check(len(three["choices"]) == 3 and three["usage"]["completion_tokens"] == sum(len(c["tokens"]) for c in three["choices"]),
+      "n = 3 usage")
+text = choice["text"]
+if len(text) > 6:
+    cut = text[3:6]
+    st, stopped, _ = s.post("/v1/completions", {**greedy, "stop": [cut, "\u00a7never"]})
+    check(stopped["choices"][0]["finish_reason"] == "stop" and stopped["choices"][0]["text"] == text[:text.index(cut)],
+          f"stop string {cut!r}")
+    ev = s.stream("/v1/completions", {**greedy, "stop": cut})
+    check("".join(e["choices"][0]["text"] for e in ev) == text[:text.index(cut)], "streamed stop string")
+
+# Sessions: three requests continuing one session = one request over the whole token sequence
+p1, p2, p3 = tok["tokens"][:3], tok["tokens"][3:5], tok["tokens"][5:]
+ids, history = [], []
+for i, p in enumerate((p1, p2, p3)):
+    st, r, _ = s.post("/v1/completions", {"prompt": p, "max_tokens": 6, "temperature": 0, "session": "chat-1"})
+    check(st == 200, f"session request {i}: {r}")
+    check(r["usage"]["prompt_tokens_details"]["cached_tokens"] == len(history), f"session {i} cached tokens")
+    history += p + r["choices"][0]["tokens"]
+    ids.append(r["choices"][0]["tokens"])
+st, one, _ = s.post("/v1/completions", {"prompt": history[:len(history) - len(ids[2])], "max_tokens": 6, "temperature": 0})
+check(one["choices"][0]["tokens"] == ids[2], "session over 3 requests = one request over the whole text")
+st, info, _ = s.call("GET", "/v1/sessions/chat-1", None)
+check(st == 200 and info["position"] == len(history), f"session position {info}")
+st, lst, _ = s.call("GET", "/v1/sessions", None)
+check(any(x["id"] == "chat-1" for x in lst["data"]), "session list")
+st, _, _ = s.call("DELETE", "/v1/sessions/chat-1", None)
+check(st == 200, "session delete")
+st, err, _ = s.call("GET", "/v1/sessions/chat-1", None)
+check(st == 404 and err["error"]["code"] == "session_not_found", "deleted session is 404")
+
+# Cancellation: a client that goes away frees its sequence
+c = s.conn()
+c.request("POST", "/v1/completions", body=json.dumps({"prompt": "And", "max_tokens": 4000, "stream": True}))
+r = c.getresponse()
+r.read1(100)
+c.close()
+freed = False
+for _ in range(50):
+    time.sleep(0.1)
+    metrics = s.get("/metrics")[1]
+    if "polysketch_active_sequences 0" in metrics:
+        freed = True
+        break
+check(freed, "a closed stream frees its sequence")
+check("polysketch_requests_total" in metrics and "polysketch_time_to_first_token_seconds" in metrics, "metrics")
+
+# The error table: status, type and the field named
+errors = [
+    ("/v1/completions", "{not json", 400, None),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
+    ("/v1/completions", {"prompt": "x", "temperature": -1}, 400, "temperature"),
+    ("/v1/completions", {"prompt": "x", "top_p": 2}, 400, "top_p"),
+    ("/v1/completions", {"prompt": "x", "n": 0}, 400, "n"),
+    ("/v1/completions", {"prompt": "x", "stop": [1]}, 400, "stop"),
+    ("/v1/completions", {"prompt": [1, 99999]}, 400, "prompt"),
+    ("/v1/completions", {"max_tokens": 3}, 400, "prompt"),
+    ("/v1/completions", {"prompt": "x", "bogus": 1}, 400, "bogus"),
+    ("/v1/completions", {"prompt": "x", "session": "../etc"}, 400, "session"),
+    ("/v1/completions", {"prompt": "x", "session": "a", "n": 2}, 400, "n"),
+    ("/v1/completions", {"prompt": "x", "logprobs": 3}, 400, "logprobs"),
+    ("/v1/chat/completions", {"messages": []}, 400, "messages"),
+    ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400, "messages"),
+    ("/tokenize", {"text": 1}, 400, "content"),
+    ("/detokenize", {"tokens": [-1]}, 400, "tokens"),
+]
+for path, body, status, param in errors:
+    st, err, _ = s.post(path, body)
+    ok = st == status and isinstance(err, dict) and err["error"]["type"] == "invalid_request_error"
+    check(ok and (param is None or err["error"]["param"] == param), f"error {path} {body}: {st} {err}")
+st, err, _ = s.post("/v1/completions", {"prompt": "x" * (2 << 20)})
+check(st == 413 and err["error"]["code"] == "payload_too_large", f"413: {st}")
+st, body = s.get("/v1/nothing")
+check(st == 404 and json.loads(body)["error"]["code"] == "not_found", "404 route")
+s.stop()
+
+# The API key; the queue limit
+s = Server("--api-key", "sesame", "--parallel", "1", "--max-queue", "0")
+st, err, _ = s.post("/v1/completions", greedy)
+check(st == 401 and err["error"]["code"] == "invalid_api_key", "401 without the key")
+check(s.get("/health")[0] == 200, "health needs no key")
+auth = {"Authorization": "Bearer sesame"}
+st, _, _ = s.post("/v1/completions", greedy, auth)
+check(st == 200, "200 with the key")
+codes, retry = [], []
+def busy(i):
+    st, _, r = s.post("/v1/completions", {**greedy, "max_tokens": 200}, auth)
+    codes.append(st)
+    if st == 503:
+        retry.append(r.getheader("Retry-After"))
+threads = [threading.Thread(target=busy, args=(i,)) for i in range(6)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(120)
+check(set(codes) <= {200, 503} and 503 in codes and 200 in codes and all(retry), f"queue limit: {codes}")
+s.stop()
+
+if failures:
+    print(f"{len(failures)} check(s) failed")
+    sys.exit(1)
+print("serve: all checks passed")
