@@ -241,6 +241,46 @@ st, body = s.get("/v1/nothing")
 check(st == 404 and json.loads(body)["error"]["code"] == "not_found", "404 route")
 s.stop()
 
+# Sessions on disk: fork, rollback, eviction past --max-sessions, a restart (and a kill -9) that
+# keeps the saved snapshots, a corrupt one refused, ids that are not names refused.
+sdir = f"{TMP}/sessions"
+s = Server("--session-dir", sdir, "--max-sessions", "1")
+turn = {"max_tokens": 5, "temperature": 0}
+st, a1, _ = s.post("/v1/completions", {**turn, "prompt": p1, "session": "a"})
+st, f, _ = s.post("/v1/sessions/a/fork", {"id": "b"})
+check(st == 200 and f["position"] == len(p1) + len(a1["choices"][0]["tokens"]), f"fork {f}")
+check(os.path.exists(f"{sdir}/a.state"), "evicted session saved to the directory")
+st, a2, _ = s.post("/v1/completions", {**turn, "prompt": p2, "session": "a"})
+st, rb, _ = s.post("/v1/sessions/a/rollback", {})  # (rollback history does not survive an eviction)
+check(st == 200 and rb["position"] == f["position"], f"rollback {rb}")
+st, a2b, _ = s.post("/v1/completions", {**turn, "prompt": p2, "session": "a"})
+check(a2b["choices"][0]["tokens"] == a2["choices"][0]["tokens"], "regenerate after rollback")
+st, b2, _ = s.post("/v1/completions", {**turn, "prompt": p2, "session": "b"})
+check(a2["choices"][0]["tokens"] == b2["choices"][0]["tokens"], "a fork continues as the original")
+check(b2["usage"]["prompt_tokens_details"]["cached_tokens"] == f["position"], "fork cached tokens")
+st, err, _ = s.post("/v1/sessions/zz/rollback", {})
+check(st == 404, "rollback of an unknown session")
+st, err, _ = s.post("/v1/sessions/a/fork", {"id": "../x"})
+check(st == 400 and err["error"]["param"] == "id", "fork to a bad id")
+st, err, _ = s.call("GET", "/v1/sessions/..%2F..%2Fetc", None)
+check(st == 404, "a path is not a session id")
+position = s.call("GET", "/v1/sessions/a", None)[1]["position"]
+s.stop()  # SIGTERM saves every session
+check(os.path.exists(f"{sdir}/a.state") and os.path.exists(f"{sdir}/b.state"), "sessions saved at exit")
+s = Server("--session-dir", sdir)
+st, a3, _ = s.post("/v1/completions", {**turn, "prompt": p3, "session": "a"})
+check(st == 200 and a3["usage"]["prompt_tokens_details"]["cached_tokens"] == position, "a restarted server continues a session")
+s.proc.kill()  # kill -9: the snapshot files written before are intact
+s.proc.wait()
+s = Server("--session-dir", sdir)
+check(s.call("GET", "/v1/sessions/b", None)[0] == 200, "snapshot readable after kill -9")
+with open(f"{sdir}/a.state", "r+b") as fh:  # not loaded by this server yet
+    fh.seek(40)
+    fh.write(b"garbage")
+st, err, _ = s.post("/v1/completions", {**turn, "prompt": p3, "session": "a"})
+check(st in (400, 503) and "a.state" in err["error"]["message"], f"corrupt snapshot refused: {st} {err}")
+s.stop()
+
 # The API key; the queue limit
 s = Server("--api-key", "sesame", "--parallel", "1", "--max-queue", "0")
 st, err, _ = s.post("/v1/completions", greedy)

@@ -26,7 +26,7 @@ using nlohmann::json;
 using serve::ApiError;
 
 struct ServeOptions {
-  std::string checkpoint, host = "127.0.0.1", api_key, api_key_file;
+  std::string checkpoint, host = "127.0.0.1", api_key, api_key_file, session_dir;
   int port = 8080, parallel = 16, max_queue = 64;
   int64_t max_tokens = 4096, max_body_kb = 1024, max_sessions = 1024;
   double timeout_s = 600;
@@ -182,7 +182,8 @@ void run_serve(const ServeOptions& o) {
   const std::string model_name = std::filesystem::path(ck.dir).parent_path().filename().string() + "/" +
                                  std::filesystem::path(ck.dir).filename().string();
   serve::ApiLimits limits{o.max_tokens, 0};
-  serve::Engine engine(model, tok, {o.parallel, o.max_queue, o.max_sessions});
+  if (!o.session_dir.empty()) std::filesystem::create_directories(o.session_dir);
+  serve::Engine engine(model, tok, {o.parallel, o.max_queue, o.max_sessions, o.session_dir, model.identity()});
 
   httplib::Server svr;
   const size_t workers = static_cast<size_t>(std::min(o.parallel + o.max_queue + 8, 512));
@@ -261,6 +262,26 @@ void run_serve(const ServeOptions& o) {
     if (!s) return no_session(res, req.matches[1]);
     send_json(res, session_json(*s));
   });
+  auto named = [&](const httplib::Request& req, httplib::Response& res, std::string& to) {
+    const json j = json::parse(req.body, nullptr, false);
+    if (!j.is_object() || !j.contains("id") || !j.at("id").is_string() || !serve::valid_session_id(j.at("id").get<std::string>())) {
+      send_error(res, {400, "invalid_request_error", "expected {\"id\": NEW} (1-64 of letters, digits, '_', '-')", "id", "invalid_value"});
+      return false;
+    }
+    to = j.at("id").get<std::string>();
+    return true;
+  };
+  svr.Post(R"(/v1/sessions/([^/]+)/fork)", [&](const httplib::Request& req, httplib::Response& res) {
+    std::string to;
+    if (!named(req, res, to)) return;
+    if (!engine.fork_session(req.matches[1], to)) return no_session(res, req.matches[1]);
+    send_json(res, session_json(*engine.session(to)));
+  });
+  svr.Post(R"(/v1/sessions/([^/]+)/rollback)", [&](const httplib::Request& req, httplib::Response& res) {
+    if (!engine.rollback_session(req.matches[1]))
+      return send_error(res, {404, "invalid_request_error", fmt::format("session '{}' has no earlier state to return to", std::string(req.matches[1])), "session", "session_not_found"});
+    send_json(res, session_json(*engine.session(req.matches[1])));
+  });
   svr.Delete(R"(/v1/sessions/([^/]+))", [&](const httplib::Request& req, httplib::Response& res) {
     if (!engine.erase_session(req.matches[1])) return no_session(res, req.matches[1]);
     send_json(res, {{"id", std::string(req.matches[1])}, {"object", "session"}, {"deleted", true}});
@@ -306,7 +327,11 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--api-key-file", o->api_key_file, "the key from a file")->excludes(key);
   cmd->add_option("--max-tokens", o->max_tokens, "cap on a request's max_tokens")->capture_default_str();
   cmd->add_option("--max-body", o->max_body_kb, "largest request body, KiB (413 beyond)")->capture_default_str();
-  cmd->add_option("--max-sessions", o->max_sessions, "sessions kept (least recently used evicted)")->capture_default_str();
+  cmd->add_option("--max-sessions", o->max_sessions, "sessions kept in memory (the least recently used "
+                                                     "is evicted: to --session-dir, or gone)")->capture_default_str();
+  cmd->add_option("--session-dir", o->session_dir, "keep sessions as snapshot files here: evicted ones, "
+                                                   "and all when the server stops; a restarted server "
+                                                   "(same model) continues them");
   cmd->add_option("--timeout", o->timeout_s, "seconds a whole (non-streamed) request may take")->capture_default_str();
   add_runtime_flags(cmd, o->runtime);
   cmd->callback([o] { run_serve(*o); });

@@ -106,11 +106,6 @@ json ApiError::body() const {
                      {"code", code.empty() ? json() : json(code)}}}};
 }
 
-bool valid_session_id(const std::string& id) {
-  return !id.empty() && id.size() <= 64 &&
-         std::all_of(id.begin(), id.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; });
-}
-
 std::string chat_transcript(const json& messages) {
   if (!messages.is_array() || messages.empty()) bad("messages", "'messages' must be a non-empty list");
   std::string text;

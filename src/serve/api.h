@@ -53,7 +53,4 @@ nlohmann::json stream_chunk(Endpoint endpoint, const Request& r, int choice, con
                             const std::string& finish, bool first);
 nlohmann::json usage(const Request& r);
 
-// Session ids: 1-64 characters of [A-Za-z0-9_-] (they name files).
-bool valid_session_id(const std::string& id);
-
 }  // namespace polysketch::serve

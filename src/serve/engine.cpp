@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 
 #include "data/text_stream.h"
 #include "kernels/rng.h"
@@ -34,6 +35,12 @@ size_t stop_prefix(const std::string& text, const std::vector<std::string>& stop
   return keep;
 }
 }  // namespace
+
+bool valid_session_id(const std::string& id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+         });
+}
 
 bool Job::next_event(Event& e, double timeout_s) {
   std::unique_lock lock(mutex_);
@@ -69,6 +76,8 @@ struct Engine::Running {
   std::vector<Sequence> seqs;
   Clock::time_point submitted;
   bool started = false, first = true, released = false;
+  std::shared_ptr<DecodeState> session_before;  // the session's state when the job started
+  std::vector<Event> ends;  // the choices' last events, sent when the job leaves
 };
 
 // A job is over (answered, failed or cancelled): its place counts for new jobs at once, before
@@ -80,12 +89,67 @@ void Engine::release(Running& r) {
   --occupied_;
 }
 
+// A kept sequence: its state, the state before its last request (rollback) and its last use.
+struct Engine::Session {
+  std::shared_ptr<DecodeState> state, previous;
+  int64_t used = 0;
+};
+
 Engine::Engine(const Model& model, const data::Tokenizer& tokenizer, EngineOptions options)
     : model_(model), tokenizer_(tokenizer), options_(options), thread_([this] { loop(); }) {}
 
 Engine::~Engine() {
   stop();
   if (thread_.joinable()) thread_.join();
+  save_sessions();
+}
+
+std::string Engine::session_path(const std::string& id) const {
+  return (std::filesystem::path(options_.session_dir) / (id + ".state")).string();
+}
+
+// Caller holds mutex_.
+Engine::Session* Engine::find_session(const std::string& id) {
+  if (!valid_session_id(id)) return nullptr;
+  if (const auto it = sessions_.find(id); it != sessions_.end()) {
+    it->second->used = ++clock_;
+    return it->second.get();
+  }
+  std::error_code ec;
+  if (options_.session_dir.empty() || !std::filesystem::exists(session_path(id), ec)) return nullptr;
+  auto state = std::make_shared<DecodeState>(
+      DecodeState::load(session_path(id), model_.config(), options_.model_identity));
+  keep_session(id, std::move(state), nullptr);
+  return sessions_.at(id).get();
+}
+
+// Caller holds mutex_. Evicts the least recently used beyond max_sessions (to the directory).
+void Engine::keep_session(const std::string& id, std::shared_ptr<DecodeState> state,
+                          std::shared_ptr<DecodeState> previous) {
+  auto& s = sessions_[id];
+  if (!s) s = std::make_unique<Session>();
+  s->state = std::move(state);
+  s->previous = std::move(previous);
+  s->used = ++clock_;
+  while (static_cast<int64_t>(sessions_.size()) > options_.max_sessions) {
+    const auto lru = std::min_element(sessions_.begin(), sessions_.end(),
+                                      [](const auto& a, const auto& b) { return a.second->used < b.second->used; });
+    if (!options_.session_dir.empty()) {
+      try {
+        lru->second->state->save(session_path(lru->first), options_.model_identity);
+      } catch (const Error& e) {  // kept in memory rather than lost; said once per failure
+        fmt::print(stderr, "session {} not evicted: {}\n", lru->first, e.what());
+        break;
+      }
+    }
+    sessions_.erase(lru);
+  }
+}
+
+void Engine::save_sessions() {
+  std::lock_guard lock(mutex_);
+  if (options_.session_dir.empty()) return;
+  for (const auto& [id, s] : sessions_) s->state->save(session_path(id), options_.model_identity);
 }
 
 bool Engine::submit(const std::shared_ptr<Job>& job) {
@@ -111,22 +175,50 @@ void Engine::stop() {
 
 std::vector<SessionInfo> Engine::sessions() const {
   std::lock_guard lock(mutex_);
-  std::vector<SessionInfo> out;
-  for (const auto& [id, s] : sessions_) out.push_back({id, s->position(), s->bytes()});
-  return out;
+  std::map<std::string, SessionInfo> out;
+  std::error_code ec;
+  if (!options_.session_dir.empty())
+    for (const auto& f : std::filesystem::directory_iterator(options_.session_dir, ec))
+      if (f.path().extension() == ".state") {
+        const std::string id = f.path().stem().string();
+        out[id] = {id, -1, static_cast<int64_t>(f.file_size(ec))};  // on disk: position unread
+      }
+  for (const auto& [id, s] : sessions_) out[id] = {id, s->state->position(), s->state->bytes()};
+  std::vector<SessionInfo> list;
+  for (auto& [id, info] : out) list.push_back(info);
+  return list;
 }
 
-std::optional<SessionInfo> Engine::session(const std::string& id) const {
+std::optional<SessionInfo> Engine::session(const std::string& id) {
   std::lock_guard lock(mutex_);
-  const auto it = sessions_.find(id);
-  if (it == sessions_.end()) return std::nullopt;
-  return SessionInfo{id, it->second->position(), it->second->bytes()};
+  const Session* s = find_session(id);
+  if (!s) return std::nullopt;
+  return SessionInfo{id, s->state->position(), s->state->bytes()};
 }
 
 bool Engine::erase_session(const std::string& id) {
+  if (!valid_session_id(id)) return false;
   std::lock_guard lock(mutex_);
-  session_used_.erase(id);
-  return sessions_.erase(id) > 0;
+  std::error_code ec;
+  const bool on_disk = !options_.session_dir.empty() && std::filesystem::remove(session_path(id), ec);
+  return sessions_.erase(id) > 0 || on_disk;
+}
+
+bool Engine::fork_session(const std::string& from, const std::string& to) {
+  if (!valid_session_id(to)) return false;
+  std::lock_guard lock(mutex_);
+  const Session* s = find_session(from);
+  if (!s) return false;
+  keep_session(to, std::make_shared<DecodeState>(*s->state), nullptr);
+  return true;
+}
+
+bool Engine::rollback_session(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  Session* s = find_session(id);
+  if (!s || !s->previous) return false;
+  s->state = std::move(s->previous);
+  return true;
 }
 
 EngineMetrics Engine::metrics() const {
@@ -134,7 +226,7 @@ EngineMetrics Engine::metrics() const {
   auto m = metrics_;
   m.queued = static_cast<int64_t>(waiting_.size());
   m.sessions = static_cast<int64_t>(sessions_.size());
-  for (const auto& [id, s] : sessions_) m.state_bytes += s->bytes();
+  for (const auto& [id, s] : sessions_) m.state_bytes += s->state->bytes();
   return m;
 }
 
@@ -143,10 +235,11 @@ EngineMetrics Engine::metrics() const {
 void Engine::start(Running& r) {
   auto& job = *r.job;
   std::shared_ptr<DecodeState> state;
-  {
+  if (!job.session.empty()) {
     std::lock_guard lock(mutex_);
-    if (const auto it = sessions_.find(job.session); !job.session.empty() && it != sessions_.end()) {
-      state = std::make_shared<DecodeState>(*it->second);  // the session keeps its own until we finish
+    if (const Session* s = find_session(job.session)) {
+      r.session_before = s->state;
+      state = std::make_shared<DecodeState>(*s->state);  // the session keeps its own until we finish
       job.cached_tokens = state->position();
     }
   }
@@ -179,14 +272,17 @@ void Engine::loop() {
       if (stopping_) {
         for (auto& r : active) fail(r, "server stopping");
         for (auto& j : waiting_) {
-          Running r{j, {}, Clock::now()};
+          Running r;
+          r.job = j;
           fail(r, "server stopping");
         }
         waiting_.clear();
         return;
       }
       while (static_cast<int>(active.size()) < options_.parallel && !waiting_.empty()) {
-        active.push_back(Running{waiting_.front(), {}, Clock::now()});
+        active.emplace_back();
+        active.back().job = waiting_.front();
+        active.back().submitted = Clock::now();
         waiting_.pop_front();
       }
       metrics_.active = static_cast<int64_t>(active.size());
@@ -248,11 +344,10 @@ void Engine::loop() {
           s.last = Clock::now();
           job.push(std::move(e));
         }
-        if (!reason.empty()) {
+        if (!reason.empty()) {  // said after the step, once the session holds the last token
           s.done = true;
           job.completion_tokens += s.tokens;
-          if (std::all_of(r.seqs.begin(), r.seqs.end(), [](const Sequence& q) { return q.done; })) release(r);
-          job.push(Event{static_cast<int>(c), {}, {}, true, reason, {}});
+          r.ends.push_back(Event{static_cast<int>(c), {}, {}, true, reason, {}});
         }
         states.push_back(s.state.get());  // the state takes every token drawn, the last included
         tokens.push_back(id);
@@ -274,17 +369,12 @@ void Engine::loop() {
                         (r.started && std::all_of(r.seqs.begin(), r.seqs.end(), [](const Sequence& s) { return s.done; }));
       if (!over) return false;
       release(r);
-      std::lock_guard lock(mutex_);
-      if (!r.job->cancelled && !r.job->session.empty() && r.seqs.size() == 1) {
-        sessions_[r.job->session] = r.seqs[0].state;
-        session_used_[r.job->session] = ++clock_;
-        while (static_cast<int64_t>(sessions_.size()) > options_.max_sessions) {
-          const auto lru = std::min_element(session_used_.begin(), session_used_.end(),
-                                            [](const auto& a, const auto& b) { return a.second < b.second; });
-          sessions_.erase(lru->first);
-          session_used_.erase(lru);
-        }
+      {
+        std::lock_guard lock(mutex_);
+        if (!r.job->cancelled && !r.job->session.empty() && r.seqs.size() == 1)
+          keep_session(r.job->session, r.seqs[0].state, r.session_before);
       }
+      for (auto& e : r.ends) r.job->push(std::move(e));
       return true;
     });
     std::lock_guard lock(mutex_);

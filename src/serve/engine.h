@@ -65,8 +65,17 @@ struct Job {
 struct EngineOptions {
   int parallel = 16;     // sequences decoded at once
   int max_queue = 64;    // jobs waiting beyond those
-  int64_t max_sessions = 1024;
+  int64_t max_sessions = 1024;  // in memory; beyond, the least recently used is evicted
+  // Sessions as snapshot files ID.state (written atomically): evicted sessions go there, and
+  // every session when the engine stops; a session not in memory is loaded from there. Empty:
+  // evicted sessions are gone.
+  std::string session_dir;
+  std::string model_identity;  // Model::identity(): what a snapshot is tied to
 };
+
+// Session ids: 1-64 characters of [A-Za-z0-9_-] (they name files); every session call refuses
+// others (as not found).
+bool valid_session_id(const std::string& id);
 
 struct SessionInfo {
   std::string id;
@@ -92,9 +101,14 @@ class Engine {
   // Stops admitting; running and queued jobs end (finish_reason "error", "server stopping").
   void stop();
 
+  // Sessions in memory and, with a session directory, on disk. Throws Error for a corrupt file.
   std::vector<SessionInfo> sessions() const;
-  std::optional<SessionInfo> session(const std::string& id) const;
+  std::optional<SessionInfo> session(const std::string& id);
   bool erase_session(const std::string& id);
+  // A copy of session `from` named `to` (replacing any); false when `from` does not exist.
+  bool fork_session(const std::string& from, const std::string& to);
+  // The session back to its state before its last request; false when there is none.
+  bool rollback_session(const std::string& id);
   EngineMetrics metrics() const;
 
  private:
@@ -103,6 +117,12 @@ class Engine {
   void loop();
   void start(Running& r);
   void release(Running& r);
+  struct Session;
+  Session* find_session(const std::string& id);  // in memory, else loaded from the directory
+  void keep_session(const std::string& id, std::shared_ptr<DecodeState> state,
+                    std::shared_ptr<DecodeState> previous);
+  std::string session_path(const std::string& id) const;
+  void save_sessions();
 
   const Model& model_;
   const data::Tokenizer& tokenizer_;
@@ -110,9 +130,8 @@ class Engine {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> waiting_;
-  std::map<std::string, std::shared_ptr<DecodeState>> sessions_;
-  std::map<std::string, int64_t> session_used_;  // last use, for LRU eviction
-  int64_t clock_ = 0;
+  std::map<std::string, std::unique_ptr<Session>> sessions_;
+  int64_t clock_ = 0;  // uses, for LRU eviction
   int64_t occupied_ = 0;  // jobs queued or running, not yet over
   bool stopping_ = false;
   EngineMetrics metrics_;
