@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "attention/mechanism.h"
 #include "kernels/packing.h"
 
 namespace polysketch::train {
@@ -83,7 +84,7 @@ std::string chunking_problem(const ModelConfig& config, int64_t context, int64_t
 
 int64_t chunk_state_bytes(const ModelConfig& config, int64_t batch, int64_t context, int64_t chunk) {
   const int64_t chunks = (context + chunk - 1) / chunk;
-  const int64_t r = config.attention.p == 2 ? config.head_dim() : config.attention.r;
+  const int64_t r = attention::feature_dim(config.attention, config.head_dim());
   const int64_t state = kernels::packed_size(r) * (config.head_dim() + 1);
   return 4 * (chunks - 1) * config.layers * batch * config.heads * state;
 }
