@@ -135,6 +135,8 @@ events = s.stream("/v1/completions", greedy)
 check("".join(e["choices"][0]["text"] for e in events) == choice["text"], "streamed text = whole text")
 check(events[-1]["choices"][0]["finish_reason"] == choice["finish_reason"], "streamed finish reason")
 check(all(e["id"] == events[0]["id"] for e in events), "one id per stream")
+ue = s.stream("/v1/completions", {**greedy, "stream_options": {"include_usage": True}})
+check(ue[-1]["choices"] == [] and ue[-1]["usage"]["completion_tokens"] == len(choice["tokens"]), "stream usage chunk")
 chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who made light?"}],
         "max_tokens": 10, "temperature": 0}
 st, cw, _ = s.post("/v1/chat/completions", chat)

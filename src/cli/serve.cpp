@@ -116,7 +116,6 @@ void complete(serve::Endpoint endpoint, const httplib::Request& req, httplib::Re
   };
   auto progress = std::make_shared<Progress>(Progress{std::vector<bool>(static_cast<size_t>(choices), false)});
   auto job = r.job;
-  const bool usage = json::parse(req.body).value("/stream_options/include_usage"_json_pointer, false);
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
@@ -140,7 +139,7 @@ void complete(serve::Endpoint endpoint, const httplib::Request& req, httplib::Re
         if (e.done) {
           if (!write(serve::stream_chunk(endpoint, r, e.choice, "", e.finish_reason, false))) return false;
           if (++progress->done == choices) {
-            if (usage) {
+            if (r.include_usage) {
               json last = serve::stream_chunk(endpoint, r, 0, "", "", false);
               last["choices"] = json::array();
               last["usage"] = serve::usage(r);

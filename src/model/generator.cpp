@@ -51,15 +51,17 @@ int32_t sample(const std::vector<float>& all_logits, const SamplingOptions& o, k
   return order[keep - 1];
 }
 
-Generator::Generator(const Model& model, DecodeState& state, const SamplingOptions& options, int32_t end_token)
-    : model_(model), state_(state), options_(options), rng_(kernels::Rng::derive(options.seed, 0x6e4e, 0)),
-      end_token_(end_token) {
-  check_sampling(options, false);
+kernels::Rng sampling_rng(uint64_t seed) { return kernels::Rng::derive(seed, 0x6e4e, 0); }
+
+void read_prompt(const Model& model, DecodeState& state, std::vector<int32_t> ids) {
+  if (ids.empty() && state.position() == 0) ids.push_back(0);  // something to condition on
+  if (!ids.empty()) model.prefill(state, ids.data(), static_cast<int64_t>(ids.size()));
 }
 
-void Generator::prompt(std::vector<int32_t> ids) {
-  if (ids.empty() && state_.position() == 0) ids.push_back(0);  // something to condition on
-  if (!ids.empty()) model_.prefill(state_, ids.data(), static_cast<int64_t>(ids.size()));
+Generator::Generator(const Model& model, DecodeState& state, const SamplingOptions& options, int32_t end_token)
+    : model_(model), state_(state), options_(options), rng_(sampling_rng(options.seed)),
+      end_token_(end_token) {
+  check_sampling(options, false);
 }
 
 int32_t Generator::next(const std::vector<uint8_t>& allowed) {

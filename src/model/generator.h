@@ -28,12 +28,19 @@ void check_sampling(const SamplingOptions& options, bool flag_names);
 int32_t sample(const std::vector<float>& logits, const SamplingOptions& options, kernels::Rng& rng,
                const std::vector<uint8_t>& allowed = {});
 
+// The sampler's random stream for a seed (every generator of the same seed draws the same).
+kernels::Rng sampling_rng(uint64_t seed);
+
+// Reads a prompt into a state (one prefill). An empty prompt on an empty state conditions on
+// token 0 (there must be something to predict from); on a non-empty state it reads nothing.
+void read_prompt(const Model& model, DecodeState& state, std::vector<int32_t> ids);
+
 class Generator {
  public:
   // end_token: the token that ends the text (the tokenizer's end-of-document token), -1: none.
   Generator(const Model& model, DecodeState& state, const SamplingOptions& options, int32_t end_token = -1);
-  // Consumes the prompt (one prefill). An empty prompt on an empty state conditions on token 0.
-  void prompt(std::vector<int32_t> ids);
+  // Consumes the prompt (read_prompt).
+  void prompt(std::vector<int32_t> ids) { read_prompt(model_, state_, std::move(ids)); }
   // Samples the next token from the state's last logits (among `allowed`, see sample()) and
   // advances the state by it.
   int32_t next(const std::vector<uint8_t>& allowed = {});

@@ -159,6 +159,10 @@ Request parse_request(Endpoint endpoint, const std::string& body, const data::To
     job.session = s->get<std::string>();
   }
   r.stream = boolean(j, "stream");
+  if (const json* so = field(j, "stream_options")) {
+    if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
+    r.include_usage = boolean(*so, "include_usage");
+  }
   if (limits.context > 0 && static_cast<int64_t>(job.prompt.size()) + job.max_tokens > limits.context)
     bad("max_tokens", fmt::format("the prompt ({} tokens) and max_tokens ({}) exceed this model's context of {} tokens",
                                   job.prompt.size(), job.max_tokens, limits.context));

@@ -32,6 +32,7 @@ struct ApiLimits {
 struct Request {
   std::shared_ptr<Job> job;
   bool stream = false, echo = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   std::string prompt_text;  // for echo
   std::string id, model;    // the response's id and model name
   int64_t created = 0;

@@ -244,12 +244,10 @@ void Engine::start(Running& r) {
     }
   }
   if (!state) state = std::make_shared<DecodeState>(model_.config());
-  std::vector<int32_t> prompt = job.prompt;
-  if (prompt.empty() && state->position() == 0) prompt.push_back(0);  // something to condition on
-  if (!prompt.empty()) model_.prefill(*state, prompt.data(), static_cast<int64_t>(prompt.size()));
+  model::read_prompt(model_, *state, job.prompt);
   for (int c = 0; c < job.choices; ++c) {
     Sequence s{c == 0 ? state : std::make_shared<DecodeState>(*state),
-               kernels::Rng::derive(job.sampling.seed + static_cast<uint64_t>(c), 0x6e4e, 0),
+               model::sampling_rng(job.sampling.seed + static_cast<uint64_t>(c)),
                std::nullopt, {}, 0, 0, {}, false, Clock::now()};
     s.text.emplace(tokenizer_, job.prompt);
     r.seqs.push_back(std::move(s));
@@ -329,17 +327,15 @@ void Engine::loop() {
           s.shown = end;
           e.tokens = std::move(s.pending);
           s.pending.clear();
-          const double now_s = since(r.submitted);
           {
             std::lock_guard lock(mutex_);
             if (r.first) {
-              job.first_token_s = now_s;
-              record(metrics_.time_to_first_token, now_s);
+              record(metrics_.time_to_first_token, since(r.submitted));
               r.first = false;
             } else {
               record(metrics_.inter_token, since(s.last));
             }
-            ++metrics_.generated_tokens;
+            metrics_.generated_tokens += static_cast<int64_t>(e.tokens.size());
           }
           s.last = Clock::now();
           job.push(std::move(e));

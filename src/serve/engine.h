@@ -47,7 +47,6 @@ struct Job {
   int64_t cached_tokens = 0;          // history reused from the session
   std::vector<std::vector<int32_t>> tokens;  // per choice: the tokens drawn (engine thread, until done)
   int64_t completion_tokens = 0;
-  double queued_s = 0, first_token_s = 0;
 
   // Read by the HTTP thread: blocks until an event or the timeout; false on timeout.
   bool next_event(Event& e, double timeout_s);
