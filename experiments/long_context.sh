@@ -13,7 +13,8 @@
 #   CONTEXTS ("4096 1024"), MECHANISMS ("softmax polynomial polysketch-local
 #   polysketch-learned-local"), LAYERS (4), WIDTH (256), HEADS (4), TOKENS_PER_STEP (8192),
 #   LR (2e-3), BLOCK (256), THREADS (0: all cores), EXTRA (more rows: "name|flags" lines, run at
-#   the first context).
+#   the first context), EXTEND (mechanisms whose model from the last context is extended to the
+#   first with a tenth of the tokens: `train --init`).
 # Corpus: C. H. Spurgeon's Treasury of David (Debian sword-comm-tdavid, dumped by libsword-utils'
 # mod2imp, markup stripped) cut into 10 documents of 15 Psalms each (book-length: ~250k tokens
 # each), plus the King James Bible as one document; validation is the last document (Psalms
@@ -50,15 +51,16 @@ fi
 data=$out/data
 [ -f "$data/meta.json" ] || "$BIN" prepare --input "$corpus/train" --val-input "$corpus/val" --out "$data" --threads "$THREADS"
 
-steps_for() { echo $(( (TOKENS + TOKENS_PER_STEP - 1) / TOKENS_PER_STEP )); }
-
 # run NAME CONTEXT FLAGS...: train (or resume) and evaluate one model; writes OUT/NAME.result.json.
+# RUN_TOKENS and RUN_WARMUP (environment) override TOKENS and the warm-up of 30 steps; with
+# --init among the flags the model comes from that checkpoint (no model flags are passed).
 run() {
   local name=$1 context=$2; shift 2
   local dir=$out/$name result=$out/$name.result.json
   [ -f "$result" ] && { echo "== $name: done" >&2; return 0; }
-  local steps batch
-  steps=$(steps_for) batch=$((TOKENS_PER_STEP / context))
+  local tokens=${RUN_TOKENS:-$TOKENS} warmup=${RUN_WARMUP:-30} steps batch model=()
+  steps=$(( (tokens + TOKENS_PER_STEP - 1) / TOKENS_PER_STEP )) batch=$((TOKENS_PER_STEP / context))
+  [[ " $* " == *" --init "* ]] || model=(--layers "$LAYERS" --width "$WIDTH" --heads "$HEADS" --block "$BLOCK")
   echo "== $name: context $context, $steps steps of $batch x $context tokens, $* " >&2
   local start
   start=$(date +%s.%N)
@@ -66,8 +68,8 @@ run() {
     "$BIN" train --resume "$dir" --threads "$THREADS" >> "$dir.train.log" 2>&1
   else
     rm -rf "$dir"
-    "$BIN" train --data "$data" --out "$dir" "$@" --layers "$LAYERS" --width "$WIDTH" --heads "$HEADS" \
-      --context "$context" --block "$BLOCK" --batch "$batch" --steps "$steps" --warmup 30 --lr "$LR" \
+    "$BIN" train --data "$data" --out "$dir" "$@" "${model[@]}" \
+      --context "$context" --batch "$batch" --steps "$steps" --warmup "$warmup" --lr "$LR" \
       --eval-every 25 --eval-batches 4 --checkpoint-every 25 --keep 1 --seed 1 --threads "$THREADS" \
       > "$dir.train.log" 2>&1
   fi
@@ -105,6 +107,13 @@ for context in $CONTEXTS; do
       run "$name-$context" "$context" $flags
     done <<< "$EXTRA"
   fi
+done
+# Context extension: each EXTEND mechanism's model trained at the last context, fine-tuned at the
+# first for a tenth of the tokens (`train --init`): the cheap route to a long-context model.
+last=${CONTEXTS##* }
+for m in ${EXTEND:-}; do
+  [ -f "$out/$m-$last.result.json" ] || { echo "== $m-${last}to$first: $m-$last has not finished" >&2; continue; }
+  RUN_TOKENS=$((TOKENS / 10)) RUN_WARMUP=5 run "$m-${last}to$first" "$first" --init "$out/$m-$last"
 done
 jq -c -s '.' "$out"/*.result.json > "$out/results.json"
 echo "results: $out/results.json" >&2

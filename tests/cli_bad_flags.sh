@@ -50,6 +50,9 @@ cases=$(cat <<ROWS
 --p|$TR --p 3
 --r|$TR --r 0
 --block|$TR --block 0
+hidden_mult|$TR --hidden-mult 0
+hidden_mult|$TR --hidden-mult 257
+--hidden-mult|train $D --out $tmp/new --init $tmp/run --hidden-mult 2
 --layers|train --resume $tmp/run --out $tmp/run --layers 2
 --lr|train --resume $tmp/run --out $tmp/run --lr 0.1
 --mechanism|train $D --out $tmp/new --config $tmp/run/latest/config.json --mechanism softmax

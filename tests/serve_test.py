@@ -32,6 +32,14 @@ def run(*args):
     subprocess.run([BIN, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
 
 
+def metric(server, name):
+    for line in server.get("/metrics")[1].splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    check(False, f"metric {name}")
+    return 0
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -178,6 +186,53 @@ if len(text) > 6:
     ev = s.stream("/v1/completions", {**greedy, "stop": cut})
     check("".join(e["choices"][0]["text"] for e in ev) == text[:text.index(cut)], "streamed stop string")
 
+# logprobs: per token, the drawn token's and the top ones (greedy: the drawn one is the best)
+st, lp, _ = s.post("/v1/completions", {**greedy, "logprobs": 3})
+L = lp["choices"][0]["logprobs"]
+check(lp["choices"][0]["tokens"] == choice["tokens"], "logprobs change nothing drawn")
+check(len(L["tokens"]) == len(L["token_logprobs"]) == len(L["top_logprobs"]) == len(choice["tokens"]), "logprobs per token")
+check(all(x <= 0 for x in L["token_logprobs"]), "log-probabilities are <= 0")
+check(all(1 <= len(t) <= 3 and abs(max(t.values()) - x) < 1e-6 for t, x in zip(L["top_logprobs"], L["token_logprobs"])),
+      "greedy: the drawn token has the top log-probability")
+ev = s.stream("/v1/completions", {**greedy, "logprobs": 3})
+streamed = [x for e in ev for x in (e["choices"][0]["logprobs"] or {"token_logprobs": []})["token_logprobs"]]
+check(streamed == L["token_logprobs"], "streamed logprobs = whole")
+st, cl, _ = s.post("/v1/chat/completions", {**chat, "logprobs": True, "top_logprobs": 2})
+content = cl["choices"][0]["logprobs"]["content"]
+check(len(content) == cl["usage"]["completion_tokens"] and all(len(c["top_logprobs"]) == 2 and
+      isinstance(c["bytes"], list) for c in content), "chat logprobs")
+check(s.post("/v1/completions", greedy)[1]["choices"][0]["logprobs"] is None, "no logprobs unless asked")
+
+# Prefix cache: a prompt read again starts from its last block boundary's state, and draws
+# exactly what the cold request drew (same log-probabilities: the same arithmetic)
+long_prompt = {"prompt": "In the beginning God created the heaven and the earth. " * 8, "max_tokens": 8,
+               "temperature": 0, "logprobs": 1}
+hits_before = metric(s, "polysketch_prefix_cache_hits_total")
+st, cold, _ = s.post("/v1/completions", long_prompt)
+st, warm, _ = s.post("/v1/completions", long_prompt)
+n_prompt = cold["usage"]["prompt_tokens"]
+check(cold["usage"]["prompt_tokens_details"]["cached_tokens"] == 0, "cold request: nothing cached")
+check(warm["usage"]["prompt_tokens_details"]["cached_tokens"] == n_prompt // 16 * 16 and warm["usage"]["prompt_tokens"] == n_prompt,
+      f"prefix hit at the last block boundary: {warm['usage']}")
+check(warm["choices"][0]["logprobs"]["token_logprobs"] == cold["choices"][0]["logprobs"]["token_logprobs"],
+      "prefix hit = cold request, exactly")
+st, other, _ = s.post("/v1/completions", {**long_prompt, "prompt": long_prompt["prompt"] + "And God saw the light."})
+check(other["usage"]["prompt_tokens_details"]["cached_tokens"] == n_prompt // 16 * 16, "a longer prompt reuses the prefix")
+check(metric(s, "polysketch_prefix_cache_hits_total") - hits_before == 2, "prefix hits counted")
+
+# Long prompts read between other sequences' steps give what they give alone
+longs = [None] * 4
+def long_worker(i):
+    longs[i] = s.post("/v1/completions", {**long_prompt, "prompt": f"{i} " + long_prompt["prompt"], "max_tokens": 12})[1]
+threads = [threading.Thread(target=long_worker, args=(i,)) for i in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(120)
+for i in (0, 3):
+    st, alone, _ = s.post("/v1/completions", {**long_prompt, "prompt": f"{i} " + long_prompt["prompt"], "max_tokens": 12})
+    check(alone["choices"][0]["tokens"] == longs[i]["choices"][0]["tokens"], f"long prompt {i} alone = among 4")
+
 # Sessions: three requests continuing one session = one request over the whole token sequence
 p1, p2, p3 = tok["tokens"][:3], tok["tokens"][3:5], tok["tokens"][5:]
 ids, history = [], []
@@ -191,6 +246,7 @@ st, one, _ = s.post("/v1/completions", {"prompt": history[:len(history) - len(id
 check(one["choices"][0]["tokens"] == ids[2], "session over 3 requests = one request over the whole text")
 st, info, _ = s.call("GET", "/v1/sessions/chat-1", None)
 check(st == 200 and info["position"] == len(history), f"session position {info}")
+session_bytes = info["bytes"]
 st, lst, _ = s.call("GET", "/v1/sessions", None)
 check(any(x["id"] == "chat-1" for x in lst["data"]), "session list")
 st, _, _ = s.call("DELETE", "/v1/sessions/chat-1", None)
@@ -227,7 +283,9 @@ errors = [
     ("/v1/completions", {"prompt": "x", "bogus": 1}, 400, "bogus"),
     ("/v1/completions", {"prompt": "x", "session": "../etc"}, 400, "session"),
     ("/v1/completions", {"prompt": "x", "session": "a", "n": 2}, 400, "n"),
-    ("/v1/completions", {"prompt": "x", "logprobs": 3}, 400, "logprobs"),
+    ("/v1/completions", {"prompt": "x", "logprobs": 21}, 400, "logprobs"),
+    ("/v1/completions", {"prompt": "x", "logprobs": "3"}, 400, "logprobs"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, 400, "top_logprobs"),
     ("/v1/chat/completions", {"messages": []}, 400, "messages"),
     ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400, "messages"),
     ("/tokenize", {"text": 1}, 400, "content"),
@@ -281,6 +339,19 @@ with open(f"{sdir}/a.state", "r+b") as fh:  # not loaded by this server yet
     fh.write(b"garbage")
 st, err, _ = s.post("/v1/completions", {**turn, "prompt": p3, "session": "a"})
 check(st in (400, 503) and "a.state" in err["error"]["message"], f"corrupt snapshot refused: {st} {err}")
+s.stop()
+
+# --session-mb: kept states beyond the budget are evicted, least recently used first (no directory:
+# gone, with a 404 that says so)
+s = Server("--session-mb", str(2.5 * session_bytes / 2**20), "--prefix-stride", "0")
+for sid in ("s1", "s2", "s3"):
+    st, _, _ = s.post("/v1/completions", {**turn, "prompt": p1, "session": sid})
+    check(st == 200, f"session {sid}")
+check(s.call("GET", "/v1/sessions/s2", None)[0] == 200 and s.call("GET", "/v1/sessions/s3", None)[0] == 200,
+      "sessions within the budget kept")
+st, err, _ = s.call("GET", "/v1/sessions/s1", None)
+check(st == 404 and "evicted" in err["error"]["message"], f"least recently used session evicted: {st} {err}")
+check(metric(s, "polysketch_session_state_bytes") <= 2.5 * session_bytes, "state bytes within the budget")
 s.stop()
 
 # The API key; the queue limit

@@ -28,17 +28,21 @@ using serve::ApiError;
 struct ServeOptions {
   std::string checkpoint, host = "127.0.0.1", api_key, api_key_file, session_dir;
   int port = 8080, parallel = 16, max_queue = 64;
-  int64_t max_tokens = 4096, max_body_kb = 1024, max_sessions = 1024;
+  int64_t max_tokens = 4096, max_body_kb = 1024, max_sessions = 1024, prefix_stride = 1024;
+  double session_mb = 4096;
   double timeout_s = 600;
   Runtime runtime;
 };
 
+// Token texts may be a lone byte of a character: shown as U+FFFD rather than failing the dump.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
-  res.set_content(e.body().dump(), "application/json");
+  res.set_content(dump(e.body()), "application/json");
 }
 
-void send_json(httplib::Response& res, const json& j) { res.set_content(j.dump(), "application/json"); }
+void send_json(httplib::Response& res, const json& j) { res.set_content(dump(j), "application/json"); }
 
 std::string prometheus(const serve::EngineMetrics& m) {
   std::string out;
@@ -47,7 +51,10 @@ std::string prometheus(const serve::EngineMetrics& m) {
   };
   line("polysketch_requests_total", "counter", "requests admitted to the queue", double(m.requests));
   line("polysketch_prompt_tokens_total", "counter", "prompt tokens read", double(m.prompt_tokens));
-  line("polysketch_cached_tokens_total", "counter", "prompt history reused from sessions", double(m.cached_tokens));
+  line("polysketch_cached_tokens_total", "counter", "prompt tokens not read again (session history, cached prefixes)", double(m.cached_tokens));
+  line("polysketch_prefix_cache_hits_total", "counter", "prompts that began from a cached prefix", double(m.prefix_hits));
+  line("polysketch_prefix_cache_entries", "gauge", "prefix states kept", double(m.prefixes));
+  line("polysketch_prefix_cache_bytes", "gauge", "bytes of the prefix states kept", double(m.prefix_bytes));
   line("polysketch_generated_tokens_total", "counter", "tokens sent", double(m.generated_tokens));
   line("polysketch_active_sequences", "gauge", "requests being decoded", double(m.active));
   line("polysketch_queued_requests", "gauge", "requests waiting", double(m.queued));
@@ -68,13 +75,23 @@ std::string prometheus(const serve::EngineMetrics& m) {
   return out;
 }
 
+// What the completion handlers share.
+struct Service {
+  serve::Engine& engine;
+  const data::Tokenizer& tok;
+  serve::ApiLimits limits;
+  std::string model_name;
+  double timeout_s;
+  std::vector<std::string> pieces;  // Tokenizer::piece_texts(), for logprobs
+};
+
 // A completion request: validated, queued, then answered whole or streamed.
-void complete(serve::Endpoint endpoint, const httplib::Request& req, httplib::Response& res,
-              serve::Engine& engine, const data::Tokenizer& tok, const serve::ApiLimits& limits,
-              const std::string& model_name, double timeout_s) {
+void complete(serve::Endpoint endpoint, const httplib::Request& req, httplib::Response& res, const Service& service) {
+  auto& engine = service.engine;
+  const double timeout_s = service.timeout_s;
   serve::Request r;
   try {
-    r = serve::parse_request(endpoint, req.body, tok, limits, model_name);
+    r = serve::parse_request(endpoint, req.body, service.tok, service.limits, service.model_name);
   } catch (const ApiError& e) {
     return send_error(res, e);
   } catch (const Error& e) {
@@ -85,8 +102,10 @@ void complete(serve::Endpoint endpoint, const httplib::Request& req, httplib::Re
     return send_error(res, {503, "server_error", "the server is busy: too many requests are waiting; retry later", "", "queue_full"});
   }
   const int choices = r.job->choices;
+  const int64_t first_offset = r.echo ? static_cast<int64_t>(r.prompt_text.size()) : 0;  // of logprobs' text_offset
   if (!r.stream) {
     std::vector<std::string> text(static_cast<size_t>(choices)), finish(text.size());
+    std::vector<std::vector<serve::TokenLogprob>> logprobs(text.size());
     int done = 0;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
     serve::Event e;
@@ -101,21 +120,31 @@ void complete(serve::Endpoint endpoint, const httplib::Request& req, httplib::Re
         return send_error(res, {503, "server_error", e.error, "", "generation_failed"});
       }
       text[static_cast<size_t>(e.choice)] += e.text;
+      auto& lp = logprobs[static_cast<size_t>(e.choice)];
+      lp.insert(lp.end(), e.logprobs.begin(), e.logprobs.end());
       if (e.done) {
         finish[static_cast<size_t>(e.choice)] = e.finish_reason;
         ++done;
       }
     }
-    return send_json(res, serve::completion_response(endpoint, r, text, finish));
+    std::vector<json> lp_json;
+    for (const auto& lp : logprobs) {
+      int64_t offset = first_offset;
+      lp_json.push_back(serve::logprobs_json(endpoint, r, lp, service.pieces, offset));
+    }
+    return send_json(res, serve::completion_response(endpoint, r, text, finish, lp_json));
   }
   // Streamed: one chunk per piece of text, a last one per choice with its finish reason, then
   // [DONE]. A client that goes away cancels the job (its sequence is freed at once).
   struct Progress {
     std::vector<bool> started;
+    std::vector<int64_t> offsets;  // of the next token's text (logprobs)
     int done = 0;
   };
-  auto progress = std::make_shared<Progress>(Progress{std::vector<bool>(static_cast<size_t>(choices), false)});
+  auto progress = std::make_shared<Progress>(Progress{std::vector<bool>(static_cast<size_t>(choices), false),
+                                                      std::vector<int64_t>(static_cast<size_t>(choices), first_offset)});
   auto job = r.job;
+  const auto* pieces = &service.pieces;  // the service outlives every stream
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
@@ -124,7 +153,7 @@ void complete(serve::Endpoint endpoint, const httplib::Request& req, httplib::Re
         while (!job->next_event(e, 0.25))
           if (!sink.is_writable()) return false;
         auto write = [&](const json& j) {
-          const std::string s = "data: " + j.dump() + "\n\n";
+          const std::string s = "data: " + dump(j) + "\n\n";
           return sink.write(s.data(), s.size());
         };
         const auto c = static_cast<size_t>(e.choice);
@@ -133,8 +162,10 @@ void complete(serve::Endpoint endpoint, const httplib::Request& req, httplib::Re
           sink.done();
           return true;
         }
-        if (!e.text.empty() || !progress->started[c])
-          if (!write(serve::stream_chunk(endpoint, r, e.choice, e.text, "", !progress->started[c]))) return false;
+        if (!e.text.empty() || !progress->started[c]) {
+          json lp = serve::logprobs_json(endpoint, r, e.logprobs, *pieces, progress->offsets[c]);
+          if (!write(serve::stream_chunk(endpoint, r, e.choice, e.text, "", !progress->started[c], std::move(lp)))) return false;
+        }
         progress->started[c] = true;
         if (e.done) {
           if (!write(serve::stream_chunk(endpoint, r, e.choice, "", e.finish_reason, false))) return false;
@@ -164,6 +195,8 @@ void run_serve(const ServeOptions& o) {
   util::check_range("--max-tokens", o.max_tokens, 1, int64_t{1} << 30);
   util::check_range("--max-body", o.max_body_kb, 1, int64_t{1} << 22);
   util::check_range("--max-sessions", o.max_sessions, 0, int64_t{1} << 30);
+  util::check_range("--session-mb", o.session_mb, 0.0, 1e9);
+  util::check_range("--prefix-stride", o.prefix_stride, 0, int64_t{1} << 30);
   util::check_range("--timeout", o.timeout_s, 1.0, 1e7);
   std::string key = o.api_key;
   if (!o.api_key_file.empty()) {
@@ -182,7 +215,16 @@ void run_serve(const ServeOptions& o) {
                                  std::filesystem::path(ck.dir).filename().string();
   serve::ApiLimits limits{o.max_tokens, 0};
   if (!o.session_dir.empty()) std::filesystem::create_directories(o.session_dir);
-  serve::Engine engine(model, tok, {o.parallel, o.max_queue, o.max_sessions, o.session_dir, model.identity()});
+  serve::EngineOptions eo;
+  eo.parallel = o.parallel;
+  eo.max_queue = o.max_queue;
+  eo.max_sessions = o.max_sessions;
+  eo.memory_budget = static_cast<int64_t>(o.session_mb * (1 << 20));
+  eo.prefix_stride = o.prefix_stride;
+  eo.session_dir = o.session_dir;
+  eo.model_identity = model.identity();
+  serve::Engine engine(model, tok, eo);
+  const Service service{engine, tok, limits, model_name, o.timeout_s, tok.piece_texts()};
 
   httplib::Server svr;
   const size_t workers = static_cast<size_t>(std::min(o.parallel + o.max_queue + 8, 512));
@@ -222,10 +264,10 @@ void run_serve(const ServeOptions& o) {
                                            {"context", ck.config.context}}})}});
   });
   svr.Post("/v1/completions", [&](const httplib::Request& req, httplib::Response& res) {
-    complete(serve::Endpoint::completions, req, res, engine, tok, limits, model_name, o.timeout_s);
+    complete(serve::Endpoint::completions, req, res, service);
   });
   svr.Post("/v1/chat/completions", [&](const httplib::Request& req, httplib::Response& res) {
-    complete(serve::Endpoint::chat, req, res, engine, tok, limits, model_name, o.timeout_s);
+    complete(serve::Endpoint::chat, req, res, service);
   });
   svr.Post("/tokenize", [&](const httplib::Request& req, httplib::Response& res) {
     const json j = json::parse(req.body, nullptr, false);
@@ -328,6 +370,12 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--max-body", o->max_body_kb, "largest request body, KiB (413 beyond)")->capture_default_str();
   cmd->add_option("--max-sessions", o->max_sessions, "sessions kept in memory (the least recently used "
                                                      "is evicted: to --session-dir, or gone)")->capture_default_str();
+  cmd->add_option("--session-mb", o->session_mb, "memory for kept states: sessions (and their rollback "
+                                                 "states) and cached prompt prefixes, MiB; beyond, the "
+                                                 "least recently used is evicted")->capture_default_str();
+  cmd->add_option("--prefix-stride", o->prefix_stride, "tokens between the cached prefix states of a prompt "
+                                                       "(rounded up to the block; its last block boundary "
+                                                       "is kept too; sketch mechanisms; 0: no prefix cache)")->capture_default_str();
   cmd->add_option("--session-dir", o->session_dir, "keep sessions as snapshot files here: evicted ones, "
                                                    "and all when the server stops; a restarted server "
                                                    "(same model) continues them");

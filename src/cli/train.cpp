@@ -81,6 +81,8 @@ void add_train(CLI::App& app) {
   model_flag(cmd->add_option("--r", m.attention.r, "sketch size"));
   model_flag(cmd->add_option("--block", m.attention.block, "block size b"));
   model_flag(cmd->add_option("--p", m.attention.p, "polynomial degree"));
+  model_flag(cmd->add_option("--hidden-mult", m.attention.hidden_mult,
+                             "learned sketch: hidden width of its network = hidden-mult x r"));
   model_flag(cmd->add_option("--dropout", m.dropout));
   run_flag(cmd->add_option("--batch", o.batch, "sequences per micro-batch"));
   run_flag(cmd->add_option("--accum", o.accum, "micro-batches per step"));

@@ -132,4 +132,23 @@ std::vector<int16_t> Tokenizer::byte_pieces() const {
   return bytes;
 }
 
+std::vector<std::string> Tokenizer::piece_texts() const {
+  const auto bytes = byte_pieces();
+  std::vector<std::string> texts(static_cast<size_t>(vocab_size()));
+  static const std::string kWordMark = "\xe2\x96\x81";  // U+2581, SentencePiece's space
+  for (int id = 0; id < vocab_size(); ++id) {
+    if (bytes[id] >= 0) {
+      texts[id] = std::string(1, static_cast<char>(bytes[id]));
+      continue;
+    }
+    const std::string& piece = impl_->sp.IdToPiece(id);
+    for (size_t i = 0; i < piece.size();) {
+      const bool mark = piece.compare(i, kWordMark.size(), kWordMark) == 0;
+      texts[id] += mark ? ' ' : piece[i];
+      i += mark ? kWordMark.size() : 1;
+    }
+  }
+  return texts;
+}
+
 }  // namespace polysketch::data

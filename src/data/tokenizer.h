@@ -33,6 +33,9 @@ class Tokenizer {
   int32_t end_of_document() const;
   // Per id: the byte a byte-fallback piece (<0xNN>) stands for, else -1.
   std::vector<int16_t> byte_pieces() const;
+  // Per id: the bytes the piece stands for on its own ("\xe2\x96\x81" word marks as spaces, a
+  // byte piece as its byte, a control piece as its name, e.g. "</s>"): how a server shows tokens.
+  std::vector<std::string> piece_texts() const;
   const std::string& model_bytes() const { return bytes_; }
 
  private:

@@ -53,8 +53,13 @@ int32_t sample(const std::vector<float>& all_logits, const SamplingOptions& o, k
 
 kernels::Rng sampling_rng(uint64_t seed) { return kernels::Rng::derive(seed, 0x6e4e, 0); }
 
+std::vector<int32_t> prompt_input(const DecodeState& state, std::vector<int32_t> ids) {
+  if (ids.empty() && state.position() == 0) ids.push_back(0);
+  return ids;
+}
+
 void read_prompt(const Model& model, DecodeState& state, std::vector<int32_t> ids) {
-  if (ids.empty() && state.position() == 0) ids.push_back(0);  // something to condition on
+  ids = prompt_input(state, std::move(ids));
   if (!ids.empty()) model.prefill(state, ids.data(), static_cast<int64_t>(ids.size()));
 }
 

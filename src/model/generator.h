@@ -31,8 +31,10 @@ int32_t sample(const std::vector<float>& logits, const SamplingOptions& options,
 // The sampler's random stream for a seed (every generator of the same seed draws the same).
 kernels::Rng sampling_rng(uint64_t seed);
 
-// Reads a prompt into a state (one prefill). An empty prompt on an empty state conditions on
-// token 0 (there must be something to predict from); on a non-empty state it reads nothing.
+// The tokens a prompt puts into a state: the prompt, but for an empty prompt on an empty state
+// token 0 (there must be something to predict from); on a non-empty state nothing.
+std::vector<int32_t> prompt_input(const DecodeState& state, std::vector<int32_t> ids);
+// Reads a prompt into a state (one prefill of prompt_input).
 void read_prompt(const Model& model, DecodeState& state, std::vector<int32_t> ids);
 
 class Generator {

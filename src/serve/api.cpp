@@ -11,6 +11,8 @@ namespace polysketch::serve {
 namespace {
 using nlohmann::json;
 
+constexpr int64_t kMaxTopLogprobs = 20;
+
 [[noreturn]] void bad(const std::string& param, const std::string& message) {
   throw ApiError{400, "invalid_request_error", message, param, param.empty() ? "invalid_request" : "invalid_value"};
 }
@@ -76,7 +78,7 @@ const std::set<std::string>& known(Endpoint e) {
   }();
   static std::set<std::string> chat = [] {
     auto s = common;
-    s.insert({"messages", "max_completion_tokens"});
+    s.insert({"messages", "max_completion_tokens", "top_logprobs"});
     return s;
   }();
   return e == Endpoint::chat ? chat : completions;
@@ -128,11 +130,16 @@ Request parse_request(Endpoint endpoint, const std::string& body, const data::To
   if (j.is_discarded() || !j.is_object()) bad("", "the request body must be a JSON object");
   for (const auto& [key, value] : j.items())
     if (!known(endpoint).count(key)) bad(key, fmt::format("unknown field '{}'", key));
-  if (const json* lp = field(j, "logprobs"); lp && !(lp->is_boolean() && !lp->get<bool>()) && !(lp->is_number_integer() && lp->get<int64_t>() == 0))
-    bad("logprobs", "'logprobs' is not supported by this server");
   Request r;
   r.job = std::make_shared<Job>();
   auto& job = *r.job;
+  // logprobs: completions take the number of top tokens; chat takes true and top_logprobs.
+  if (endpoint == Endpoint::chat) {
+    if (boolean(j, "logprobs")) job.logprobs = static_cast<int>(integer(j, "top_logprobs", 0, 0, kMaxTopLogprobs));
+    else if (field(j, "top_logprobs")) bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+  } else if (const json* lp = field(j, "logprobs"); lp && !(lp->is_boolean() && !lp->get<bool>())) {
+    job.logprobs = static_cast<int>(integer(j, "logprobs", 0, 0, kMaxTopLogprobs));
+  }
   if (endpoint == Endpoint::chat) {
     const json* m = field(j, "messages");
     if (!m) bad("messages", "'messages' is required");
@@ -175,22 +182,55 @@ Request parse_request(Endpoint endpoint, const std::string& body, const data::To
 
 json usage(const Request& r) {
   const auto& job = *r.job;
-  const int64_t prompt = static_cast<int64_t>(job.prompt.size()) + job.cached_tokens;
+  const int64_t prompt = static_cast<int64_t>(job.prompt.size()) + job.history_tokens;
   return {{"prompt_tokens", prompt}, {"completion_tokens", job.completion_tokens},
           {"total_tokens", prompt + job.completion_tokens},
           {"prompt_tokens_details", {{"cached_tokens", job.cached_tokens}}}};
 }
 
+json logprobs_json(Endpoint endpoint, const Request& r, const std::vector<TokenLogprob>& lps,
+                   const std::vector<std::string>& pieces, int64_t& offset) {
+  if (r.job->logprobs < 0) return nullptr;
+  auto piece = [&](int32_t id) -> const std::string& { return pieces.at(static_cast<size_t>(id)); };
+  if (endpoint == Endpoint::chat) {
+    auto entry = [&](int32_t id, float lp) {
+      const std::string& t = piece(id);
+      json bytes = json::array();
+      for (const unsigned char b : t) bytes.push_back(b);
+      return json{{"token", t}, {"logprob", lp}, {"bytes", bytes}};
+    };
+    json content = json::array();
+    for (const auto& lp : lps) {
+      json e = entry(lp.token, lp.logprob);
+      e["top_logprobs"] = json::array();
+      for (const auto& [id, v] : lp.top) e["top_logprobs"].push_back(entry(id, v));
+      content.push_back(std::move(e));
+    }
+    return {{"content", content}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(), offsets = json::array();
+  for (const auto& lp : lps) {
+    tokens.push_back(piece(lp.token));
+    token_logprobs.push_back(lp.logprob);
+    json t = json::object();
+    for (const auto& [id, v] : lp.top) t[piece(id)] = v;
+    top.push_back(std::move(t));
+    offsets.push_back(offset);
+    offset += static_cast<int64_t>(piece(lp.token).size());
+  }
+  return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top}, {"text_offset", offsets}};
+}
+
 json completion_response(Endpoint endpoint, const Request& r, const std::vector<std::string>& text,
-                         const std::vector<std::string>& finish) {
+                         const std::vector<std::string>& finish, const std::vector<json>& logprobs) {
   json choices = json::array();
   for (size_t c = 0; c < text.size(); ++c) {
     if (endpoint == Endpoint::chat) {
       choices.push_back({{"index", c}, {"message", {{"role", "assistant"}, {"content", text[c]}}},
-                         {"finish_reason", finish[c]}, {"logprobs", nullptr}});
+                         {"finish_reason", finish[c]}, {"logprobs", logprobs[c]}});
     } else {
       choices.push_back({{"index", c}, {"text", (r.echo ? r.prompt_text : "") + text[c]},
-                         {"finish_reason", finish[c]}, {"logprobs", nullptr}, {"tokens", r.job->tokens[c]}});
+                         {"finish_reason", finish[c]}, {"logprobs", logprobs[c]}, {"tokens", r.job->tokens[c]}});
     }
   }
   return {{"id", r.id}, {"object", endpoint == Endpoint::chat ? "chat.completion" : "text_completion"},
@@ -198,8 +238,8 @@ json completion_response(Endpoint endpoint, const Request& r, const std::vector<
 }
 
 json stream_chunk(Endpoint endpoint, const Request& r, int choice, const std::string& text,
-                  const std::string& finish, bool first) {
-  json c{{"index", choice}, {"finish_reason", finish.empty() ? json() : json(finish)}, {"logprobs", nullptr}};
+                  const std::string& finish, bool first, json logprobs) {
+  json c{{"index", choice}, {"finish_reason", finish.empty() ? json() : json(finish)}, {"logprobs", std::move(logprobs)}};
   if (endpoint == Endpoint::chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";

@@ -46,12 +46,19 @@ Request parse_request(Endpoint endpoint, const std::string& body, const data::To
 // "Role: content\n", then "Assistant:" (docs/SERVE.md).
 std::string chat_transcript(const nlohmann::json& messages);
 
-// A whole (non-streamed) response from the collected text and finish reasons of every choice.
+// Token log-probabilities in the endpoint's shape (null when the request did not ask for them):
+// completions {tokens, token_logprobs, top_logprobs, text_offset}, chat {content: [{token,
+// logprob, bytes, top_logprobs}]}. `pieces`: Tokenizer::piece_texts(); `offset`: where the first
+// token's text begins in the choice's text, advanced past the last.
+nlohmann::json logprobs_json(Endpoint endpoint, const Request& r, const std::vector<TokenLogprob>& logprobs,
+                             const std::vector<std::string>& pieces, int64_t& offset);
+// A whole (non-streamed) response from the collected text, finish reasons and logprobs_json of
+// every choice.
 nlohmann::json completion_response(Endpoint endpoint, const Request& r, const std::vector<std::string>& text,
-                                   const std::vector<std::string>& finish);
-// One streamed chunk: a choice's new text, or its finish reason.
+                                   const std::vector<std::string>& finish, const std::vector<nlohmann::json>& logprobs);
+// One streamed chunk: a choice's new text (and its tokens' logprobs_json), or its finish reason.
 nlohmann::json stream_chunk(Endpoint endpoint, const Request& r, int choice, const std::string& text,
-                            const std::string& finish, bool first);
+                            const std::string& finish, bool first, nlohmann::json logprobs = nullptr);
 nlohmann::json usage(const Request& r);
 
 }  // namespace polysketch::serve

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <numeric>
 
+#include "attention/mechanism.h"
 #include "data/text_stream.h"
 #include "kernels/rng.h"
 
@@ -33,6 +36,29 @@ size_t stop_prefix(const std::string& text, const std::vector<std::string>& stop
         break;
       }
   return keep;
+}
+// FNV-1a over token ids: the prefix cache's key.
+constexpr uint64_t kHashBasis = 1469598103934665603ULL;
+uint64_t hash_tokens(const int32_t* tokens, int64_t n, uint64_t h) {
+  for (int64_t i = 0; i < n; ++i) h = (h ^ static_cast<uint32_t>(tokens[i])) * 1099511628211ULL;
+  return h;
+}
+
+TokenLogprob token_logprob(const std::vector<float>& logits, int32_t id, int top) {
+  const float max = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x) - max);
+  const double lse = max + std::log(sum);
+  TokenLogprob t{id, static_cast<float>(logits[static_cast<size_t>(id)] - lse), {}};
+  std::vector<int32_t> ids(logits.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  const auto k = std::min(ids.size(), static_cast<size_t>(top));
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(), [&](int32_t a, int32_t b) {
+    return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)] ||
+           (logits[static_cast<size_t>(a)] == logits[static_cast<size_t>(b)] && a < b);
+  });
+  for (size_t i = 0; i < k; ++i) t.top.emplace_back(ids[i], static_cast<float>(logits[static_cast<size_t>(ids[i])] - lse));
+  return t;
 }
 }  // namespace
 
@@ -67,6 +93,7 @@ struct Engine::Sequence {
   size_t shown = 0;       // of it, sent
   int64_t tokens = 0;
   std::vector<int32_t> pending;  // tokens of text not sent yet
+  std::vector<TokenLogprob> pending_logprobs;
   bool done = false;
   Clock::time_point last;
 };
@@ -75,9 +102,22 @@ struct Engine::Running {
   std::shared_ptr<Job> job;
   std::vector<Sequence> seqs;
   Clock::time_point submitted;
-  bool started = false, first = true, released = false;
+  bool begun = false, started = false, first = true, released = false;
+  // While the prompt is read: the state, the tokens going into it and how many are in.
+  std::shared_ptr<DecodeState> state;
+  std::vector<int32_t> input;
+  int64_t read = 0;
+  bool cacheable = false;       // the state began empty: its prefixes may be cached
+  uint64_t hash = kHashBasis;   // of input[0, read), when cacheable
   std::shared_ptr<DecodeState> session_before;  // the session's state when the job started
   std::vector<Event> ends;  // the choices' last events, sent when the job leaves
+};
+
+// A cached prompt prefix: its tokens (a hash match is checked against them) and its state.
+struct Engine::Prefix {
+  std::vector<int32_t> tokens;
+  std::shared_ptr<const DecodeState> state;
+  int64_t used = 0;
 };
 
 // A job is over (answered, failed or cancelled): its place counts for new jobs at once, before
@@ -96,7 +136,13 @@ struct Engine::Session {
 };
 
 Engine::Engine(const Model& model, const data::Tokenizer& tokenizer, EngineOptions options)
-    : model_(model), tokenizer_(tokenizer), options_(options), thread_([this] { loop(); }) {}
+    : model_(model),
+      tokenizer_(tokenizer),
+      options_(options),
+      block_(model.config().attention.block),
+      fixed_state_(attention::uses_sketch(model.config().attention.mechanism)),
+      stride_((options.prefix_stride + block_ - 1) / block_ * block_),
+      thread_([this] { loop(); }) {}
 
 Engine::~Engine() {
   stop();
@@ -123,7 +169,7 @@ Engine::Session* Engine::find_session(const std::string& id) {
   return sessions_.at(id).get();
 }
 
-// Caller holds mutex_. Evicts the least recently used beyond max_sessions (to the directory).
+// Caller holds mutex_.
 void Engine::keep_session(const std::string& id, std::shared_ptr<DecodeState> state,
                           std::shared_ptr<DecodeState> previous) {
   auto& s = sessions_[id];
@@ -131,18 +177,80 @@ void Engine::keep_session(const std::string& id, std::shared_ptr<DecodeState> st
   s->state = std::move(state);
   s->previous = std::move(previous);
   s->used = ++clock_;
-  while (static_cast<int64_t>(sessions_.size()) > options_.max_sessions) {
-    const auto lru = std::min_element(sessions_.begin(), sessions_.end(),
-                                      [](const auto& a, const auto& b) { return a.second->used < b.second->used; });
-    if (!options_.session_dir.empty()) {
-      try {
-        lru->second->state->save(session_path(lru->first), options_.model_identity);
-      } catch (const Error& e) {  // kept in memory rather than lost; said once per failure
-        fmt::print(stderr, "session {} not evicted: {}\n", lru->first, e.what());
-        break;
+  fit_budget();
+}
+
+// Caller holds mutex_. The longest cached prefix of `prompt` (at a block boundary), or null.
+std::shared_ptr<const DecodeState> Engine::find_prefix(const std::vector<int32_t>& prompt, int64_t& length) {
+  if (prefixes_.empty()) return nullptr;
+  std::vector<uint64_t> hashes;  // of prompt[0, (i + 1) b)
+  uint64_t h = kHashBasis;
+  for (int64_t end = block_; end <= static_cast<int64_t>(prompt.size()); end += block_)
+    hashes.push_back(h = hash_tokens(prompt.data() + end - block_, block_, h));
+  for (size_t i = hashes.size(); i-- > 0;) {
+    const auto it = prefixes_.find(hashes[i]);
+    const auto n = static_cast<std::ptrdiff_t>(i + 1) * block_;
+    if (it == prefixes_.end() || !std::equal(prompt.begin(), prompt.begin() + n, it->second->tokens.begin(), it->second->tokens.end()))
+      continue;
+    it->second->used = ++clock_;
+    ++metrics_.prefix_hits;
+    length = n;
+    return it->second->state;
+  }
+  return nullptr;
+}
+
+// Caller holds mutex_.
+void Engine::keep_prefix(const std::vector<int32_t>& prompt, int64_t length, uint64_t hash, const DecodeState& state) {
+  auto& p = prefixes_[hash];
+  if (!p) {
+    if (state.bytes() > options_.memory_budget / 4) {  // not worth evicting most of what is kept
+      prefixes_.erase(hash);
+      return;
+    }
+    p = std::make_unique<Prefix>(Prefix{{prompt.begin(), prompt.begin() + length}, std::make_shared<const DecodeState>(state), 0});
+  }
+  p->used = ++clock_;
+  fit_budget();
+}
+
+// Caller holds mutex_. Evicts the least recently used sessions and prefixes until at most
+// max_sessions sessions and memory_budget bytes are kept; an evicted session goes to the
+// directory (if any).
+void Engine::fit_budget() {
+  for (;;) {
+    int64_t bytes = 0, session_used = INT64_MAX, prefix_used = INT64_MAX;
+    const std::string* session = nullptr;  // the least recently used of each kind
+    std::optional<uint64_t> prefix;
+    for (const auto& [id, s] : sessions_) {
+      bytes += s->state->bytes() + (s->previous && s->previous != s->state ? s->previous->bytes() : 0);
+      if (s->used < session_used) {
+        session_used = s->used;
+        session = &id;
       }
     }
-    sessions_.erase(lru);
+    for (const auto& [h, p] : prefixes_) {
+      bytes += p->state->bytes();
+      if (p->used < prefix_used) {
+        prefix_used = p->used;
+        prefix = h;
+      }
+    }
+    const bool too_many = static_cast<int64_t>(sessions_.size()) > options_.max_sessions;
+    if (!too_many && bytes <= options_.memory_budget) return;
+    if (!too_many && prefix_used < session_used) {
+      prefixes_.erase(*prefix);
+      continue;
+    }
+    if (!options_.session_dir.empty()) {
+      try {
+        sessions_.at(*session)->state->save(session_path(*session), options_.model_identity);
+      } catch (const Error& e) {  // kept in memory rather than lost; said once per failure
+        fmt::print(stderr, "session {} not evicted: {}\n", *session, e.what());
+        return;
+      }
+    }
+    sessions_.erase(*session);
   }
 }
 
@@ -227,40 +335,156 @@ EngineMetrics Engine::metrics() const {
   m.queued = static_cast<int64_t>(waiting_.size());
   m.sessions = static_cast<int64_t>(sessions_.size());
   for (const auto& [id, s] : sessions_) m.state_bytes += s->state->bytes();
+  m.prefixes = static_cast<int64_t>(prefixes_.size());
+  for (const auto& [h, p] : prefixes_) m.prefix_bytes += p->state->bytes();
   return m;
 }
 
-// Reads the job's prompt into its first sequence's state (after the session's history, if it
-// names one) and copies the state to its other choices.
-void Engine::start(Running& r) {
+// A newly admitted job's starting state: its session's (a copy: the session keeps its own until
+// the job ends), else the longest cached prefix of its prompt, else an empty one.
+void Engine::begin(Running& r) {
   auto& job = *r.job;
-  std::shared_ptr<DecodeState> state;
+  r.begun = true;
   if (!job.session.empty()) {
     std::lock_guard lock(mutex_);
     if (const Session* s = find_session(job.session)) {
       r.session_before = s->state;
-      state = std::make_shared<DecodeState>(*s->state);  // the session keeps its own until we finish
-      job.cached_tokens = state->position();
+      r.state = std::make_shared<DecodeState>(*s->state);
+      job.history_tokens = job.cached_tokens = r.state->position();
     }
   }
-  if (!state) state = std::make_shared<DecodeState>(model_.config());
-  model::read_prompt(model_, *state, job.prompt);
+  if (r.state) {
+    r.input = model::prompt_input(*r.state, job.prompt);
+    return;
+  }
+  r.state = std::make_shared<DecodeState>(model_.config());
+  r.input = model::prompt_input(*r.state, job.prompt);
+  r.cacheable = fixed_state_ && stride_ > 0;
+  if (!r.cacheable) return;
+  std::shared_ptr<const DecodeState> hit;
+  {
+    std::lock_guard lock(mutex_);
+    hit = find_prefix(r.input, r.read);
+  }
+  if (!hit) return;
+  *r.state = DecodeState(*hit);
+  r.hash = hash_tokens(r.input.data(), r.read, kHashBasis);
+  job.cached_tokens = r.read;
+}
+
+// Reads about `most` more prompt tokens into the job's state (at least one piece) and returns how
+// many. A sketch state is fed a piece at a time, each ending at a multiple of the block size: the
+// same arithmetic whether the prompt is read in one go or between other work, whether or not it
+// began from a cached prefix. Prefix states are kept every stride_ tokens and at the prompt's last
+// block boundary. A KV cache takes the rest of the prompt at once.
+int64_t Engine::read_prompt(Running& r, int64_t most) {
+  const auto n = static_cast<int64_t>(r.input.size());
+  int64_t done = 0;
+  while (r.read < n && done < most) {
+    const int64_t len = fixed_state_ ? std::min(n - r.read, block_ - r.state->position() % block_) : n - r.read;
+    model_.prefill(*r.state, r.input.data() + r.read, len);
+    if (r.cacheable) r.hash = hash_tokens(r.input.data() + r.read, len, r.hash);
+    r.read += len;
+    done += len;
+    if (r.cacheable && r.read % block_ == 0 && (r.read % stride_ == 0 || r.read == n / block_ * block_)) {
+      std::lock_guard lock(mutex_);
+      keep_prefix(r.input, r.read, r.hash, *r.state);
+    }
+  }
+  return done;
+}
+
+// The prompt is in: the job's choices start from copies of its state.
+void Engine::start(Running& r) {
+  auto& job = *r.job;
   for (int c = 0; c < job.choices; ++c) {
-    Sequence s{c == 0 ? state : std::make_shared<DecodeState>(*state),
+    Sequence s{c == 0 ? r.state : std::make_shared<DecodeState>(*r.state),
                model::sampling_rng(job.sampling.seed + static_cast<uint64_t>(c)),
-               std::nullopt, {}, 0, 0, {}, false, Clock::now()};
+               std::nullopt, {}, 0, 0, {}, {}, false, Clock::now()};
     s.text.emplace(tokenizer_, job.prompt);
     r.seqs.push_back(std::move(s));
   }
+  r.state.reset();
   job.tokens.assign(static_cast<size_t>(job.choices), {});
   r.started = true;
+  std::lock_guard lock(mutex_);
+  metrics_.prompt_tokens += static_cast<int64_t>(job.prompt.size());
+  metrics_.cached_tokens += job.cached_tokens;
+}
+
+// One token for every running sequence: drawn from its last logits, sent (as far as stop strings
+// allow), then all states advanced by one batched step.
+void Engine::decode(std::vector<Running>& active) {
+  const int32_t end_of_document = tokenizer_.end_of_document();
+  std::vector<DecodeState*> states;
+  std::vector<int32_t> tokens;
+  for (auto& r : active) {
+    if (!r.started || r.job->cancelled) continue;
+    auto& job = *r.job;
+    for (size_t c = 0; c < r.seqs.size(); ++c) {
+      auto& s = r.seqs[c];
+      if (s.done) continue;
+      const auto& logits = s.state->last_logits();
+      const int32_t id = model::sample(logits, job.sampling, s.rng, s.text->allowed());
+      if (job.logprobs >= 0) s.pending_logprobs.push_back(token_logprob(logits, id, job.logprobs));
+      s.generated += s.text->push(id);
+      s.pending.push_back(id);
+      job.tokens[c].push_back(id);
+      ++s.tokens;
+      std::string reason;
+      size_t end = s.generated.size();
+      if (id == end_of_document) reason = "stop";
+      for (const auto& stop : job.stop)
+        if (const auto at = s.generated.find(stop, s.shown); at != std::string::npos && at < end) {
+          end = at;
+          reason = "stop";
+        }
+      if (reason.empty() && s.tokens >= job.max_tokens) reason = "length";
+      if (reason.empty()) end -= stop_prefix(s.generated, job.stop);
+      Event e{static_cast<int>(c), s.generated.substr(s.shown, end - s.shown), {}, {}, false, {}, {}};
+      if (!e.text.empty() || !reason.empty()) {
+        s.shown = end;
+        e.tokens = std::move(s.pending);
+        e.logprobs = std::move(s.pending_logprobs);
+        s.pending.clear();
+        s.pending_logprobs.clear();
+        {
+          std::lock_guard lock(mutex_);
+          if (r.first) {
+            record(metrics_.time_to_first_token, since(r.submitted));
+            r.first = false;
+          } else {
+            record(metrics_.inter_token, since(s.last));
+          }
+          metrics_.generated_tokens += static_cast<int64_t>(e.tokens.size());
+        }
+        s.last = Clock::now();
+        job.push(std::move(e));
+      }
+      if (!reason.empty()) {  // said after the step, once the session holds the last token
+        s.done = true;
+        job.completion_tokens += s.tokens;
+        r.ends.push_back(Event{static_cast<int>(c), {}, {}, {}, true, reason, {}});
+      }
+      states.push_back(s.state.get());  // the state takes every token drawn, the last included
+      tokens.push_back(id);
+    }
+  }
+  if (states.empty()) return;
+  try {
+    model_.step(states.data(), tokens.data(), static_cast<int64_t>(states.size()));
+  } catch (const Error& e) {
+    for (auto& r : active) {
+      for (int c = 0; c < r.job->choices; ++c) r.job->push(Event{c, {}, {}, {}, true, "error", e.what()});
+      r.job->cancel();
+    }
+  }
 }
 
 void Engine::loop() {
   std::vector<Running> active;
-  const int32_t end_of_document = tokenizer_.end_of_document();
   auto fail = [](Running& r, const std::string& why) {
-    for (int c = 0; c < r.job->choices; ++c) r.job->push(Event{c, {}, {}, true, "error", why});
+    for (int c = 0; c < r.job->choices; ++c) r.job->push(Event{c, {}, {}, {}, true, "error", why});
   };
   for (;;) {
     {
@@ -286,79 +510,22 @@ void Engine::loop() {
       metrics_.active = static_cast<int64_t>(active.size());
     }
     if (active.empty()) continue;
-    // Prompts of newly admitted jobs, then one token for every running sequence.
+    // Prompts, oldest job first: one block's worth between two steps while sequences are being
+    // decoded (their next token waits for it), more when none is.
+    const bool decoding = std::any_of(active.begin(), active.end(), [](const Running& r) { return r.started && !r.job->cancelled; });
+    int64_t budget = decoding ? block_ : std::max<int64_t>(block_, 4096);
     for (auto& r : active) {
       if (r.started || r.job->cancelled) continue;
       try {
-        start(r);
-        std::lock_guard lock(mutex_);
-        metrics_.prompt_tokens += static_cast<int64_t>(r.job->prompt.size());
-        metrics_.cached_tokens += r.job->cached_tokens;
+        if (!r.begun) begin(r);
+        if (budget > 0) budget -= read_prompt(r, budget);
+        if (r.read == static_cast<int64_t>(r.input.size())) start(r);
       } catch (const Error& e) {
         fail(r, e.what());
         r.job->cancel();
       }
     }
-    std::vector<DecodeState*> states;
-    std::vector<int32_t> tokens;
-    for (auto& r : active) {
-      if (!r.started || r.job->cancelled) continue;
-      auto& job = *r.job;
-      for (size_t c = 0; c < r.seqs.size(); ++c) {
-        auto& s = r.seqs[c];
-        if (s.done) continue;
-        const int32_t id = model::sample(s.state->last_logits(), job.sampling, s.rng, s.text->allowed());
-        s.generated += s.text->push(id);
-        s.pending.push_back(id);
-        job.tokens[c].push_back(id);
-        ++s.tokens;
-        std::string reason;
-        size_t end = s.generated.size();
-        if (id == end_of_document) reason = "stop";
-        for (const auto& stop : job.stop)
-          if (const auto at = s.generated.find(stop, s.shown); at != std::string::npos && at < end) {
-            end = at;
-            reason = "stop";
-          }
-        if (reason.empty() && s.tokens >= job.max_tokens) reason = "length";
-        if (reason.empty()) end -= stop_prefix(s.generated, job.stop);
-        Event e{static_cast<int>(c), s.generated.substr(s.shown, end - s.shown), {}, false, {}, {}};
-        if (!e.text.empty() || !reason.empty()) {
-          s.shown = end;
-          e.tokens = std::move(s.pending);
-          s.pending.clear();
-          {
-            std::lock_guard lock(mutex_);
-            if (r.first) {
-              record(metrics_.time_to_first_token, since(r.submitted));
-              r.first = false;
-            } else {
-              record(metrics_.inter_token, since(s.last));
-            }
-            metrics_.generated_tokens += static_cast<int64_t>(e.tokens.size());
-          }
-          s.last = Clock::now();
-          job.push(std::move(e));
-        }
-        if (!reason.empty()) {  // said after the step, once the session holds the last token
-          s.done = true;
-          job.completion_tokens += s.tokens;
-          r.ends.push_back(Event{static_cast<int>(c), {}, {}, true, reason, {}});
-        }
-        states.push_back(s.state.get());  // the state takes every token drawn, the last included
-        tokens.push_back(id);
-      }
-    }
-    if (!states.empty()) {
-      try {
-        model_.step(states.data(), tokens.data(), static_cast<int64_t>(states.size()));
-      } catch (const Error& e) {
-        for (auto& r : active) {
-          fail(r, e.what());
-          r.job->cancel();
-        }
-      }
-    }
+    decode(active);
     // Jobs that are over leave; a session keeps the state it reached.
     std::erase_if(active, [&](Running& r) {
       const bool over = r.job->cancelled ||

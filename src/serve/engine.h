@@ -1,9 +1,11 @@
 // The serving engine behind `polysketch serve`: continuous batching of many sequences on one
 // const model. HTTP threads only submit jobs and read their events; one scheduler thread admits
-// waiting jobs (up to `parallel` sequences at once), reads their prompts, and advances every
-// running sequence by one token per batched Model::step. Sessions keep a sequence's decoding state
-// between requests (its whole history: a fixed size for the sketch mechanisms), so a
-// conversation sends only its new turn.
+// waiting jobs (up to `parallel` sequences at once), reads their prompts a block at a time
+// between decoding steps (running streams keep going while a long prompt is read), and advances
+// every running sequence by one token per batched Model::step. Sessions keep a sequence's
+// decoding state between requests (its whole history: a fixed size for the sketch mechanisms),
+// so a conversation sends only its new turn; the prefix cache keeps the states of recent
+// prompts at block boundaries, so a prompt that shares a long beginning skips reading it.
 #pragma once
 
 #include <atomic>
@@ -24,11 +26,20 @@
 
 namespace polysketch::serve {
 
+// A drawn token's log-probability under the model (log-softmax of its logits, before
+// temperature) and the `top` most likely tokens' (requests with logprobs).
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
 // What a job's reader receives, in order: text pieces per choice, then one `done` per choice.
 struct Event {
   int choice = 0;
   std::string text;                   // new text (never broken UTF-8; stop strings withheld)
   std::vector<int32_t> tokens;        // the tokens that produced it
+  std::vector<TokenLogprob> logprobs; // per token, when the job asks for them
   bool done = false;
   std::string finish_reason;          // done: "stop" (end of document or a stop string), "length", "error"
   std::string error;                  // finish_reason "error": why
@@ -42,9 +53,11 @@ struct Job {
   int choices = 1;                    // n: the prompt is read once and the state copied
   std::vector<std::string> stop;      // stop strings (not part of the returned text)
   std::string session;                // continue this session and keep the state after ("": none)
+  int logprobs = -1;                  // >= 0: each token's log-probability and this many top ones
 
-  // Filled by the engine.
-  int64_t cached_tokens = 0;          // history reused from the session
+  // Filled by the engine (read after the job's last event).
+  int64_t history_tokens = 0;         // the session's history this job continued
+  int64_t cached_tokens = 0;          // tokens not read again: the history, or a cached prefix
   std::vector<std::vector<int32_t>> tokens;  // per choice: the tokens drawn (engine thread, until done)
   int64_t completion_tokens = 0;
 
@@ -65,6 +78,13 @@ struct EngineOptions {
   int parallel = 16;     // sequences decoded at once
   int max_queue = 64;    // jobs waiting beyond those
   int64_t max_sessions = 1024;  // in memory; beyond, the least recently used is evicted
+  // Bytes of kept states (sessions, their rollback states, cached prefixes); beyond, the least
+  // recently used goes (a session to the directory, if any).
+  int64_t memory_budget = int64_t{4} << 30;
+  // Cached prompt prefixes (sketch mechanisms, whose states have a fixed size): the state every
+  // `prefix_stride` tokens of a prompt (a multiple of the block size) and at its last block
+  // boundary. 0: no prefix cache.
+  int64_t prefix_stride = 1024;
   // Sessions as snapshot files ID.state (written atomically): evicted sessions go there, and
   // every session when the engine stops; a session not in memory is loaded from there. Empty:
   // evicted sessions are gone.
@@ -83,6 +103,7 @@ struct SessionInfo {
 
 struct EngineMetrics {
   int64_t requests = 0, prompt_tokens = 0, generated_tokens = 0, cached_tokens = 0;
+  int64_t prefix_hits = 0, prefixes = 0, prefix_bytes = 0;
   int64_t active = 0, queued = 0, sessions = 0, state_bytes = 0;
   std::vector<double> time_to_first_token, inter_token;  // recent samples, seconds
 };
@@ -114,7 +135,10 @@ class Engine {
   struct Sequence;
   struct Running;
   void loop();
+  void begin(Running& r);
+  int64_t read_prompt(Running& r, int64_t most);
   void start(Running& r);
+  void decode(std::vector<Running>& active);
   void release(Running& r);
   struct Session;
   Session* find_session(const std::string& id);  // in memory, else loaded from the directory
@@ -122,14 +146,22 @@ class Engine {
                     std::shared_ptr<DecodeState> previous);
   std::string session_path(const std::string& id) const;
   void save_sessions();
+  struct Prefix;
+  std::shared_ptr<const DecodeState> find_prefix(const std::vector<int32_t>& prompt, int64_t& length);
+  void keep_prefix(const std::vector<int32_t>& prompt, int64_t length, uint64_t hash, const DecodeState& state);
+  void fit_budget();
 
   const Model& model_;
   const data::Tokenizer& tokenizer_;
   const EngineOptions options_;
+  const int64_t block_;       // prompts are read in pieces that end at multiples of it
+  const bool fixed_state_;    // sketch mechanisms: a state's size does not grow
+  const int64_t stride_;      // between cached prefix states: a multiple of block_ (0: no cache)
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> waiting_;
   std::map<std::string, std::unique_ptr<Session>> sessions_;
+  std::map<uint64_t, std::unique_ptr<Prefix>> prefixes_;  // by the hash of their tokens
   int64_t clock_ = 0;  // uses, for LRU eviction
   int64_t occupied_ = 0;  // jobs queued or running, not yet over
   bool stopping_ = false;
