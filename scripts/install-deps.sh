@@ -15,6 +15,7 @@ packages=(
   python3-numpy python3-torch python3-pytest
   openmpi-bin libopenmpi-dev  # data-parallel training (mpirun -np N polysketch train)
   libcpp-httplib-dev       # polysketch serve (HTTP)
+  chromium chromium-driver python3-selenium  # the browser test of serve's web page
   jq procps                # the test, bench and experiment scripts read JSON (jq) and find ranks (pgrep)
   gnuplot-nox              # tools/plot_*.sh (training curves, benchmark plots)
 )

@@ -6,116 +6,25 @@ Checks every endpoint, streaming against whole responses, greedy determinism alo
 concurrent requests, sessions (continued over 3 requests = one request over the whole text,
 cached_tokens, list/get/delete), n samples, stop strings, cancellation, the error table, the API
 key, the queue limit (503 + Retry-After), metrics, and a clean exit on SIGTERM."""
-import http.client
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_harness import Server as _Server, check, failures, metric, tiny_model  # noqa: E402
+
 BIN = sys.argv[1]
 TMP = tempfile.mkdtemp()
-failures = []
 
 
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
+def Server(*flags):
+    return _Server(BIN, f"{TMP}/run", *flags)
 
 
-def run(*args):
-    subprocess.run([BIN, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
-
-
-def metric(server, name):
-    for line in server.get("/metrics")[1].splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    check(False, f"metric {name}")
-    return 0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, *flags):
-        self.port = free_port()
-        self.proc = subprocess.Popen([BIN, "serve", "--checkpoint", f"{TMP}/run", "--port", str(self.port),
-                                      "--threads", "1", *flags], stderr=subprocess.PIPE, text=True)
-        for _ in range(100):
-            try:
-                if self.get("/health")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("the server did not start")
-
-    def conn(self):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-
-    def get(self, path, headers=None):
-        c = self.conn()
-        c.request("GET", path, headers=headers or {})
-        r = c.getresponse()
-        return r.status, r.read().decode()
-
-    def call(self, method, path, body, headers=None):
-        c = self.conn()
-        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-        c.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
-        r = c.getresponse()
-        text = r.read().decode()
-        try:
-            return r.status, json.loads(text), r
-        except ValueError:
-            return r.status, text, r
-
-    def post(self, path, body, headers=None):
-        return self.call("POST", path, body, headers)
-
-    def stream(self, path, body):
-        """The data: events of a streamed request (until [DONE])."""
-        c = self.conn()
-        c.request("POST", path, body=json.dumps({**body, "stream": True}), headers={"Content-Type": "application/json"})
-        r = c.getresponse()
-        assert r.status == 200, (r.status, r.read())
-        check(r.getheader("Content-Type", "").startswith("text/event-stream"), "stream content type")
-        events, buf = [], b""
-        while True:
-            chunk = r.read1(65536) if hasattr(r, "read1") else r.read(1)
-            if not chunk:
-                break
-            buf += chunk
-            while b"\n\n" in buf:
-                line, buf = buf.split(b"\n\n", 1)
-                line = line.decode()
-                check(line.startswith("data: "), f"event line {line!r}")
-                if line == "data: [DONE]":
-                    return events
-                events.append(json.loads(line[6:]))
-        check(False, "stream ended without [DONE]")
-        return events
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
-        check(code == 0, f"exit status {code} after SIGTERM")
-
-
-# A tiny model on the KJV (prepared data has the end-of-document token).
-run("prepare", "--out", f"{TMP}/data", "--vocab-size", "512")
-run("train", "--data", f"{TMP}/data", "--out", f"{TMP}/run", "--layers", "2", "--width", "64", "--heads", "2",
-    "--context", "64", "--r", "8", "--block", "16", "--batch", "4", "--steps", "30", "--eval-every", "0",
-    "--threads", "1")
+tiny_model(BIN, TMP)
 
 s = Server("--parallel", "8")
 greedy = {"prompt": "And God said", "max_tokens": 24, "temperature": 0}
@@ -141,6 +50,7 @@ check(whole["usage"]["completion_tokens"] == len(choice["tokens"]), "usage compl
 check(whole["usage"]["prompt_tokens"] == len(tok["tokens"]) - 1 or whole["usage"]["prompt_tokens"] > 0, "usage prompt tokens")
 events = s.stream("/v1/completions", greedy)
 check("".join(e["choices"][0]["text"] for e in events) == choice["text"], "streamed text = whole text")
+check(sum((e["choices"][0]["tokens"] for e in events), []) == choice["tokens"], "streamed tokens = whole tokens")
 check(events[-1]["choices"][0]["finish_reason"] == choice["finish_reason"], "streamed finish reason")
 check(all(e["id"] == events[0]["id"] for e in events), "one id per stream")
 ue = s.stream("/v1/completions", {**greedy, "stream_options": {"include_usage": True}})

@@ -164,7 +164,7 @@ void complete(serve::Endpoint endpoint, const httplib::Request& req, httplib::Re
         }
         if (!e.text.empty() || !progress->started[c]) {
           json lp = serve::logprobs_json(endpoint, r, e.logprobs, *pieces, progress->offsets[c]);
-          if (!write(serve::stream_chunk(endpoint, r, e.choice, e.text, "", !progress->started[c], std::move(lp)))) return false;
+          if (!write(serve::stream_chunk(endpoint, r, e.choice, e.text, "", !progress->started[c], std::move(lp), e.tokens))) return false;
         }
         progress->started[c] = true;
         if (e.done) {

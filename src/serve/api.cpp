@@ -238,7 +238,7 @@ json completion_response(Endpoint endpoint, const Request& r, const std::vector<
 }
 
 json stream_chunk(Endpoint endpoint, const Request& r, int choice, const std::string& text,
-                  const std::string& finish, bool first, json logprobs) {
+                  const std::string& finish, bool first, json logprobs, const std::vector<int32_t>& tokens) {
   json c{{"index", choice}, {"finish_reason", finish.empty() ? json() : json(finish)}, {"logprobs", std::move(logprobs)}};
   if (endpoint == Endpoint::chat) {
     json delta = json::object();
@@ -247,6 +247,7 @@ json stream_chunk(Endpoint endpoint, const Request& r, int choice, const std::st
     c["delta"] = delta;
   } else {
     c["text"] = (first && r.echo ? r.prompt_text : "") + text;
+    c["tokens"] = tokens;
   }
   return {{"id", r.id}, {"object", endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
           {"created", r.created}, {"model", r.model}, {"choices", json::array({c})}};

@@ -56,9 +56,11 @@ nlohmann::json logprobs_json(Endpoint endpoint, const Request& r, const std::vec
 // every choice.
 nlohmann::json completion_response(Endpoint endpoint, const Request& r, const std::vector<std::string>& text,
                                    const std::vector<std::string>& finish, const std::vector<nlohmann::json>& logprobs);
-// One streamed chunk: a choice's new text (and its tokens' logprobs_json), or its finish reason.
+// One streamed chunk: a choice's new text (completions: with the ids of its tokens, and their
+// logprobs_json), or its finish reason.
 nlohmann::json stream_chunk(Endpoint endpoint, const Request& r, int choice, const std::string& text,
-                            const std::string& finish, bool first, nlohmann::json logprobs = nullptr);
+                            const std::string& finish, bool first, nlohmann::json logprobs = nullptr,
+                            const std::vector<int32_t>& tokens = {});
 nlohmann::json usage(const Request& r);
 
 }  // namespace polysketch::serve

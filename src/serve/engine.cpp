@@ -223,7 +223,7 @@ void Engine::fit_budget() {
     const std::string* session = nullptr;  // the least recently used of each kind
     std::optional<uint64_t> prefix;
     for (const auto& [id, s] : sessions_) {
-      bytes += s->state->bytes() + (s->previous && s->previous != s->state ? s->previous->bytes() : 0);
+      bytes += s->state->bytes() + (s->previous && s->previous != s->state && s->previous != empty_ ? s->previous->bytes() : 0);
       if (s->used < session_used) {
         session_used = s->used;
         session = &id;
@@ -351,6 +351,9 @@ void Engine::begin(Running& r) {
       r.session_before = s->state;
       r.state = std::make_shared<DecodeState>(*s->state);
       job.history_tokens = job.cached_tokens = r.state->position();
+    } else {  // a new session: its rollback goes back to the start
+      if (!empty_) empty_ = std::make_shared<DecodeState>(model_.config());
+      r.session_before = empty_;
     }
   }
   if (r.state) {

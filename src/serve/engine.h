@@ -127,7 +127,8 @@ class Engine {
   bool erase_session(const std::string& id);
   // A copy of session `from` named `to` (replacing any); false when `from` does not exist.
   bool fork_session(const std::string& from, const std::string& to);
-  // The session back to its state before its last request; false when there is none.
+  // The session back to its state before its last request (position 0 for a session that request
+  // made); false when there is none.
   bool rollback_session(const std::string& id);
   EngineMetrics metrics() const;
 
@@ -162,6 +163,8 @@ class Engine {
   std::deque<std::shared_ptr<Job>> waiting_;
   std::map<std::string, std::unique_ptr<Session>> sessions_;
   std::map<uint64_t, std::unique_ptr<Prefix>> prefixes_;  // by the hash of their tokens
+  // Position 0: what a new session rolls back to (shared: kept states are never written to).
+  std::shared_ptr<DecodeState> empty_;
   int64_t clock_ = 0;  // uses, for LRU eviction
   int64_t occupied_ = 0;  // jobs queued or running, not yet over
   bool stopping_ = false;
