@@ -2,6 +2,7 @@
 // and OpenBLAS for the rest) against a double-precision product, both backends; bf16 products
 // against their rounding bound; attention of every mechanism in bf16 against the double reference.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <array>
 #include <cmath>
@@ -63,7 +64,8 @@ double relative_error(const ComputeContext& ctx, const Shape& s, float alpha, fl
 
 const std::vector<Shape> kShapes{
     {1, 65, 528, false, false},  {1, 40, 64, false, true},  {1, 7, 9, true, false},   // gemv
-    {16, 2304, 96, false, false}, {5, 33, 70, false, false},                           // few rows
+    {16, 2304, 96, false, false}, {5, 33, 70, false, false}, {16, 700, 33, false, false},  // few rows
+    {1, 300, 40, false, false},  {3, 7, 5, false, false},
     {64, 48, 80, false, false},  {64, 48, 80, true, false}, {64, 48, 80, false, true},
     {64, 48, 80, true, true},    {300, 200, 160, false, false}, {9, 10, 0, false, false}};
 
@@ -72,12 +74,37 @@ class GemmBackends : public ::testing::TestWithParam<GemmBackend> {};
 // f32 accumulates k products with rounding 6e-8 each: k * 6e-8 relative to sum |a||b| bounds
 // it; 1e-5 covers k <= 528 with room, and any wrong index or transpose gives errors of order 1.
 TEST_P(GemmBackends, FloatMatchesDoubleOnEveryPath) {
-  const ComputeContext ctx{GetParam(), Precision::f32, false};
-  uint64_t seed = 10;
-  for (const auto& s : kShapes)
-    for (auto [alpha, beta] : {std::pair{1.f, 0.f}, std::pair{0.5f, 1.f}, std::pair{2.f, -0.75f}})
-      EXPECT_LT(relative_error(ctx, s, alpha, beta, seed++), 1e-5)
-          << s.m << "x" << s.n << "x" << s.k << " ta " << s.ta << " tb " << s.tb << " alpha " << alpha << " beta " << beta;
+  for (const bool invariant : {true, false}) {
+    const ComputeContext ctx{GetParam(), Precision::f32, false, invariant};
+    uint64_t seed = 10;
+    for (const auto& s : kShapes)
+      for (auto [alpha, beta] : {std::pair{1.f, 0.f}, std::pair{0.5f, 1.f}, std::pair{2.f, -0.75f}})
+        EXPECT_LT(relative_error(ctx, s, alpha, beta, seed++), 1e-5)
+            << s.m << "x" << s.n << "x" << s.k << " ta " << s.ta << " tb " << s.tb << " alpha " << alpha
+            << " beta " << beta << " batch_invariant " << invariant;
+  }
+}
+
+// batch_invariant: each row of a product of up to 16 rows is bit for bit that row's product alone,
+// at one thread and at two (the stripes change with the thread count, the sums must not).
+TEST_P(GemmBackends, FewRowProductsAreBatchInvariant) {
+  const ComputeContext ctx{GetParam(), Precision::f32, false, true};
+  const int64_t n = 2304, k = 768;  // (a shape where oneDNN's rounding does depend on the rows)
+  const auto a = cast<float>(random_vector(static_cast<size_t>(16 * k), 3));
+  const auto b = cast<float>(random_vector(static_cast<size_t>(k * n), 4));
+  std::vector<float> alone(static_cast<size_t>(16 * n)), c(alone.size());
+  for (int64_t i = 0; i < 16; ++i)
+    kernels::gemm<float>(ctx, false, false, 1, n, k, 1.f, &a[i * k], k, b.data(), n, 0.f, &alone[i * n], n);
+  const int threads = omp_get_max_threads();
+  for (const int t : {1, 2}) {
+    omp_set_num_threads(t);
+    for (const int64_t m : {2, 5, 16}) {
+      kernels::gemm<float>(ctx, false, false, m, n, k, 1.f, a.data(), k, b.data(), n, 0.f, c.data(), n);
+      EXPECT_EQ(0, std::memcmp(c.data(), alone.data(), static_cast<size_t>(m * n) * sizeof(float)))
+          << m << " rows, " << t << " threads";
+    }
+  }
+  omp_set_num_threads(threads);
 }
 
 INSTANTIATE_TEST_SUITE_P(Both, GemmBackends, ::testing::Values(GemmBackend::openblas, GemmBackend::onednn),

@@ -20,6 +20,11 @@ struct ComputeContext {
   Precision precision = Precision::f32;
   // bf16 only: small and per-thread products use our AVX512-BF16 kernel (else oneDNN / f32).
   bool bf16_kernel = false;
+  // Products of at most 16 untransposed rows (decoding a batch) use our streaming kernel, whose every
+  // entry is the same sum whatever the row count: a sequence decodes bit for bit the same alone
+  // or in a batch. false: oneDNN's sgemm where it is the backend (about twice as fast at 16
+  // rows here, docs/BENCHMARKS.md, but its rounding depends on the row count).
+  bool batch_invariant = true;
 };
 
 // The context for a requested precision and backend on this machine: `automatic` becomes

@@ -124,8 +124,23 @@ void add_earlier_tokens(const AttentionT<T>& att, int64_t h, const HeadState<T>&
 }
 
 template <typename T>
+void step_features(const AttentionT<T>& att, int64_t h, int64_t n, const T* q, const T* k, StepFeatures<T>& f) {
+  const Mechanism m = att.config().mechanism;
+  if (!uses_sketch(m)) throw Error("step_features: sketch mechanisms only");
+  const int64_t r = att.feature_dim();
+  f.qn.resize(static_cast<size_t>(n * h));
+  f.kn.resize(f.qn.size());
+  f.phi_q.resize(static_cast<size_t>(n * r));
+  f.phi_k.resize(f.phi_q.size());
+  layernorm(att, ln_q_index(), n, h, q, f.qn.data());
+  layernorm(att, ln_k_index(m), n, h, k, f.kn.data());
+  att.feature_map(n, f.qn.data(), f.phi_q.data());
+  att.feature_map(n, f.kn.data(), f.phi_k.data());
+}
+
+template <typename T>
 void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q, const T* k,
-               const T* v, T* out, std::vector<T>& scratch) {
+               const T* v, T* out, std::vector<T>& scratch, const StepFeatures<T>* f, int64_t row) {
   const auto& cfg = att.config();
   const Mechanism m = cfg.mechanism;
   const int64_t d = h;
@@ -156,9 +171,9 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
     for (int64_t c = 0; c < d; ++c) out[c] = num[c] / num[d];
     return;
   }
-  std::vector<T> qn(static_cast<size_t>(h));
-  layernorm(att, ln_q_index(), 1, h, q, qn.data());
   if (m == Mechanism::polynomial) {
+    std::vector<T> qn(static_cast<size_t>(h));
+    layernorm(att, ln_q_index(), 1, h, q, qn.data());
     append_tokens(att, h, s, 1, k, v);  // keeps LN_k(k)
     const int64_t n = s.count;
     T* w = scores(n, qn.data(), s.keys.data(), h, T(1));
@@ -166,19 +181,26 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
     weighted(n, w, s.vals.data(), T(0), num.data());
   } else {
     const int64_t r = att.feature_dim(), rp = kernels::packed_size(r), b = cfg.block;
-    std::vector<T> kn(static_cast<size_t>(h)), a(static_cast<size_t>(r)), ap(static_cast<size_t>(rp));
-    layernorm(att, ln_k_index(m), 1, h, k, kn.data());
-    att.feature_map(1, qn.data(), a.data());
+    StepFeatures<T> own;
+    if (!f) {
+      step_features(att, h, 1, q, k, own);
+      f = &own;
+      row = 0;
+    }
+    const T* qn = f->qn.data() + row * h;
+    const T* kn = f->kn.data() + row * h;
+    const T* a = f->phi_q.data() + row * r;
+    std::vector<T> ap(static_cast<size_t>(rp));
     const int64_t rows = ++s.count;
-    att.feature_map(1, kn.data(), &s.feats[(rows - 1) * r]);
+    std::copy(f->phi_k.data() + row * r, f->phi_k.data() + (row + 1) * r, &s.feats[(rows - 1) * r]);
     std::copy(v, v + d, &s.vals[(rows - 1) * d]);
-    if (is_local(m)) std::copy(kn.begin(), kn.end(), &s.keys[(rows - 1) * h]);
+    if (is_local(m)) std::copy(kn, kn + h, &s.keys[(rows - 1) * h]);
     // Earlier blocks through z, then this block's tokens exactly as the block algorithm's
     // diagonal product: <phi q, phi k>^2, or the exact local <qn, kn>^p.
-    kernels::pack_self_tensor(1, r, a.data(), r, ap.data());
+    kernels::pack_self_tensor(1, r, a, r, ap.data());
     kernels::vec_mat(rp, d + 1, ap.data(), s.z.data(), d + 1, T(0), num.data());
-    T* w = is_local(m) ? scores(rows, qn.data(), s.keys.data(), h, T(1))
-                       : scores(rows, a.data(), s.feats.data(), r, T(1));
+    T* w = is_local(m) ? scores(rows, qn, s.keys.data(), h, T(1))
+                       : scores(rows, a, s.feats.data(), r, T(1));
     const int p = is_local(m) ? cfg.p : 2;
     for (int64_t i = 0; i < rows; ++i) w[i] = power(w[i], p);
     weighted(rows, w, s.vals.data(), T(1), num.data());
@@ -197,8 +219,10 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
                                  const T*, const T*);                                              \
   template void add_earlier_tokens<T>(const AttentionT<T>&, int64_t, const HeadState<T>&, int64_t, \
                                       const T*, T*, T*, const T*);                                 \
+  template void step_features<T>(const AttentionT<T>&, int64_t, int64_t, const T*, const T*,     \
+                                 StepFeatures<T>&);                                              \
   template void step_head<T>(const AttentionT<T>&, int64_t, HeadState<T>&, const T*, const T*,   \
-                             const T*, T*, std::vector<T>&);
+                             const T*, T*, std::vector<T>&, const StepFeatures<T>*, int64_t);
 POLYSKETCH_INSTANTIATE(float)
 POLYSKETCH_INSTANTIATE(double)
 #undef POLYSKETCH_INSTANTIATE

@@ -45,9 +45,25 @@ template <typename T>
 void add_earlier_tokens(const AttentionT<T>& att, int64_t head_dim, const HeadState<T>& s,
                         int64_t n, const T* q, T* out, T* den, const T* phi_q = nullptr);
 
+// A sketch mechanism's per-token inputs for n rows (tokens x heads of one layer) at once: the
+// normalised q and k and their features, one batched product per layer instead of a small one per
+// head and sequence (which dominated batched decoding).
+template <typename T>
+struct StepFeatures {
+  std::vector<T> qn, kn;         // [n x h]: LN_q(q), LN_k(k)
+  std::vector<T> phi_q, phi_k;   // [n x r]
+};
+// Fills f for q, k [n x h] (after RoPE). Sketch mechanisms only.
+template <typename T>
+void step_features(const AttentionT<T>& att, int64_t head_dim, int64_t n, const T* q, const T* k,
+                   StepFeatures<T>& f);
+
 // Appends the token's k [h], v [d] and writes the attention output of its query q [h] to out [d].
+// `row` (sketch mechanisms; optional): the token's row of step_features, used instead of
+// computing it here.
 template <typename T>
 void step_head(const AttentionT<T>& att, int64_t head_dim, HeadState<T>& s, const T* q,
-               const T* k, const T* v, T* out, std::vector<T>& scratch);
+               const T* k, const T* v, T* out, std::vector<T>& scratch,
+               const StepFeatures<T>* f = nullptr, int64_t row = 0);
 
 }  // namespace polysketch::attention

@@ -24,7 +24,9 @@ namespace {
 struct BenchDecodeOptions {
   std::vector<std::string> mechanisms{"softmax", "polysketch", "polysketch-learned-local"};
   std::vector<int64_t> contexts{1024, 4096, 16384, 65536}, batches{1, 16};
-  int64_t layers = 4, width = 768, heads = 12, vocab = 4096, decode = 64, real_kv_prefill = 4096;
+  int64_t layers = 4, width = 768, heads = 12, vocab = 4096, decode = 64, warmup = 8, repeat = 1;
+  int64_t real_kv_prefill = 4096;
+  bool batch_invariant = true;
   int r = 32, block = 256;
   int concurrent = 0;  // > 1: that many sequences on as many threads, against one thread in turn
   Runtime runtime;
@@ -103,7 +105,10 @@ void run(const BenchDecodeOptions& o) {
   util::check_range("--concurrent", int64_t{o.concurrent}, 0, 64);
   for (int64_t c : o.contexts) util::check_range("--context", c, 1, int64_t{1} << 26);
   for (int64_t b : o.batches) util::check_range("--batch", b, 1, 4096);
-  const auto [threads, compute] = apply_runtime(o.runtime);
+  util::check_range("--warmup", o.warmup, 0, 1 << 20);
+  util::check_range("--repeat", o.repeat, 1, 1000);
+  auto [threads, compute] = apply_runtime(o.runtime);
+  compute.batch_invariant = o.batch_invariant;
   std::vector<ModelConfig> configs;
   for (const auto& name : o.mechanisms) {
     ModelConfig c;
@@ -132,13 +137,22 @@ void run(const BenchDecodeOptions& o) {
     for (int64_t ctx : o.contexts) {
       // One context per (mechanism, length), forked for every batch size.
       std::unique_ptr<DecodeState> first;
+      const std::string name = mechanism_name(cfg.attention.mechanism);
       double prefill_s = 0;
       const bool real = sketch || ctx <= o.real_kv_prefill;
       kernels::Rng rng(11);
+      // Per batch size, `repeat` times, the batch sizes interleaved (a slow moment of the machine
+      // hits all of them): forks of one context, `warmup` tokens, then `decode` timed tokens; the
+      // median reported, with the peak RSS of the runs of that batch size.
+      struct Row {
+        int64_t batch;
+        std::vector<double> tokens_per_s;
+        double rss = 0;
+        int64_t state_bytes = 0;
+      };
+      std::vector<Row> rows;
       for (int64_t batch : o.batches) {
-        util::reset_peak_rss();
-        const double kv_bytes = 2.0 * 4 * static_cast<double>(cfg.layers * cfg.width) * static_cast<double>(ctx + o.decode);
-        const std::string name = mechanism_name(cfg.attention.mechanism);
+        const double kv_bytes = 2.0 * 4 * static_cast<double>(cfg.layers * cfg.width) * static_cast<double>(ctx + o.warmup + o.decode);
         if (!sketch && kv_bytes * static_cast<double>(batch) > 0.6 * physical) {
           const std::string why = fmt::format("skipped: {} KV caches of {:.1f} GiB exceed 60% of memory",
                                               batch, kv_bytes / (1 << 30));
@@ -148,35 +162,49 @@ void run(const BenchDecodeOptions& o) {
             fmt::print("{:<26} {:>7} {:>5}  {}\n", name, ctx, batch, why);
           continue;
         }
-        if (!first) {
-          first = std::make_unique<DecodeState>(cfg);
-          if (real) {
-            std::vector<int32_t> prompt(static_cast<size_t>(ctx));
-            for (auto& t : prompt) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(cfg.vocab)));
-            const auto t0 = std::chrono::steady_clock::now();
-            model.prefill(*first, prompt.data(), ctx);
-            prefill_s = seconds_since(t0);
-          } else {
-            fill_synthetic_kv_cache(*first, ctx, rng.next_u64());
-          }
+        rows.push_back({batch, {}, 0, 0});
+      }
+      if (!rows.empty()) {
+        first = std::make_unique<DecodeState>(cfg);
+        if (real) {
+          std::vector<int32_t> prompt(static_cast<size_t>(ctx));
+          for (auto& t : prompt) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(cfg.vocab)));
+          const auto t0 = std::chrono::steady_clock::now();
+          model.prefill(*first, prompt.data(), ctx);
+          prefill_s = seconds_since(t0);
+        } else {
+          fill_synthetic_kv_cache(*first, ctx, rng.next_u64());
         }
-        std::vector<DecodeState> states(static_cast<size_t>(batch), *first);  // forks of one context
-        std::vector<DecodeState*> ptrs;
-        for (auto& s : states) ptrs.push_back(&s);
-        std::vector<int32_t> next(static_cast<size_t>(batch));
-        for (auto& t : next) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(cfg.vocab)));
-        model.step(ptrs.data(), next.data(), batch);  // warm-up: first touch of the buffers
-        const auto t0 = std::chrono::steady_clock::now();
-        for (int64_t i = 0; i < o.decode; ++i) model.step(ptrs.data(), next.data(), batch);
-        const double decode_tps = static_cast<double>(batch * o.decode) / seconds_since(t0);
-        const int64_t state_bytes = states[0].bytes();
-        const double rss = util::peak_rss_mb();
+      }
+      for (int64_t rep = 0; rep < o.repeat; ++rep)
+        for (auto& row : rows) {
+          util::reset_peak_rss();
+          std::vector<DecodeState> states(static_cast<size_t>(row.batch), *first);
+          std::vector<DecodeState*> ptrs;
+          for (auto& st : states) ptrs.push_back(&st);
+          std::vector<int32_t> next(static_cast<size_t>(row.batch));
+          for (auto& t : next) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(cfg.vocab)));
+          for (int64_t i = 0; i < o.warmup; ++i) model.step(ptrs.data(), next.data(), row.batch);
+          const auto t0 = std::chrono::steady_clock::now();
+          for (int64_t i = 0; i < o.decode; ++i) model.step(ptrs.data(), next.data(), row.batch);
+          row.tokens_per_s.push_back(static_cast<double>(row.batch * o.decode) / seconds_since(t0));
+          row.rss = std::max(row.rss, util::peak_rss_mb());
+          row.state_bytes = states[0].bytes();
+        }
+      for (auto& row : rows) {
+        const int64_t batch = row.batch;
+        auto sorted = row.tokens_per_s;
+        std::sort(sorted.begin(), sorted.end());
+        const double decode_tps = sorted[sorted.size() / 2];
+        const int64_t state_bytes = row.state_bytes;
+        const double rss = row.rss;
         const std::string method = real ? "prefill" : "synthetic KV cache";
         if (o.json) {
           nlohmann::json j{{"mechanism", name}, {"context", ctx}, {"batch", batch},
-                           {"decode_tokens", o.decode}, {"threads", threads},
-                           {"decode_tokens_per_s", decode_tps}, {"state_bytes", state_bytes},
-                           {"peak_rss_mb", rss}, {"context_method", method}};
+                           {"decode_tokens", o.decode}, {"warmup_tokens", o.warmup}, {"threads", threads},
+                           {"decode_tokens_per_s", decode_tps}, {"decode_tokens_per_s_runs", row.tokens_per_s},
+                           {"state_bytes", state_bytes}, {"peak_rss_mb", rss}, {"context_method", method},
+                           {"batch_invariant", compute.batch_invariant}};
           j.update(runtime_fields(o.runtime, compute));
           if (real) {
             j["prefill_seconds"] = prefill_s;
@@ -204,7 +232,13 @@ void add_bench_decode(CLI::App& app) {
   cmd->add_option("--mechanism", o->mechanisms)->delimiter(',')->capture_default_str();
   cmd->add_option("--context", o->contexts, "context lengths")->delimiter(',')->capture_default_str();
   cmd->add_option("--batch", o->batches, "sequences decoded together")->delimiter(',')->capture_default_str();
-  cmd->add_option("--decode", o->decode, "tokens decoded per sequence")->capture_default_str();
+  cmd->add_option("--decode", o->decode, "tokens decoded per sequence, timed")->capture_default_str();
+  cmd->add_option("--warmup", o->warmup, "tokens decoded per sequence before the timing")->capture_default_str();
+  cmd->add_option("--repeat", o->repeat, "timed runs per batch size, interleaved; the median is reported")
+      ->capture_default_str();
+  cmd->add_option("--batch-invariant", o->batch_invariant,
+                  "products of <= 16 rows by our streaming kernel, whose rounding does not depend on "
+                  "the batch (false: oneDNN's sgemm, where it is the GEMM backend)")->capture_default_str();
   cmd->add_option("--real-kv-prefill", o->real_kv_prefill,
                   "softmax/polynomial: longest context made by a real prefill; longer ones get a "
                   "random KV cache of the same size")->capture_default_str();

@@ -30,6 +30,7 @@ struct ServeOptions {
   int port = 8080, parallel = 16, max_queue = 64;
   int64_t max_tokens = 4096, max_body_kb = 1024, max_sessions = 1024, prefix_stride = 1024;
   double session_mb = 4096;
+  bool batch_invariant = true;
   double timeout_s = 600;
   Runtime runtime;
 };
@@ -204,7 +205,8 @@ void run_serve(const ServeOptions& o) {
     while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
     if (key.empty()) throw Error(fmt::format("--api-key-file {}: empty", o.api_key_file));
   }
-  const ComputeContext ctx = apply_runtime(o.runtime).ctx;
+  ComputeContext ctx = apply_runtime(o.runtime).ctx;
+  ctx.batch_invariant = o.batch_invariant;
   const auto ck = model::read_checkpoint(o.checkpoint);
   if (ck.tokenizer_bytes.empty())
     throw Error(fmt::format("{} has no tokenizer (a synthetic task's model): there is no text to serve", ck.dir));
@@ -380,6 +382,10 @@ void add_serve(CLI::App& app) {
                                                    "and all when the server stops; a restarted server "
                                                    "(same model) continues them");
   cmd->add_option("--timeout", o->timeout_s, "seconds a whole (non-streamed) request may take")->capture_default_str();
+  cmd->add_option("--batch-invariant", o->batch_invariant,
+                  "decode with products whose rounding does not depend on the batch: a request gives the "
+                  "same tokens alone or among others (false: oneDNN's faster products where it is the "
+                  "GEMM backend)")->capture_default_str();
   add_runtime_flags(cmd, o->runtime);
   cmd->callback([o] { run_serve(*o); });
 }

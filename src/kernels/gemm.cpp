@@ -24,46 +24,43 @@ namespace polysketch::kernels {
 namespace {
 CBLAS_TRANSPOSE op(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
-// C [m x n] = alpha A [m x k] B [k x n] + beta C for few rows (decoding a batch of sequences):
-// B, the weights, is streamed once, each row of it feeding every row of A, with an 8 x 32
-// accumulator tile the compiler keeps in vector registers. sgemm would first copy all of B into
-// its packed layout, which for m <= 16 costs more than the product.
-constexpr int64_t kTileRows = 8, kTileCols = 32;
+// C [m x n] = alpha A [m x k] B [k x n] + beta C for few rows (decoding: one row per sequence).
+// B, the weights, is streamed from memory once, a stripe of up to kStripe columns at a time,
+// each of its rows feeding every row of A into accumulators that stay in L1; whole rows of B
+// stripes are contiguous, which the hardware prefetcher streams at full bandwidth. sgemm would
+// first copy all of B into its packed layout, and OpenBLAS's gemv is an SSE3 kernel on CPUs newer
+// than Debian's OpenBLAS. Every entry is the same sum in the same order whatever m, the stripe
+// width and the thread count: a sequence decodes the same alone or in a batch.
+constexpr int64_t kFewRows = 16, kStripe = 256;
 
-void skinny_tile(int64_t rows, int64_t cols, int64_t k, float alpha, const float* a, int64_t lda,
-                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  float acc[kTileRows][kTileCols] = {};
-  if (rows == kTileRows && cols == kTileCols) {
-    for (int64_t kk = 0; kk < k; ++kk) {
-      const float* brow = b + kk * ldb;
-      for (int64_t i = 0; i < kTileRows; ++i) {
-        const float av = a[i * lda + kk];
+void stripe_product(int64_t m, int64_t cols, int64_t k, float alpha, const float* a, int64_t lda,
+                    const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  alignas(64) float acc[kFewRows][kStripe];
+  for (int64_t i = 0; i < m; ++i) std::fill(acc[i], acc[i] + cols, 0.f);
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const float* brow = b + kk * ldb;
+    for (int64_t i = 0; i < m; ++i) {
+      const float av = a[i * lda + kk];
+      float* row = acc[i];
 #pragma omp simd
-        for (int64_t j = 0; j < kTileCols; ++j) acc[i][j] += av * brow[j];
-      }
+      for (int64_t j = 0; j < cols; ++j) row[j] += av * brow[j];
     }
-  } else {
-    for (int64_t kk = 0; kk < k; ++kk)
-      for (int64_t i = 0; i < rows; ++i) {
-        const float av = a[i * lda + kk];
-        for (int64_t j = 0; j < cols; ++j) acc[i][j] += av * b[kk * ldb + j];
-      }
   }
-  for (int64_t i = 0; i < rows; ++i)
+  for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < cols; ++j)
       c[i * ldc + j] = alpha * acc[i][j] + (beta == 0.f ? 0.f : beta * c[i * ldc + j]);
 }
 
-void skinny_gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  const int64_t col_tiles = (n + kTileCols - 1) / kTileCols;
+void few_rows_gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                   const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t t = 0; t < col_tiles; ++t) {
-    const int64_t j0 = t * kTileCols, cols = std::min(kTileCols, n - j0);
-    for (int64_t i0 = 0; i0 < m; i0 += kTileRows)
-      skinny_tile(std::min(kTileRows, m - i0), cols, k, alpha, a + i0 * lda, lda, b + j0, ldb, beta,
-                  c + i0 * ldc + j0, ldc);
+  // Stripes narrow enough for every thread to have one, in whole 64-byte lines.
+  const int64_t width = std::clamp<int64_t>(((n + threads - 1) / threads + 15) & ~int64_t{15}, 16, kStripe);
+  const int64_t stripes = (n + width - 1) / width;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && stripes > 1)
+  for (int64_t t = 0; t < stripes; ++t) {
+    const int64_t j0 = t * width;
+    stripe_product(m, std::min(width, n - j0), k, alpha, a, lda, b + j0, ldb, beta, c + j0, ldc);
   }
 }
 
@@ -305,22 +302,21 @@ double measure_gemm_gflops(GemmBackend backend, Precision p, int64_t m, int repe
   return 2.0 * static_cast<double>(m * m) * static_cast<double>(m) / seconds[seconds.size() / 2] / 1e9;
 }
 
-// One row of output (decoding: one token, one head) is a matrix-vector product; sgemm would pack
-// the whole of B first, which costs more than the product itself.
 template <>
 void gemm<float>(const ComputeContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                  const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                  int64_t ldc) {
   if (m == 0 || n == 0) return;
-  if (m == 1 && k > 0) {
-    // c = op(B)^T a: B [k x n] -> transposed gemv; B^T stored [n x k] -> plain gemv.
+  const bool onednn = ctx.backend == GemmBackend::onednn;
+  if (m <= kFewRows && !trans_a && !trans_b && k > 0 && (ctx.batch_invariant || !onednn)) {
+    few_rows_gemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (m == 1 && k > 0 && !onednn) {
+    // c = op(B)^T a with B^T stored [n x k] (or A a column): a plain gemv.
     cblas_sgemv(CblasRowMajor, trans_b ? CblasNoTrans : CblasTrans, static_cast<blasint>(trans_b ? n : k),
                 static_cast<blasint>(trans_b ? k : n), alpha, b, static_cast<blasint>(ldb), a,
                 static_cast<blasint>(trans_a ? lda : 1), beta, c, 1);
-    return;
-  }
-  if (m <= 2 * kTileRows && !trans_a && !trans_b && n >= kTileCols && k > 0) {
-    skinny_gemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   if (k == 0) {  // C = beta C (the libraries differ on this corner)
@@ -330,7 +326,6 @@ void gemm<float>(const ComputeContext& ctx, bool trans_a, bool trans_b, int64_t 
   }
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   const bool bf16 = ctx.precision == Precision::bf16;
-  const bool onednn = ctx.backend == GemmBackend::onednn;
   if (bf16 && (flops < kMatmulMinFlops || omp_in_parallel()) && ctx.bf16_kernel && bf16_small_gemm_available())
     small_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   else if (flops >= kMatmulMinFlops && (bf16 || onednn))

@@ -1,7 +1,9 @@
 // Row-major GEMM: C = alpha * op(A) * op(B) + beta * C, op(A) is M x K, op(B) is K x N, run as
 // the compute context says (polysketch/compute.h).
-// float: one-row products go to gemv, few-row products to a streaming kernel, the rest to the
-// context's backend (oneDNN or OpenBLAS) at its precision. double (gradient checks): OpenBLAS
+// float: products of at most 16 untransposed rows go to a streaming kernel whose every entry is
+// the same sum whatever the row count (a sequence decodes the same alone or in a batch), other
+// one-row products to gemv, the rest to the context's backend (oneDNN or OpenBLAS) at its
+// precision. double (gradient checks): OpenBLAS
 // dgemm, whatever the context.
 #pragma once
 

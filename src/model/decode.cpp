@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "attention/decode.h"
 #include "attention/mechanism.h"
 #include "kernels/vec.h"
 #include "model/decode_state.h"
@@ -90,18 +91,26 @@ std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* to
   std::vector<std::vector<T>> head_scratch(static_cast<size_t>(threads));
   model::BlockActs<T> acts;
   model::BlockScratch<T> scratch;
+  const bool sketch = attention::uses_sketch(cfg.attention.mechanism);
+  std::vector<attention::StepFeatures<T>> features(static_cast<size_t>(sketch ? batch : 0));
   for (size_t li = 0; li < w.layers.size(); ++li) {
     const auto& attn = *w.layers[li].attn;
     // Each row against its own sequence's state, head by head.
     const model::Attend<T> attend = [&](T* qkv, T* merged) {
       for (int64_t b = 0; b < batch; ++b)  // q and k of every head: rows [b][0:d] and [b][d:2d]
         model::rope_forward(&qkv[b * 3 * d], 2 * nh, 1, hd, states[b]->position());
+      // Sketch mechanisms: each sequence's features, all heads in one product (the same rows in
+      // every call, so a sequence's arithmetic does not depend on the batch).
+      if (sketch)
+        util::parallel_for(batch, threads, [&](int64_t b, int) {
+          attention::step_features(attn, hd, nh, &qkv[b * 3 * d], &qkv[b * 3 * d + d], features[static_cast<size_t>(b)]);
+        });
       util::parallel_for(batch * nh, threads, [&](int64_t i, int thread) {
         const int64_t b = i / nh, hh = i % nh;
         const T* row = &qkv[b * 3 * d];
         attention::step_head(attn, hd, DecodeAccess::impl(*states[b]).heads[li * nh + hh], row + hh * hd,
                              row + d + hh * hd, row + 2 * d + hh * hd, &merged[b * d + hh * hd],
-                             head_scratch[static_cast<size_t>(thread)]);
+                             head_scratch[static_cast<size_t>(thread)], sketch ? &features[static_cast<size_t>(b)] : nullptr, hh);
       });
     };
     model::block_forward(ctx_, w.layers[li], batch, x.data(), acts, scratch, false, attend);

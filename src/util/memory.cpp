@@ -1,5 +1,6 @@
 #include "util/memory.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -17,6 +18,7 @@ double peak_rss_mb() {
 }
 
 void reset_peak_rss() {
+  malloc_trim(0);  // freed heap memory back to the system first, so that it does not count
   std::ofstream clear("/proc/self/clear_refs");
   clear << "5";
 }
