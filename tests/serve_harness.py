@@ -2,6 +2,7 @@
 SIGTERM), HTTP calls with timeouts, a check list, and a tiny model to serve."""
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -20,13 +21,16 @@ def run(binary, *args):
     subprocess.run([binary, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
 
 
-def tiny_model(binary, tmp):
-    """A tiny model on the KJV (prepared data has the end-of-document token): tmp/run."""
-    run(binary, "prepare", "--out", f"{tmp}/data", "--vocab-size", "512")
-    run(binary, "train", "--data", f"{tmp}/data", "--out", f"{tmp}/run", "--layers", "2", "--width", "64",
-        "--heads", "2", "--context", "64", "--r", "8", "--block", "16", "--batch", "4", "--steps", "30",
-        "--eval-every", "0", "--threads", "1")
-    return f"{tmp}/run"
+def tiny_model(binary, tmp, mechanism="polysketch-learned-local", steps=30):
+    """A tiny model on the KJV (prepared data has the end-of-document token): tmp/run (or
+    tmp/run-MECHANISM for another mechanism)."""
+    if not os.path.exists(f"{tmp}/data/meta.json"):
+        run(binary, "prepare", "--out", f"{tmp}/data", "--vocab-size", "512")
+    out = f"{tmp}/run" if mechanism == "polysketch-learned-local" else f"{tmp}/run-{mechanism}"
+    run(binary, "train", "--data", f"{tmp}/data", "--out", out, "--mechanism", mechanism, "--layers", "2",
+        "--width", "64", "--heads", "2", "--context", "64", "--r", "8", "--block", "16", "--batch", "4",
+        "--steps", str(steps), "--eval-every", "0", "--threads", "1")
+    return out
 
 
 def metric(server, name):
@@ -44,11 +48,11 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary, checkpoint, *flags):
+    def __init__(self, binary, checkpoint, *flags, threads=1, start_s=10):
         self.port = free_port()
         self.proc = subprocess.Popen([binary, "serve", "--checkpoint", checkpoint, "--port", str(self.port),
-                                      "--threads", "1", *flags], stderr=subprocess.PIPE, text=True)
-        for _ in range(100):
+                                      "--threads", str(threads), *flags], stderr=subprocess.PIPE, text=True)
+        for _ in range(int(start_s * 10)):
             try:
                 if self.get("/health")[0] == 200:
                     return

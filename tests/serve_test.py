@@ -80,6 +80,11 @@ st, seeded, _ = s.post("/v1/completions", {**greedy, "temperature": 0.9, "seed":
 check(all(r["choices"][0]["tokens"] == seeded["choices"][0]["tokens"] for r in results[1::2]),
       "seeded text alone = among concurrent")
 
+# ignore_eos: the output runs to max_tokens even where the end-of-document token is drawn
+st, long_run, _ = s.post("/v1/completions", {"prompt": "x", "max_tokens": 300, "temperature": 1.5, "seed": 1, "ignore_eos": True})
+check(long_run["choices"][0]["finish_reason"] == "length" and len(long_run["choices"][0]["tokens"]) == 300
+      and 1 in long_run["choices"][0]["tokens"], "ignore_eos: past the end-of-document token (id 1)")
+
 # n samples, stop strings
 st, three, _ = s.post("/v1/completions", {**greedy, "n": 3})
 check([c["index"] for c in three["choices"]] == [0, 1, 2] and len({c["text"] for c in three["choices"]}) == 1,
@@ -263,6 +268,34 @@ st, err, _ = s.call("GET", "/v1/sessions/s1", None)
 check(st == 404 and "evicted" in err["error"]["message"], f"least recently used session evicted: {st} {err}")
 check(metric(s, "polysketch_session_state_bytes") <= 2.5 * session_bytes, "state bytes within the budget")
 s.stop()
+
+# softmax: KV caches against --state-mb (1 KiB per token here): a request that cannot fit alone
+# is refused before anything runs; two that fit only one at a time both complete, one after the other
+soft = _Server(BIN, tiny_model(BIN, TMP, "softmax", steps=2), "--state-mb", "0.1")
+st, err, _ = soft.post("/v1/completions", {"prompt": "And God", "max_tokens": 200})
+check(st == 400 and "--state-mb" in err["error"]["message"] and err["error"]["param"] == "max_tokens",
+      f"softmax request larger than --state-mb refused: {st} {err}")
+pair = [None, None]
+def soft_worker(i):
+    c = soft.conn()
+    c.request("POST", "/v1/completions", body=json.dumps({"prompt": "And God", "max_tokens": 60, "ignore_eos": True,
+                                                         "stream": True}))
+    r, times, body = c.getresponse(), [], b""
+    while b"[DONE]" not in body:
+        chunk = r.read1(65536)
+        if not chunk:
+            break
+        body += chunk
+        times.append(time.monotonic())
+    pair[i] = (r.status, b"[DONE]" in body, times[0], times[-1])
+threads = [threading.Thread(target=soft_worker, args=(i,)) for i in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(120)
+check(all(p and p[0] == 200 and p[1] for p in pair), "softmax requests within --state-mb complete")
+check(max(p[2] for p in pair) >= min(p[3] for p in pair), "requests that fit one at a time run one after the other")
+soft.stop()
 
 # The API key; the queue limit
 s = Server("--api-key", "sesame", "--parallel", "1", "--max-queue", "0")

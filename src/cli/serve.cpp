@@ -18,6 +18,7 @@
 #include "train/stop_signals.h"
 #include "util/atomic_file.h"
 #include "util/check.h"
+#include "util/memory.h"
 
 namespace polysketch::cli {
 
@@ -29,7 +30,7 @@ struct ServeOptions {
   std::string checkpoint, host = "127.0.0.1", api_key, api_key_file, session_dir;
   int port = 8080, parallel = 16, max_queue = 64;
   int64_t max_tokens = 4096, max_body_kb = 1024, max_sessions = 1024, prefix_stride = 1024;
-  double session_mb = 4096;
+  double session_mb = 4096, state_mb = -1;
   bool batch_invariant = true;
   double timeout_s = 600;
   Runtime runtime;
@@ -163,7 +164,7 @@ void complete(serve::Endpoint endpoint, const httplib::Request& req, httplib::Re
           sink.done();
           return true;
         }
-        if (!e.text.empty() || !progress->started[c]) {
+        if (!e.text.empty() || !e.tokens.empty() || !progress->started[c]) {
           json lp = serve::logprobs_json(endpoint, r, e.logprobs, *pieces, progress->offsets[c]);
           if (!write(serve::stream_chunk(endpoint, r, e.choice, e.text, "", !progress->started[c], std::move(lp), e.tokens))) return false;
         }
@@ -197,6 +198,7 @@ void run_serve(const ServeOptions& o) {
   util::check_range("--max-body", o.max_body_kb, 1, int64_t{1} << 22);
   util::check_range("--max-sessions", o.max_sessions, 0, int64_t{1} << 30);
   util::check_range("--session-mb", o.session_mb, 0.0, 1e9);
+  if (o.state_mb != -1) util::check_range("--state-mb", o.state_mb, 0.0, 1e9);
   util::check_range("--prefix-stride", o.prefix_stride, 0, int64_t{1} << 30);
   util::check_range("--timeout", o.timeout_s, 1.0, 1e7);
   std::string key = o.api_key;
@@ -215,17 +217,19 @@ void run_serve(const ServeOptions& o) {
   const auto tok = data::Tokenizer::from_bytes(ck.tokenizer_bytes, ck.dir + "/tokenizer.model");
   const std::string model_name = std::filesystem::path(ck.dir).parent_path().filename().string() + "/" +
                                  std::filesystem::path(ck.dir).filename().string();
-  serve::ApiLimits limits{o.max_tokens, 0};
+  const double state_mb = o.state_mb >= 0 ? o.state_mb : 0.4 * static_cast<double>(util::physical_memory_bytes()) / (1 << 20);
   if (!o.session_dir.empty()) std::filesystem::create_directories(o.session_dir);
   serve::EngineOptions eo;
   eo.parallel = o.parallel;
   eo.max_queue = o.max_queue;
   eo.max_sessions = o.max_sessions;
   eo.memory_budget = static_cast<int64_t>(o.session_mb * (1 << 20));
+  eo.state_budget = static_cast<int64_t>(state_mb * (1 << 20));
   eo.prefix_stride = o.prefix_stride;
   eo.session_dir = o.session_dir;
   eo.model_identity = model.identity();
   serve::Engine engine(model, tok, eo);
+  const serve::ApiLimits limits{o.max_tokens, eo.state_budget, engine.state_base_bytes(), engine.kv_bytes_per_token()};
   const Service service{engine, tok, limits, model_name, o.timeout_s, tok.piece_texts()};
 
   httplib::Server svr;
@@ -375,6 +379,10 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--session-mb", o->session_mb, "memory for kept states: sessions (and their rollback "
                                                  "states) and cached prompt prefixes, MiB; beyond, the "
                                                  "least recently used is evicted")->capture_default_str();
+  cmd->add_option("--state-mb", o->state_mb, "memory for the running sequences' decoding states, MiB, "
+                                             "reserved at admission for each request's longest (KV "
+                                             "caches grow with prompt + max_tokens): a request waits "
+                                             "until it fits (default: 40% of this machine's memory)");
   cmd->add_option("--prefix-stride", o->prefix_stride, "tokens between the cached prefix states of a prompt "
                                                        "(rounded up to the block; its last block boundary "
                                                        "is kept too; sketch mechanisms; 0: no prefix cache)")->capture_default_str();

@@ -70,7 +70,7 @@ std::vector<std::string> stops(const json& j) {
 const std::set<std::string>& known(Endpoint e) {
   static const std::set<std::string> common{"model", "max_tokens", "temperature", "top_p", "top_k",
                                             "seed", "stop", "stream", "n", "session", "user",
-                                            "stream_options", "logprobs"};
+                                            "stream_options", "logprobs", "ignore_eos"};
   static std::set<std::string> completions = [] {
     auto s = common;
     s.insert({"prompt", "echo"});
@@ -159,6 +159,7 @@ Request parse_request(Endpoint endpoint, const std::string& body, const data::To
                                        : std::random_device{}();
   job.choices = static_cast<int>(integer(j, "n", 1, 1, 16));
   job.stop = stops(j);
+  job.ignore_eos = boolean(j, "ignore_eos");
   if (const json* s = field(j, "session")) {
     if (!s->is_string() || !valid_session_id(s->get<std::string>()))
       bad("session", "'session' must be 1-64 characters of letters, digits, '_' and '-'");
@@ -170,9 +171,13 @@ Request parse_request(Endpoint endpoint, const std::string& body, const data::To
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
     r.include_usage = boolean(*so, "include_usage");
   }
-  if (limits.context > 0 && static_cast<int64_t>(job.prompt.size()) + job.max_tokens > limits.context)
-    bad("max_tokens", fmt::format("the prompt ({} tokens) and max_tokens ({}) exceed this model's context of {} tokens",
-                                  job.prompt.size(), job.max_tokens, limits.context));
+  const int64_t tokens = static_cast<int64_t>(job.prompt.size()) + job.max_tokens;
+  const int64_t need = job.choices * (limits.state_base_bytes + limits.kv_bytes_per_token * tokens);
+  if (limits.state_budget > 0 && need > limits.state_budget)
+    bad("max_tokens", fmt::format("the prompt ({} tokens) and max_tokens ({}) need {:.0f} MiB of decoding state "
+                                  "({} x {} tokens of KV cache), more than this server's --state-mb of {:.0f} MiB",
+                                  job.prompt.size(), job.max_tokens, static_cast<double>(need) / (1 << 20),
+                                  job.choices, tokens, static_cast<double>(limits.state_budget) / (1 << 20)));
   r.model = field(j, "model") && j.at("model").is_string() ? j.at("model").get<std::string>() : model_name;
   r.id = fmt::format("{}-{:016x}", endpoint == Endpoint::chat ? "chatcmpl" : "cmpl",
                      std::random_device{}() * 0x100000000ULL + std::random_device{}());

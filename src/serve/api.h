@@ -25,7 +25,9 @@ enum class Endpoint { completions, chat };
 
 struct ApiLimits {
   int64_t max_tokens = 4096;  // cap per request (--max-tokens)
-  int64_t context = 0;        // softmax / polynomial: the model's context bounds prompt + output; 0: none
+  // Decoding states: a request whose choices' states (base + per token x (prompt + max_tokens))
+  // cannot fit in state_budget even alone is refused (400). 0: no budget.
+  int64_t state_budget = 0, state_base_bytes = 0, kv_bytes_per_token = 0;
 };
 
 // A parsed request: the job to run and how to answer it.

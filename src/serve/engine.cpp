@@ -103,6 +103,7 @@ struct Engine::Running {
   std::vector<Sequence> seqs;
   Clock::time_point submitted;
   bool begun = false, started = false, first = true, released = false;
+  int64_t reserved = 0;  // state bytes reserved for it (released with it)
   // While the prompt is read: the state, the tokens going into it and how many are in.
   std::shared_ptr<DecodeState> state;
   std::vector<int32_t> input;
@@ -127,6 +128,7 @@ void Engine::release(Running& r) {
   r.released = true;
   std::lock_guard lock(mutex_);
   --occupied_;
+  reserved_ -= r.reserved;
 }
 
 // A kept sequence: its state, the state before its last request (rollback) and its last use.
@@ -142,6 +144,8 @@ Engine::Engine(const Model& model, const data::Tokenizer& tokenizer, EngineOptio
       block_(model.config().attention.block),
       fixed_state_(attention::uses_sketch(model.config().attention.mechanism)),
       stride_((options.prefix_stride + block_ - 1) / block_ * block_),
+      base_bytes_(DecodeState(model.config()).bytes()),
+      token_bytes_(fixed_state_ ? 0 : 2 * static_cast<int64_t>(sizeof(float)) * model.config().layers * model.config().width),
       thread_([this] { loop(); }) {}
 
 Engine::~Engine() {
@@ -340,6 +344,12 @@ EngineMetrics Engine::metrics() const {
   return m;
 }
 
+// Bytes a job's states may reach (its history as far as known when asked).
+int64_t Engine::state_need(const Job& job) const {
+  const auto tokens = job.history_tokens + static_cast<int64_t>(job.prompt.size()) + job.max_tokens;
+  return job.choices * (base_bytes_ + token_bytes_ * tokens);
+}
+
 // A newly admitted job's starting state: its session's (a copy: the session keeps its own until
 // the job ends), else the longest cached prefix of its prompt, else an empty one.
 void Engine::begin(Running& r) {
@@ -358,6 +368,17 @@ void Engine::begin(Running& r) {
   }
   if (r.state) {
     r.input = model::prompt_input(*r.state, job.prompt);
+    const int64_t need = state_need(job);
+    {
+      std::lock_guard lock(mutex_);  // the history is known now
+      reserved_ += need - r.reserved;
+      r.reserved = need;
+    }
+    if (options_.state_budget > 0 && need > options_.state_budget)
+      throw Error(fmt::format("session '{}' ({} tokens) with this prompt and max_tokens needs {:.0f} MiB of KV "
+                              "cache, more than the server's --state-mb of {:.0f} MiB", job.session,
+                              job.history_tokens, static_cast<double>(need) / (1 << 20),
+                              static_cast<double>(options_.state_budget) / (1 << 20)));
     return;
   }
   r.state = std::make_shared<DecodeState>(model_.config());
@@ -436,7 +457,7 @@ void Engine::decode(std::vector<Running>& active) {
       ++s.tokens;
       std::string reason;
       size_t end = s.generated.size();
-      if (id == end_of_document) reason = "stop";
+      if (id == end_of_document && !job.ignore_eos) reason = "stop";
       for (const auto& stop : job.stop)
         if (const auto at = s.generated.find(stop, s.shown); at != std::string::npos && at < end) {
           end = at;
@@ -504,10 +525,16 @@ void Engine::loop() {
         waiting_.clear();
         return;
       }
+      // Admission, in order: a free slot, and room for the job's states (else it waits for
+      // running jobs to end; one that cannot fit even alone is let in to fail with the sizes).
       while (static_cast<int>(active.size()) < options_.parallel && !waiting_.empty()) {
+        const int64_t need = state_need(*waiting_.front());
+        if (options_.state_budget > 0 && reserved_ + need > options_.state_budget && reserved_ > 0) break;
         active.emplace_back();
         active.back().job = waiting_.front();
         active.back().submitted = Clock::now();
+        active.back().reserved = need;
+        reserved_ += need;
         waiting_.pop_front();
       }
       metrics_.active = static_cast<int64_t>(active.size());

@@ -54,6 +54,7 @@ struct Job {
   std::vector<std::string> stop;      // stop strings (not part of the returned text)
   std::string session;                // continue this session and keep the state after ("": none)
   int logprobs = -1;                  // >= 0: each token's log-probability and this many top ones
+  bool ignore_eos = false;            // the end-of-document token does not end the text (benchmarks)
 
   // Filled by the engine (read after the job's last event).
   int64_t history_tokens = 0;         // the session's history this job continued
@@ -81,6 +82,10 @@ struct EngineOptions {
   // Bytes of kept states (sessions, their rollback states, cached prefixes); beyond, the least
   // recently used goes (a session to the directory, if any).
   int64_t memory_budget = int64_t{4} << 30;
+  // Bytes of the running sequences' states, reserved at admission for their longest (KV caches:
+  // history + prompt + max_tokens): a job waits in the queue until it fits, and one that cannot
+  // fit alone fails with the sizes. 0: no budget.
+  int64_t state_budget = 0;
   // Cached prompt prefixes (sketch mechanisms, whose states have a fixed size): the state every
   // `prefix_stride` tokens of a prompt (a multiple of the block size) and at its last block
   // boundary. 0: no prefix cache.
@@ -131,12 +136,16 @@ class Engine {
   // made); false when there is none.
   bool rollback_session(const std::string& id);
   EngineMetrics metrics() const;
+  // A decoding state's bytes after `tokens` tokens: base + per token (0 for the sketch mechanisms).
+  int64_t state_base_bytes() const { return base_bytes_; }
+  int64_t kv_bytes_per_token() const { return token_bytes_; }
 
  private:
   struct Sequence;
   struct Running;
   void loop();
   void begin(Running& r);
+  int64_t state_need(const Job& job) const;
   int64_t read_prompt(Running& r, int64_t most);
   void start(Running& r);
   void decode(std::vector<Running>& active);
@@ -158,6 +167,8 @@ class Engine {
   const int64_t block_;       // prompts are read in pieces that end at multiples of it
   const bool fixed_state_;    // sketch mechanisms: a state's size does not grow
   const int64_t stride_;      // between cached prefix states: a multiple of block_ (0: no cache)
+  const int64_t base_bytes_, token_bytes_;  // a state's size: base + per token (KV caches)
+  int64_t reserved_ = 0;      // state bytes reserved by running jobs
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> waiting_;
