@@ -44,6 +44,7 @@ ap.add_argument("--out", default="docs/bench/serve.jsonl")
 ap.add_argument("--work", default="/tmp/polysketch-serve-bench")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test of the script)")
+ap.add_argument("--only", default="", help="comma-separated parts: decode,streams,sessions,prefix,long,load")
 args = ap.parse_args()
 BIN, WORK, THREADS = os.path.abspath(args.bin), args.work, args.threads
 Q = args.quick
@@ -52,6 +53,11 @@ LONG = 2048 if Q else 16384       # the long history / prompt
 SESSIONS = 16 if Q else 128
 LOAD = 200 if Q else 2000
 results = []
+ONLY = set(filter(None, args.only.split(",")))
+
+
+def want(part):
+    return not ONLY or part in ONLY
 
 
 def emit(name, **fields):
@@ -173,156 +179,167 @@ MODEL = f"{WORK}/polysketch-learned-local"
 
 # 1. Batched decoding, bench-decode (the ceiling of the server's throughput).
 decode = {}
-for inv in ("true", "false"):
-    out = run("bench-decode", "--mechanism", "polysketch-learned-local", "--context", str(CTX), "--batch", "1,16",
-              "--decode", "64" if Q else "256", "--warmup", "16", "--repeat", "3", "--threads", str(THREADS),
-              "--batch-invariant", inv, "--json")
-    for line in out.splitlines():
-        j = json.loads(line)
-        decode[(inv, j["batch"])] = j["decode_tokens_per_s"]
-    emit("decode", context=CTX, batch_invariant=inv == "true", tokens_per_s_batch1=decode[(inv, 1)],
-         tokens_per_s_batch16=decode[(inv, 16)], ratio=decode[(inv, 16)] / decode[(inv, 1)], target=6.0)
+if want("decode") or want("streams"):
+    for inv in ("true", "false"):
+        out = run("bench-decode", "--mechanism", "polysketch-learned-local", "--context", str(CTX), "--batch", "1,16",
+                  "--decode", "64" if Q else "256", "--warmup", "16", "--repeat", "3", "--threads", str(THREADS),
+                  "--batch-invariant", inv, "--json")
+        for line in out.splitlines():
+            j = json.loads(line)
+            decode[(inv, j["batch"])] = j["decode_tokens_per_s"]
+        emit("decode", context=CTX, batch_invariant=inv == "true", tokens_per_s_batch1=decode[(inv, 1)],
+             tokens_per_s_batch16=decode[(inv, 16)], ratio=decode[(inv, 16)] / decode[(inv, 1)], target=6.0)
 
 # 2. 16 concurrent streams at context CTX: sessions forked from one history, 256 new tokens each.
-for inv in ("true", "false"):
-    s = Server(BIN, MODEL, "--parallel", "16", "--batch-invariant", inv, threads=THREADS, start_s=60)
-    st, _ = post(s, "/v1/completions", {"prompt": ids(CTX, 1), "max_tokens": 1, "session": "base"})
-    assert st == 200, st
-    for i in range(16):
-        assert s.post(f"/v1/sessions/base/fork", {"id": f"s{i}"})[0] == 200
-    n_new = 64 if Q else 256
-    res = parallel([lambda i=i: request(s.port, "/v1/completions", {
-        "prompt": [5], "max_tokens": n_new, "temperature": 0, "ignore_eos": True, "stream": True, "session": f"s{i}"})
-        for i in range(16)], 16)
-    start = max(r["first"] for r in res)
-    end = min(r["times"][-1] for r in res)
-    inside = sum(sum(1 for t in r["times"] if start < t <= end) for r in res)
-    agg = inside / (end - start)
-    emit("streams", context=CTX, streams=16, batch_invariant=inv == "true", aggregate_tokens_per_s=agg,
-         bench_decode_batch16=decode[(inv, 16)], ratio=agg / decode[(inv, 16)], target=0.85,
-         all_complete=all(r["ok"] and r["tokens"] == n_new for r in res))
-    s.stop()
+if want("streams"):
+    for inv in ("true", "false"):
+        s = Server(BIN, MODEL, "--parallel", "16", "--batch-invariant", inv, threads=THREADS, start_s=60)
+        st, _ = post(s, "/v1/completions", {"prompt": ids(CTX, 1), "max_tokens": 1, "session": "base"})
+        assert st == 200, st
+        for i in range(16):
+            assert s.post(f"/v1/sessions/base/fork", {"id": f"s{i}"})[0] == 200
+        n_new = 64 if Q else 256
+        res = parallel([lambda i=i: request(s.port, "/v1/completions", {
+            "prompt": [5], "max_tokens": n_new, "temperature": 0, "ignore_eos": True, "stream": True, "session": f"s{i}"})
+            for i in range(16)], 16)
+        start = max(r["first"] for r in res)
+        end = min(r["times"][-1] for r in res)
+        inside = sum(sum(1 for t in r["times"] if start < t <= end) for r in res)
+        agg = inside / (end - start)
+        emit("streams", context=CTX, streams=16, batch_invariant=inv == "true", aggregate_tokens_per_s=agg,
+             bench_decode_batch16=decode.get((inv, 16)), ratio=agg / decode[(inv, 16)], target=0.85,
+             all_complete=all(r["ok"] and r["tokens"] == n_new for r in res))
+        s.stop()
 
 # 3. Sessions: SESSIONS forked from one LONG-token history; TTFT of a next turn against a fresh prompt.
-s = Server(BIN, MODEL, "--parallel", "16", "--session-mb", "8192", threads=THREADS, start_s=60)
-history = ids(LONG, 2)
-fresh = request(s.port, "/v1/completions", {"prompt": history, "max_tokens": 1, "stream": True, "session": "h"})
-ttft_fresh = fresh["first"] - fresh["t0"]
-for i in range(SESSIONS):
-    assert s.post("/v1/sessions/h/fork", {"id": f"f{i}"})[0] == 200
-turns = []
-for i in range(3):  # alone: the next turn of a session with a LONG-token history
-    r = request(s.port, "/v1/completions", {"prompt": ids(8, 10 + i), "max_tokens": 1, "stream": True,
-                                            "session": f"f{i}"})
-    turns.append(r["first"] - r["t0"])
-ttft_turn = statistics.median(turns)
-emit("next_turn", history=LONG, ttft_fresh_s=ttft_fresh, ttft_next_turn_s=ttft_turn, ratio=ttft_fresh / ttft_turn,
-     target=50.0)
-t0 = time.monotonic()
-res = parallel([lambda i=i: request(s.port, "/v1/completions", {
-    "prompt": ids(4, 100 + i), "max_tokens": 64, "ignore_eos": True, "stream": True, "session": f"f{i}"})
-    for i in range(SESSIONS)], 16)
-wall = time.monotonic() - t0
-served = sum(1 for r in res if r["ok"] and r["tokens"] == 64)
-rss, hwm = rss_mb(s.proc)
-st, lst = s.call("GET", "/v1/sessions", None)[:2]
-positions = sorted({x["position"] for x in lst["data"] if x["id"].startswith("f")})
-emit("sessions", sessions=SESSIONS, history=LONG, new_tokens=64, served=served, wall_s=wall,
-     tokens_per_s=served * 64 / wall, rss_mb=rss, peak_rss_mb=hwm, positions=positions)
-s.stop()
-soft = Server(BIN, f"{WORK}/softmax", "--parallel", "16", threads=THREADS, start_s=60)
-r = request(soft.port, "/v1/completions", {"prompt": history, "max_tokens": 64, "session": "x"})
-emit("softmax_refused", history=LONG, status=r["status"], code=r["code"], clean=r["status"] in (400, 503) and r["ok"])
-soft.stop()
+if want("sessions"):
+    s = Server(BIN, MODEL, "--parallel", "16", "--session-mb", "8192", threads=THREADS, start_s=60)
+    history = ids(LONG, 2)
+    fresh = request(s.port, "/v1/completions", {"prompt": history, "max_tokens": 1, "stream": True, "session": "h"})
+    ttft_fresh = fresh["first"] - fresh["t0"]
+    for i in range(SESSIONS):
+        assert s.post("/v1/sessions/h/fork", {"id": f"f{i}"})[0] == 200
+    turns = []
+    for i in range(3):  # alone: the next turn of a session with a LONG-token history
+        r = request(s.port, "/v1/completions", {"prompt": ids(8, 10 + i), "max_tokens": 1, "stream": True,
+                                                "session": f"f{i}"})
+        turns.append(r["first"] - r["t0"])
+    ttft_turn = statistics.median(turns)
+    emit("next_turn", history=LONG, ttft_fresh_s=ttft_fresh, ttft_next_turn_s=ttft_turn, ratio=ttft_fresh / ttft_turn,
+         target=50.0)
+    t0 = time.monotonic()
+    res = parallel([lambda i=i: request(s.port, "/v1/completions", {
+        "prompt": ids(4, 100 + i), "max_tokens": 64, "ignore_eos": True, "stream": True, "session": f"f{i}"})
+        for i in range(SESSIONS)], 16)
+    wall = time.monotonic() - t0
+    served = sum(1 for r in res if r["ok"] and r["tokens"] == 64)
+    rss, hwm = rss_mb(s.proc)
+    st, lst = s.call("GET", "/v1/sessions", None)[:2]
+    positions = sorted({x["position"] for x in lst["data"] if x["id"].startswith("f")})
+    emit("sessions", sessions=SESSIONS, history=LONG, new_tokens=64, served=served, wall_s=wall,
+         tokens_per_s=served * 64 / wall, rss_mb=rss, peak_rss_mb=hwm, positions=positions)
+    s.stop()
+    # softmax at the same size: a 16k-token KV cache is 400 MB (the sketch state: 14 MB); with the
+    # memory the sketch model's sessions took as --state-mb / 128, it is refused before it runs.
+    budget_mb = max(1, int(hwm / SESSIONS))
+    soft = Server(BIN, f"{WORK}/softmax", "--parallel", "16", "--state-mb", str(budget_mb), threads=THREADS,
+                  start_s=60)
+    r = request(soft.port, "/v1/completions", {"prompt": history, "max_tokens": 64, "session": "x"})
+    emit("softmax_refused", history=LONG, state_mb=budget_mb, status=r["status"], code=r["code"],
+         clean=r["status"] == 400 and r["ok"])
+    soft.stop()
 
 # 4. Prefix cache: a prompt sharing a cached CTX-token prefix against the same length uncached.
-s = Server(BIN, MODEL, "--parallel", "16", threads=THREADS, start_s=60)
-cold, warm = [], []
-for i in range(3):
-    prefix = ids(CTX, 20 + i)
-    r = request(s.port, "/v1/completions", {"prompt": prefix + ids(16, 30 + i), "max_tokens": 1, "stream": True})
-    cold.append(r["first"] - r["t0"])
-    r = request(s.port, "/v1/completions", {"prompt": prefix + ids(16, 40 + i), "max_tokens": 1, "stream": True})
-    warm.append(r["first"] - r["t0"])
-emit("prefix", prefix=CTX, ttft_uncached_s=statistics.median(cold), ttft_cached_s=statistics.median(warm),
-     ratio=statistics.median(cold) / statistics.median(warm), target=10.0)
-s.stop()
+if want("prefix"):
+    s = Server(BIN, MODEL, "--parallel", "16", threads=THREADS, start_s=60)
+    cold, warm = [], []
+    for i in range(3):
+        prefix = ids(CTX, 20 + i)
+        r = request(s.port, "/v1/completions", {"prompt": prefix + ids(16, 30 + i), "max_tokens": 1, "stream": True})
+        cold.append(r["first"] - r["t0"])
+        r = request(s.port, "/v1/completions", {"prompt": prefix + ids(16, 40 + i), "max_tokens": 1, "stream": True})
+        warm.append(r["first"] - r["t0"])
+    emit("prefix", prefix=CTX, ttft_uncached_s=statistics.median(cold), ttft_cached_s=statistics.median(warm),
+         ratio=statistics.median(cold) / statistics.median(warm), target=10.0)
+    s.stop()
 
 # 5. A LONG-token prompt read while 8 streams run: their inter-token latency.
-s = Server(BIN, MODEL, "--parallel", "16", threads=THREADS, start_s=60)
-streams = []
-lt = []
-for i in range(8):
-    t = threading.Thread(target=lambda i=i: streams.append(request(s.port, "/v1/completions", {
-        "prompt": ids(16, 50 + i), "max_tokens": 4096, "ignore_eos": True, "stream": True},
-        cancel_after=None)))
-    lt.append(t)
-    t.start()
-time.sleep(8)  # steady state
-base_from = time.monotonic()
-time.sleep(10 if not Q else 3)
-base_to = long_from = time.monotonic()
-long_req = request(s.port, "/v1/completions", {"prompt": ids(LONG, 60), "max_tokens": 1, "stream": True})
-long_to = long_req["first"]
-time.sleep(1)
-for t in lt:  # the streams end when the server stops
-    pass
-s.stop()
-for t in lt:
-    t.join(60)
+if want("long"):
+    s = Server(BIN, MODEL, "--parallel", "16", threads=THREADS, start_s=60)
+    streams = []
+    lt = []
+    for i in range(8):
+        t = threading.Thread(target=lambda i=i: streams.append(request(s.port, "/v1/completions", {
+            "prompt": ids(16, 50 + i), "max_tokens": 4096, "ignore_eos": True, "stream": True},
+            cancel_after=None)))
+        lt.append(t)
+        t.start()
+    time.sleep(8)  # steady state
+    base_from = time.monotonic()
+    time.sleep(10 if not Q else 3)
+    base_to = long_from = time.monotonic()
+    long_req = request(s.port, "/v1/completions", {"prompt": ids(LONG, 60), "max_tokens": 1, "stream": True})
+    long_to = long_req["first"]
+    time.sleep(1)
+    for t in lt:  # the streams end when the server stops
+        pass
+    s.stop()
+    for t in lt:
+        t.join(60)
 
 
-def gaps(lo, hi):
-    g = []
-    for r in streams:
-        ts = r["times"]
-        g += [b - a for a, b in zip(ts, ts[1:]) if lo <= a and b <= hi]
-    return g
+    def gaps(lo, hi):
+        g = []
+        for r in streams:
+            ts = r["times"]
+            g += [b - a for a, b in zip(ts, ts[1:]) if lo <= a and b <= hi]
+        return g
 
 
-base_g, long_g = gaps(base_from, base_to), gaps(long_from, long_to)
-emit("long_prompt", prompt=LONG, streams=8, itl_median_without_s=statistics.median(base_g),
-     itl_p99_during_s=pct(long_g, 0.99), itl_median_during_s=statistics.median(long_g) if long_g else None,
-     prompt_read_s=long_to - long_from, ratio=pct(long_g, 0.99) / statistics.median(base_g), target=4.0)
-with open(f"{WORK}/long_prompt_itl.dat", "w") as f:
-    for r in streams:
-        ts = r["times"]
-        for a, b in zip(ts, ts[1:]):
-            if base_from <= a and b <= long_to + 1:
-                f.write(f"{b - long_from:.4f} {1000 * (b - a):.3f}\n")
+    base_g, long_g = gaps(base_from, base_to), gaps(long_from, long_to)
+    emit("long_prompt", prompt=LONG, streams=8, itl_median_without_s=statistics.median(base_g),
+         itl_p99_during_s=pct(long_g, 0.99), itl_median_during_s=statistics.median(long_g) if long_g else None,
+         prompt_read_s=long_to - long_from, ratio=pct(long_g, 0.99) / statistics.median(base_g), target=4.0)
+    with open(f"{WORK}/long_prompt_itl.dat", "w") as f:
+        for r in streams:
+            ts = r["times"]
+            for a, b in zip(ts, ts[1:]):
+                if base_from <= a and b <= long_to + 1:
+                    f.write(f"{b - long_from:.4f} {1000 * (b - a):.3f}\n")
 
 # 6. LOAD requests at concurrency 64: mixed lengths, streamed or whole, some cancelled.
-s = Server(BIN, MODEL, "--parallel", "16", "--max-queue", "64", threads=THREADS, start_s=60)
-rng = random.Random(7)
-plan = []
-for i in range(LOAD):
-    body = {"prompt": ids(rng.randrange(8, 200), 1000 + i), "max_tokens": rng.randrange(4, 48),
-            "temperature": 0.8, "seed": i, "stream": rng.random() < 0.5}
-    cancel = rng.randrange(1, 4) if body["stream"] and rng.random() < 0.1 else None
-    plan.append((body, cancel))
-halves, rss_after = [], []
-t0 = time.monotonic()
-for half in (plan[:LOAD // 2], plan[LOAD // 2:]):
-    halves += parallel([lambda b=b, c=c: request(s.port, "/v1/completions", b, cancel_after=c, timeout=300)
-                        for b, c in half], 64)
-    time.sleep(1)
-    rss_after.append(rss_mb(s.proc)[0])
-wall = time.monotonic() - t0
-statuses = {}
-for r in halves:
-    statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
-lost = [r for r in halves if not r["ok"] or (r["status"] not in (200, 503)) or (r["status"] == 503 and r["code"] != "queue_full")]
-done = [r for r in halves if r["status"] == 200 and r["first"]]
-ttft = [r["first"] - r["t0"] for r in done]
-itl = [b - a for r in done for a, b in zip(r["times"], r["times"][1:])]
-emit("load", requests=LOAD, concurrency=64, wall_s=wall, requests_per_s=LOAD / wall,
-     tokens_per_s=sum(r["tokens"] for r in done) / wall, statuses=statuses, lost=len(lost),
-     lost_examples=[{k: r[k] for k in ("status", "code")} for r in lost[:5]],
-     cancelled=sum(1 for r in halves if r["cancelled"]),
-     ttft_p50_s=pct(ttft, 0.5), ttft_p99_s=pct(ttft, 0.99), itl_p50_s=pct(itl, 0.5), itl_p99_s=pct(itl, 0.99),
-     rss_after_first_half_mb=rss_after[0], rss_after_second_half_mb=rss_after[1],
-     rss_growth=rss_after[1] / rss_after[0] - 1, peak_rss_mb=rss_mb(s.proc)[1])
-s.stop()
+if want("load"):
+    s = Server(BIN, MODEL, "--parallel", "16", "--max-queue", "64", threads=THREADS, start_s=60)
+    rng = random.Random(7)
+    plan = []
+    for i in range(LOAD):
+        body = {"prompt": ids(rng.randrange(8, 200), 1000 + i), "max_tokens": rng.randrange(4, 48),
+                "temperature": 0.8, "seed": i, "stream": rng.random() < 0.5}
+        cancel = rng.randrange(1, 4) if body["stream"] and rng.random() < 0.1 else None
+        plan.append((body, cancel))
+    halves, rss_after = [], []
+    t0 = time.monotonic()
+    for half in (plan[:LOAD // 2], plan[LOAD // 2:]):
+        halves += parallel([lambda b=b, c=c: request(s.port, "/v1/completions", b, cancel_after=c, timeout=300)
+                            for b, c in half], 64)
+        time.sleep(1)
+        rss_after.append(rss_mb(s.proc)[0])
+    wall = time.monotonic() - t0
+    statuses = {}
+    for r in halves:
+        statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
+    lost = [r for r in halves if not r["ok"] or (r["status"] not in (200, 503)) or (r["status"] == 503 and r["code"] != "queue_full")]
+    done = [r for r in halves if r["status"] == 200 and r["first"]]
+    ttft = [r["first"] - r["t0"] for r in done]
+    itl = [b - a for r in done for a, b in zip(r["times"], r["times"][1:])]
+    emit("load", requests=LOAD, concurrency=64, wall_s=wall, requests_per_s=LOAD / wall,
+         tokens_per_s=sum(r["tokens"] for r in done) / wall, statuses=statuses, lost=len(lost),
+         lost_examples=[{k: r[k] for k in ("status", "code")} for r in lost[:5]],
+         cancelled=sum(1 for r in halves if r["cancelled"]),
+         ttft_p50_s=pct(ttft, 0.5), ttft_p99_s=pct(ttft, 0.99), itl_p50_s=pct(itl, 0.5), itl_p99_s=pct(itl, 0.99),
+         rss_after_first_half_mb=rss_after[0], rss_after_second_half_mb=rss_after[1],
+         rss_growth=rss_after[1] / rss_after[0] - 1, peak_rss_mb=rss_mb(s.proc)[1])
+    s.stop()
 
 tmp = args.out + ".tmp"
 with open(tmp, "w") as f:
@@ -330,7 +347,8 @@ with open(tmp, "w") as f:
         f.write(json.dumps(row) + "\n")
 os.replace(tmp, args.out)
 png = os.path.splitext(args.out)[0] + "_long_prompt.png"
-subprocess.run(["gnuplot", "-e", f"""set terminal pngcairo size 900,500 noenhanced; set output '{png}';
+if want("long"):
+    subprocess.run(["gnuplot", "-e", f"""set terminal pngcairo size 900,500 noenhanced; set output '{png}';
 set xlabel 's since the long prompt arrived'; set ylabel 'inter-token latency of 8 streams (ms)';
 set title 'serve: 8 running streams while a {LONG}-token prompt is read (grey: until its first token)';
 set object 1 rect from 0,graph 0 to {long_to - long_from},graph 1 fc rgb '#eeeeee' behind;

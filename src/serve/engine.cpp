@@ -1,6 +1,7 @@
 #include "serve/engine.h"
 
 #include <fmt/format.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <chrono>
@@ -98,18 +99,25 @@ struct Engine::Sequence {
   Clock::time_point last;
 };
 
+// A prompt being read (by the reader thread): the state, the tokens going into it, how many are in.
+struct Engine::Prompt {
+  std::shared_ptr<Job> job;
+  std::shared_ptr<DecodeState> state;
+  std::vector<int32_t> input;
+  int64_t read = 0;
+  bool cacheable = false;       // the state began empty: its prefixes may be cached
+  uint64_t hash = kHashBasis;   // of input[0, read), when cacheable
+  std::string error;            // why reading failed
+  std::atomic<bool> done{false};
+};
+
 struct Engine::Running {
   std::shared_ptr<Job> job;
   std::vector<Sequence> seqs;
   Clock::time_point submitted;
   bool begun = false, started = false, first = true, released = false;
   int64_t reserved = 0;  // state bytes reserved for it (released with it)
-  // While the prompt is read: the state, the tokens going into it and how many are in.
-  std::shared_ptr<DecodeState> state;
-  std::vector<int32_t> input;
-  int64_t read = 0;
-  bool cacheable = false;       // the state began empty: its prefixes may be cached
-  uint64_t hash = kHashBasis;   // of input[0, read), when cacheable
+  std::shared_ptr<Prompt> prompt;  // until the prompt is read
   std::shared_ptr<DecodeState> session_before;  // the session's state when the job started
   std::vector<Event> ends;  // the choices' last events, sent when the job leaves
 };
@@ -146,11 +154,19 @@ Engine::Engine(const Model& model, const data::Tokenizer& tokenizer, EngineOptio
       stride_((options.prefix_stride + block_ - 1) / block_ * block_),
       base_bytes_(DecodeState(model.config()).bytes()),
       token_bytes_(fixed_state_ ? 0 : 2 * static_cast<int64_t>(sizeof(float)) * model.config().layers * model.config().width),
-      thread_([this] { loop(); }) {}
+      threads_(omp_get_max_threads()),
+      thread_([this] { loop(); }),
+      reader_([this] { read_prompts(); }) {}
 
 Engine::~Engine() {
   stop();
   if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard lock(reader_mutex_);
+    reader_stop_ = true;
+  }
+  reader_wake_.notify_all();
+  if (reader_.joinable()) reader_.join();
   save_sessions();
 }
 
@@ -350,24 +366,27 @@ int64_t Engine::state_need(const Job& job) const {
   return job.choices * (base_bytes_ + token_bytes_ * tokens);
 }
 
-// A newly admitted job's starting state: its session's (a copy: the session keeps its own until
-// the job ends), else the longest cached prefix of its prompt, else an empty one.
+// A newly admitted job's starting state, for the reader: its session's (a copy: the session keeps
+// its own until the job ends), else the longest cached prefix of its prompt, else an empty one.
 void Engine::begin(Running& r) {
   auto& job = *r.job;
   r.begun = true;
+  r.prompt = std::make_shared<Prompt>();
+  auto& p = *r.prompt;
+  p.job = r.job;
   if (!job.session.empty()) {
     std::lock_guard lock(mutex_);
     if (const Session* s = find_session(job.session)) {
       r.session_before = s->state;
-      r.state = std::make_shared<DecodeState>(*s->state);
-      job.history_tokens = job.cached_tokens = r.state->position();
+      p.state = std::make_shared<DecodeState>(*s->state);
+      job.history_tokens = job.cached_tokens = p.state->position();
     } else {  // a new session: its rollback goes back to the start
       if (!empty_) empty_ = std::make_shared<DecodeState>(model_.config());
       r.session_before = empty_;
     }
   }
-  if (r.state) {
-    r.input = model::prompt_input(*r.state, job.prompt);
+  if (p.state) {
+    p.input = model::prompt_input(*p.state, job.prompt);
     const int64_t need = state_need(job);
     {
       std::lock_guard lock(mutex_);  // the history is known now
@@ -381,54 +400,74 @@ void Engine::begin(Running& r) {
                               static_cast<double>(options_.state_budget) / (1 << 20)));
     return;
   }
-  r.state = std::make_shared<DecodeState>(model_.config());
-  r.input = model::prompt_input(*r.state, job.prompt);
-  r.cacheable = fixed_state_ && stride_ > 0;
-  if (!r.cacheable) return;
+  p.state = std::make_shared<DecodeState>(model_.config());
+  p.input = model::prompt_input(*p.state, job.prompt);
+  p.cacheable = fixed_state_ && stride_ > 0;
+  if (!p.cacheable) return;
   std::shared_ptr<const DecodeState> hit;
   {
     std::lock_guard lock(mutex_);
-    hit = find_prefix(r.input, r.read);
+    hit = find_prefix(p.input, p.read);
   }
   if (!hit) return;
-  *r.state = DecodeState(*hit);
-  r.hash = hash_tokens(r.input.data(), r.read, kHashBasis);
-  job.cached_tokens = r.read;
+  *p.state = DecodeState(*hit);
+  p.hash = hash_tokens(p.input.data(), p.read, kHashBasis);
+  job.cached_tokens = p.read;
 }
 
-// Reads about `most` more prompt tokens into the job's state (at least one piece) and returns how
-// many. A sketch state is fed a piece at a time, each ending at a multiple of the block size: the
-// same arithmetic whether the prompt is read in one go or between other work, whether or not it
-// began from a cached prefix. Prefix states are kept every stride_ tokens and at the prompt's last
-// block boundary. A KV cache takes the rest of the prompt at once.
-int64_t Engine::read_prompt(Running& r, int64_t most) {
-  const auto n = static_cast<int64_t>(r.input.size());
-  int64_t done = 0;
-  while (r.read < n && done < most) {
-    const int64_t len = fixed_state_ ? std::min(n - r.read, block_ - r.state->position() % block_) : n - r.read;
-    model_.prefill(*r.state, r.input.data() + r.read, len);
-    if (r.cacheable) r.hash = hash_tokens(r.input.data() + r.read, len, r.hash);
-    r.read += len;
-    done += len;
-    if (r.cacheable && r.read % block_ == 0 && (r.read % stride_ == 0 || r.read == n / block_ * block_)) {
-      std::lock_guard lock(mutex_);
-      keep_prefix(r.input, r.read, r.hash, *r.state);
+// The reader thread: prompts in order of admission, a piece at a time, each ending at a multiple
+// of the block size for a sketch state (the same arithmetic whether a prompt is read alone, beside
+// decoding or from a cached prefix); a KV cache takes a prompt at once. Prefix states are kept every
+// stride_ tokens and at a prompt's last block boundary. While sequences are being decoded the
+// threads are shared between the two.
+void Engine::read_prompts() {
+  for (;;) {
+    std::shared_ptr<Prompt> p;
+    {
+      std::unique_lock lock(reader_mutex_);
+      reader_wake_.wait(lock, [&] { return reader_stop_ || !to_read_.empty(); });
+      if (reader_stop_) return;
+      p = std::move(to_read_.front());
+      to_read_.pop_front();
     }
+    reading_ = true;
+    try {
+      const auto n = static_cast<int64_t>(p->input.size());
+      while (p->read < n && !p->job->cancelled && !reader_stop_) {
+        omp_set_num_threads(decoding_ ? std::max(1, threads_ / 2) : threads_);
+        const int64_t len = fixed_state_ ? std::min(n - p->read, block_ - p->state->position() % block_) : n - p->read;
+        model_.prefill(*p->state, p->input.data() + p->read, len);
+        if (p->cacheable) p->hash = hash_tokens(p->input.data() + p->read, len, p->hash);
+        p->read += len;
+        if (p->cacheable && p->read % block_ == 0 && (p->read % stride_ == 0 || p->read == n / block_ * block_)) {
+          std::lock_guard lock(mutex_);
+          keep_prefix(p->input, p->read, p->hash, *p->state);
+        }
+      }
+    } catch (const Error& e) {
+      p->error = e.what();
+    }
+    reading_ = false;
+    p->done = true;
+    {
+      std::lock_guard lock(mutex_);
+      ++prompts_read_;
+    }
+    wake_.notify_all();
   }
-  return done;
 }
 
 // The prompt is in: the job's choices start from copies of its state.
 void Engine::start(Running& r) {
   auto& job = *r.job;
   for (int c = 0; c < job.choices; ++c) {
-    Sequence s{c == 0 ? r.state : std::make_shared<DecodeState>(*r.state),
+    Sequence s{c == 0 ? r.prompt->state : std::make_shared<DecodeState>(*r.prompt->state),
                model::sampling_rng(job.sampling.seed + static_cast<uint64_t>(c)),
                std::nullopt, {}, 0, 0, {}, {}, false, Clock::now()};
     s.text.emplace(tokenizer_, job.prompt);
     r.seqs.push_back(std::move(s));
   }
-  r.state.reset();
+  r.prompt.reset();
   job.tokens.assign(static_cast<size_t>(job.choices), {});
   r.started = true;
   std::lock_guard lock(mutex_);
@@ -507,14 +546,21 @@ void Engine::decode(std::vector<Running>& active) {
 
 void Engine::loop() {
   std::vector<Running> active;
+  int64_t prompts_seen = 0;
   auto fail = [](Running& r, const std::string& why) {
     for (int c = 0; c < r.job->choices; ++c) r.job->push(Event{c, {}, {}, {}, true, "error", why});
   };
   for (;;) {
     {
       std::unique_lock lock(mutex_);
-      wake_.wait_for(lock, std::chrono::milliseconds(active.empty() ? 200 : 0),
-                     [&] { return stopping_ || !waiting_.empty(); });
+      // Sleep unless sequences are being decoded, until there is something to do.
+      const bool decoding = std::any_of(active.begin(), active.end(), [](const Running& r) { return r.started && !r.job->cancelled; });
+      wake_.wait_for(lock, std::chrono::milliseconds(decoding ? 0 : 200), [&] {
+        return stopping_ || prompts_read_ != prompts_seen ||
+               (!waiting_.empty() && static_cast<int>(active.size()) < options_.parallel) ||
+               std::any_of(active.begin(), active.end(), [](const Running& r) { return !r.begun || r.job->cancelled; });
+      });
+      prompts_seen = prompts_read_;
       if (stopping_) {
         for (auto& r : active) fail(r, "server stopping");
         for (auto& j : waiting_) {
@@ -540,21 +586,28 @@ void Engine::loop() {
       metrics_.active = static_cast<int64_t>(active.size());
     }
     if (active.empty()) continue;
-    // Prompts, oldest job first: one block's worth between two steps while sequences are being
-    // decoded (their next token waits for it), more when none is.
-    const bool decoding = std::any_of(active.begin(), active.end(), [](const Running& r) { return r.started && !r.job->cancelled; });
-    int64_t budget = decoding ? block_ : std::max<int64_t>(block_, 4096);
+    // New jobs go to the reader; read prompts start their sequences.
     for (auto& r : active) {
       if (r.started || r.job->cancelled) continue;
       try {
-        if (!r.begun) begin(r);
-        if (budget > 0) budget -= read_prompt(r, budget);
-        if (r.read == static_cast<int64_t>(r.input.size())) start(r);
+        if (!r.begun) {
+          begin(r);
+          {
+            std::lock_guard lock(reader_mutex_);
+            to_read_.push_back(r.prompt);
+          }
+          reader_wake_.notify_one();
+        }
+        if (!r.prompt->done) continue;
+        if (!r.prompt->error.empty()) throw Error(r.prompt->error);
+        start(r);
       } catch (const Error& e) {
         fail(r, e.what());
         r.job->cancel();
       }
     }
+    decoding_ = std::any_of(active.begin(), active.end(), [](const Running& r) { return r.started && !r.job->cancelled; });
+    omp_set_num_threads(reading_ ? std::max(1, threads_ - threads_ / 2) : threads_);
     decode(active);
     // Jobs that are over leave; a session keeps the state it reached.
     std::erase_if(active, [&](Running& r) {

@@ -1,8 +1,8 @@
 // The serving engine behind `polysketch serve`: continuous batching of many sequences on one
 // const model. HTTP threads only submit jobs and read their events; one scheduler thread admits
-// waiting jobs (up to `parallel` sequences at once), reads their prompts a block at a time
-// between decoding steps (running streams keep going while a long prompt is read), and advances
-// every running sequence by one token per batched Model::step. Sessions keep a sequence's
+// waiting jobs (up to `parallel` sequences at once) and advances every running sequence by one
+// token per batched Model::step, while a reader thread reads new prompts beside it (running
+// streams keep going while a long prompt is read; the two share the threads). Sessions keep a sequence's
 // decoding state between requests (its whole history: a fixed size for the sketch mechanisms),
 // so a conversation sends only its new turn; the prefix cache keeps the states of recent
 // prompts at block boundaries, so a prompt that shares a long beginning skips reading it.
@@ -146,7 +146,8 @@ class Engine {
   void loop();
   void begin(Running& r);
   int64_t state_need(const Job& job) const;
-  int64_t read_prompt(Running& r, int64_t most);
+  struct Prompt;
+  void read_prompts();
   void start(Running& r);
   void decode(std::vector<Running>& active);
   void release(Running& r);
@@ -180,7 +181,15 @@ class Engine {
   int64_t occupied_ = 0;  // jobs queued or running, not yet over
   bool stopping_ = false;
   EngineMetrics metrics_;
-  std::thread thread_;
+  const int threads_;  // OpenMP threads, shared by the scheduler and the reader when both work
+  std::atomic<bool> decoding_{false}, reading_{false};
+  int64_t prompts_read_ = 0;  // (mutex_) prompts the reader has finished
+  std::mutex reader_mutex_;
+  std::condition_variable reader_wake_;
+  std::deque<std::shared_ptr<Prompt>> to_read_;
+  std::atomic<bool> reader_stop_{false};
+  std::thread thread_;  // the scheduler
+  std::thread reader_;  // reads prompts
 };
 
 }  // namespace polysketch::serve
