@@ -71,6 +71,12 @@ jq -e '.scored == 128 and .loss > 0' "$tmp/evin" > /dev/null || fail "eval --inp
 # --by-position: the buckets' losses average, weighted by their tokens, to the overall loss.
 $bin eval --checkpoint "$tmp/run" --input "$tmp/rev.txt" --context 100 --batch 2 --batches 2 --by-position --json > "$tmp/bypos"
 jq -e '([.by_position[] | .end] == [64, 100]) and ((([.by_position[] | .loss * .scored] | add) / .scored - .loss) | fabs < 1e-4)' "$tmp/bypos" > /dev/null || { cat "$tmp/bypos"; fail "eval --by-position"; }
+# eval --chunk: the same scores a chunk at a time (the run's block is 8); refused where it cannot apply.
+$bin eval --checkpoint "$tmp/run" --input "$tmp/rev.txt" --context 96 --batch 2 --batches 2 --by-position --json > "$tmp/whole"
+$bin eval --checkpoint "$tmp/run" --input "$tmp/rev.txt" --context 96 --batch 2 --batches 2 --by-position --json --chunk 16 > "$tmp/chunked"
+jq -e -s '(.[0].scored == .[1].scored) and ((.[0].loss - .[1].loss) | fabs < 1e-4) and ((.[0].by_position[1].loss - .[1].by_position[1].loss) | fabs < 1e-4)' "$tmp/whole" "$tmp/chunked" > /dev/null || fail "eval --chunk"
+expect_fail "whole number of blocks" $bin eval --checkpoint "$tmp/run" --input "$tmp/rev.txt" --context 96 --chunk 12
+expect_fail "does not support document masking" $bin eval --checkpoint "$tmp/run" --data "$tmp/data" --chunk 16 --document-mask on
 expect_fail "one of them" $bin eval --checkpoint "$tmp/run"
 expect_fail "excludes" $bin eval --checkpoint "$tmp/run" --data "$tmp/data" --input "$tmp/rev.txt"
 printf 'ab\0cd' > "$tmp/binary.txt"

@@ -14,6 +14,7 @@
 #include "reference.h"
 #include "test_util.h"
 #include "train/adamw.h"
+#include "model/time_chunks.h"
 #include "train/chunked.h"
 
 namespace polysketch::test {
@@ -94,6 +95,41 @@ TEST_P(ChunkedTest, EqualsTheWholeSequence) {
     EXPECT_LT(max_rel_error(chunked[p], grads[p], 1e-30), 1e-10) << params[p]->name;
 }
 
+// Chunked scoring (eval --chunk): the chunks' losses, counts and per-position losses, placed at
+// their offsets, are the whole sequence's (no states kept: TimeChunks without keep).
+TEST_P(ChunkedTest, ScoringEqualsTheWholeSequence) {
+  const auto& c = GetParam();
+  ModelT<double> model(config(c));
+  auto rng = kernels::Rng::derive(12, 0, 0);
+  for (auto* p : model.params())
+    for (auto& x : p->value) x += 0.05 * rng.normal();
+  const int64_t batch = 2;
+  const auto b = batch_of(batch, c.len, 6);
+  const auto whole = model.score(b.tokens.data(), b.targets.data(), batch, c.len, nullptr, true);
+  const int64_t chunks = (c.len + c.chunk - 1) / c.chunk;
+  model::TimeChunks<double> exchange(chunks, false);
+  double loss = 0;
+  int64_t scored = 0, correct = 0;
+  std::vector<double> position(static_cast<size_t>(c.len), 0.0);
+  std::vector<int32_t> x, y;
+  for (int64_t k = 0; k < chunks; ++k) {
+    const int64_t begin = k * c.chunk, len = std::min(c.chunk, c.len - begin);
+    model::chunk_columns(b.tokens.data(), batch, c.len, begin, len, x);
+    model::chunk_columns(b.targets.data(), batch, c.len, begin, len, y);
+    exchange.begin(model::TimeChunks<double>::Pass::forward, k);
+    const ContextChunkT<double> part{&exchange, begin, c.len, whole.scored};
+    const auto s = model.score(x.data(), y.data(), batch, len, nullptr, true, nullptr, &part);
+    loss += s.loss * static_cast<double>(s.scored);
+    scored += s.scored;
+    correct += s.correct;
+    for (int64_t t = 0; t < len; ++t) position[static_cast<size_t>(begin + t)] += s.position_loss[static_cast<size_t>(t)];
+  }
+  EXPECT_EQ(scored, whole.scored);
+  EXPECT_EQ(correct, whole.correct);
+  EXPECT_NEAR(loss / static_cast<double>(scored), whole.loss, 1e-12 * whole.loss);
+  EXPECT_LT(max_rel_error(position, whole.position_loss, 1e-30), 1e-10);
+}
+
 INSTANTIATE_TEST_SUITE_P(Sketches, ChunkedTest, ::testing::ValuesIn(cases()));
 
 // Several AdamW steps (float, as training runs), chunked and whole, end at the same weights up to
@@ -128,9 +164,9 @@ TEST(Chunked, RefusesWhatCannotBeChunked) {
   const auto b = batch_of(1, 24, 1);
   expect_error([&] { train::chunked_forward_backward(softmax, cache, b.tokens.data(), b.targets.data(), 1, 24, 4, 0, grads); },
                "needs a sketch mechanism");
-  EXPECT_NE(train::chunking_problem(config({Mechanism::polysketch, 6, 24, 1}), 24, 6).find("whole number of blocks"), std::string::npos);
-  EXPECT_NE(train::chunking_problem(config({Mechanism::polysketch, 4, 22, 1}), 22, 4).find("context 22"), std::string::npos);
-  EXPECT_EQ(train::chunking_problem(config({Mechanism::polysketch, 4, 24, 1}), 24, 8), "");
+  EXPECT_NE(model::chunking_problem(config({Mechanism::polysketch, 6, 24, 1}), 24, 6, "training").find("whole number of blocks"), std::string::npos);
+  EXPECT_NE(model::chunking_problem(config({Mechanism::polysketch, 4, 22, 1}), 22, 4, "training").find("context 22"), std::string::npos);
+  EXPECT_EQ(model::chunking_problem(config({Mechanism::polysketch, 4, 24, 1}), 24, 8, "training"), "");
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "kernels/rng.h"
 #include "polysketch/model.h"
 #include "train/adamw.h"
+#include "model/time_chunks.h"
 #include "train/chunked.h"
 #include "util/check.h"
 #include "util/memory.h"
@@ -53,7 +54,7 @@ void run(const BenchTrainOptions& o) {
     for (int64_t n : o.ns) {
       const auto cfg = config_for(o, name, n);
       if (o.chunk > 0)
-        if (const auto problem = train::chunking_problem(cfg, n, o.chunk); !problem.empty()) throw Error(problem);
+        if (const auto problem = model::chunking_problem(cfg, n, o.chunk, "training"); !problem.empty()) throw Error(problem);
       cfg.check_fits_in_memory(o.batch * (o.chunk > 0 ? std::min(o.chunk, n) : n),
                                o.chunk > 0 ? train::chunk_state_bytes(cfg, o.batch, n, o.chunk) : 0);
     }

@@ -14,6 +14,7 @@
 #include "data/tokenizer.h"
 #include "data/windows.h"
 #include "eval/evaluate.h"
+#include "model/time_chunks.h"
 #include "model/checkpoint.h"
 #include "util/check.h"
 
@@ -28,6 +29,7 @@ struct EvalCli {
   int64_t batch = 8, batches = 16;
   bool sketch_error = false, json = false, by_position = false;
   std::string document_mask = "auto";
+  int64_t chunk = 0;
   Runtime runtime;
 };
 
@@ -69,11 +71,18 @@ void run_eval(const EvalCli& e) {
                             ck.config.vocab));
   auto contexts = e.contexts.empty() ? std::vector<int64_t>{ck.config.context} : e.contexts;
   for (int64_t ctx : contexts) data::check_context(data, ctx, /*val_only=*/!e.inputs.empty());
-  const bool documents = data::document_mask(data, e.document_mask, "--document-mask");
+  util::check_range("--chunk", e.chunk, 0, int64_t{1} << 30);
+  if (e.chunk > 0 && e.document_mask == "on")
+    throw Error("--document-mask on: evaluation in chunks (--chunk) does not support document masking");
+  const bool documents = e.chunk == 0 && data::document_mask(data, e.document_mask, "--document-mask");
+  if (e.chunk > 0)
+    for (int64_t c : contexts)
+      if (const auto problem = model::chunking_problem(ck.config, c, e.chunk, "evaluation"); !problem.empty())
+        throw Error(problem);
   Model model(ck.config, ctx);
   model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
   for (int64_t ctx : contexts) {
-    const auto r = eval::evaluate(model, data, ctx, e.batch, e.batches, e.by_position, documents);
+    const auto r = eval::evaluate(model, data, ctx, e.batch, e.batches, e.by_position, documents, e.chunk);
     if (!std::isfinite(r.loss))
       throw Error(fmt::format("context {}: validation loss is {} (the model's outputs overflow)", ctx, r.loss));
     const auto err = e.sketch_error ? eval::sketch_error(model, data, ctx, e.batch, e.batches)
@@ -116,6 +125,10 @@ void add_eval(CLI::App& app) {
                                        "them, tokenized with the checkpoint's tokenizer")->excludes(data_dir);
   ev->add_option("--context", e->contexts, "context lengths (default: the model's)")->delimiter(',');
   ev->add_option("--batch", e->batch)->capture_default_str();
+  ev->add_option("--chunk", e->chunk, "score each window a chunk of this many tokens at a time (memory "
+                                      "independent of the context; sketch mechanisms, a multiple of "
+                                      "the block, without document masking; 0: whole windows)")
+      ->capture_default_str();
   ev->add_option("--batches", e->batches)->capture_default_str();
   ev->add_flag("--json", e->json, "one JSON object per context (loss, perplexity, accuracy, scored, sketch_error)");
   ev->add_flag("--by-position", e->by_position, "also the loss by position (from the window's or, "

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "data/windows.h"
+#include "model/time_chunks.h"
 
 namespace polysketch::eval {
 
@@ -34,25 +35,46 @@ void for_each_eval_batch(const data::Dataset& data, int64_t context, int64_t bat
 }  // namespace
 
 EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t context, int64_t batch,
-                    int64_t batches, bool by_position, bool documents) {
+                    int64_t batches, bool by_position, bool documents, int64_t chunk) {
+  if (chunk > 0) {
+    if (documents) throw Error("evaluation in chunks runs without document masking (--document-mask off)");
+    if (const auto problem = model::chunking_problem(model.config(), context, chunk, "evaluation"); !problem.empty())
+      throw Error(problem);
+  }
   double loss = 0;
   int64_t scored = 0, correct = 0;
   std::vector<PositionBucket> buckets;
   for (int64_t begin = 0, end = 64; begin < context; begin = end, end *= 4)
     buckets.push_back({begin, std::min(end, context)});
-  Workspace ws;
-  for_each_eval_batch(data, context, batch, batches, documents,
-                      [&](const auto& x, const auto& y, const int32_t* ids, int64_t b) {
-    const auto s = model.score(x.data(), y.data(), b, context, &ws, by_position, ids);
+  // One score call's results, its positions starting at `offset`.
+  auto add = [&](const Model::Score& s, int64_t offset) {
     loss += s.loss * static_cast<double>(s.scored);
     scored += s.scored;
     correct += s.correct;
-    if (by_position)
+    for (size_t t = 0; t < s.position_loss.size(); ++t)
       for (auto& bucket : buckets)
-        for (int64_t t = bucket.begin; t < bucket.end; ++t) {
-          bucket.loss += s.position_loss[static_cast<size_t>(t)];
-          bucket.scored += s.position_scored[static_cast<size_t>(t)];
+        if (offset + static_cast<int64_t>(t) >= bucket.begin && offset + static_cast<int64_t>(t) < bucket.end) {
+          bucket.loss += s.position_loss[t];
+          bucket.scored += s.position_scored[t];
         }
+  };
+  Workspace ws;
+  std::vector<int32_t> xc, yc;
+  for_each_eval_batch(data, context, batch, batches, documents,
+                      [&](const auto& x, const auto& y, const int32_t* ids, int64_t b) {
+    if (chunk <= 0 || chunk >= context) return add(model.score(x.data(), y.data(), b, context, &ws, by_position, ids), 0);
+    // A chunk at a time, the block states passed on (memory of one chunk, whatever the context).
+    const int64_t chunks = (context + chunk - 1) / chunk;
+    const auto total = static_cast<int64_t>(std::count_if(y.begin(), y.end(), [](int32_t t) { return t != kIgnoreTarget; }));
+    model::TimeChunks<float> exchange(chunks, /*keep=*/false);
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t begin = c * chunk, len = std::min(chunk, context - begin);
+      model::chunk_columns(x.data(), b, context, begin, len, xc);
+      model::chunk_columns(y.data(), b, context, begin, len, yc);
+      exchange.begin(model::TimeChunks<float>::Pass::forward, c);
+      const ContextChunk part{&exchange, begin, context, std::max<int64_t>(1, total)};
+      add(model.score(xc.data(), yc.data(), b, len, &ws, by_position, nullptr, &part), begin);
+    }
   });
   EvalResult r{loss / static_cast<double>(scored), static_cast<double>(correct) / static_cast<double>(scored), scored, {}};
   if (!by_position) return r;

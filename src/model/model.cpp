@@ -130,20 +130,27 @@ int64_t ModelT<T>::parameter_count() const {
   return n;
 }
 
+namespace {
+// A context chunk's fields against its len tokens; chunks run without document ids.
+template <typename T>
+void check_chunk(const ContextChunkT<T>* chunk, int64_t len, const int32_t* documents, const char* who) {
+  if (!chunk) return;
+  if (documents)
+    throw Error(fmt::format("{}: context chunks do not take document ids (chunks run without document "
+                            "masking)", who));
+  if (!chunk->exchange || chunk->offset < 0 || chunk->seq_len < chunk->offset + len || chunk->scored < 1)
+    throw Error(fmt::format("{}: invalid context chunk (offset {}, sequence length {}, scored {}) for {} "
+                            "tokens", who, chunk->offset, chunk->seq_len, chunk->scored, len));
+}
+}  // namespace
+
 template <typename T>
 double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const int32_t* targets,
                           int64_t batch, int64_t len, uint64_t dropout_seed,
                           const ContextChunkT<T>* chunk, const int32_t* documents) const {
   check_rows(batch, len);
-  if (chunk && documents)
-    throw Error("forward: context chunks do not take document ids (context parallelism runs "
-                "without document masking)");
+  check_chunk(chunk, len, documents, "forward");
   const int64_t n = batch * len;
-  if (chunk && (!chunk->exchange || chunk->offset < 0 || chunk->seq_len < chunk->offset + len ||
-                chunk->scored < 1))
-    throw Error(fmt::format("forward: invalid context chunk (offset {}, sequence length {}, "
-                            "scored {}) for {} tokens", chunk->offset, chunk->seq_len,
-                            chunk->scored, len));
   check_targets(targets, n, config_.vocab, !chunk);
   auto& c = *cache.impl_;
   c.ready = false;
@@ -176,19 +183,27 @@ double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const in
 template <typename T>
 typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t* targets,
                                            int64_t batch, int64_t len, WorkspaceT<T>* ws,
-                                           bool by_position, const int32_t* documents) const {
+                                           bool by_position, const int32_t* documents,
+                                           const ContextChunkT<T>* chunk) const {
   check_rows(batch, len);
+  check_chunk(chunk, len, documents, "score");
   const int64_t n = batch * len, v = config_.vocab;
-  check_targets(targets, n, v, true);
+  check_targets(targets, n, v, !chunk);
   WorkspaceT<T> own;  // when the caller passed none
   auto& mem = (ws ? *ws : own).impl_->trunk;
   model::TrunkPass<T> pass{tokens, batch, len};
   pass.documents = documents;
+  if (chunk) {
+    pass.t0 = chunk->offset;
+    pass.seq_len = chunk->seq_len;
+    pass.exchange = chunk->exchange;
+  }
   model::run_trunk(ctx_, *weights_, config_, pass, mem);
   std::vector<T> logits;
   model::output_logits(ctx_, *weights_, mem.xf.data(), n, logits);
   Score s;
-  s.loss = model::cross_entropy(logits.data(), targets, n, v, static_cast<T*>(nullptr));
+  const bool none = std::all_of(targets, targets + n, [](int32_t t) { return t == kIgnoreTarget; });
+  s.loss = none ? 0.0 : model::cross_entropy(logits.data(), targets, n, v, static_cast<T*>(nullptr));
   if (by_position) {
     s.position_loss.assign(static_cast<size_t>(len), 0.0);
     s.position_scored.assign(static_cast<size_t>(len), 0);

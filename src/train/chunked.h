@@ -18,15 +18,11 @@
 
 namespace polysketch::train {
 
-// Why a model of `config` cannot train on sequences of `context` tokens in chunks of `chunk`, or
-// "" when it can (a sketch mechanism, causal; chunk and context whole numbers of blocks).
-std::string chunking_problem(const ModelConfig& config, int64_t context, int64_t chunk);
-
 // Forward and backward of one micro-batch, tokens and targets [batch x len], in chunks of `chunk`
 // tokens (the last may be shorter): ADDS the parameter gradients into grads and returns the
 // loss (mean cross-entropy over the scored targets), both equal to model.forward + backward on
 // the whole sequences up to summation order (dropout masks by absolute position). Throws Error
-// with chunking_problem's reason.
+// with model::chunking_problem's reason.
 template <typename T>
 double chunked_forward_backward(const ModelT<T>& model, TrainCacheT<T>& cache, const int32_t* tokens,
                                 const int32_t* targets, int64_t batch, int64_t len, int64_t chunk,

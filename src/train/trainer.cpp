@@ -18,6 +18,7 @@
 #include "kernels/rng.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "model/time_chunks.h"
 #include "train/chunked.h"
 #include "train/distributed.h"
 #include "train/run_dir.h"
@@ -178,7 +179,7 @@ ModelConfig model_config(const Setup& s, const data::Dataset& data) {
   check_context_parallel(mc, s.cp);
   if (s.o.chunk > 0) {
     if (s.cp > 1) throw Error("--chunk and --context-parallel: choose one (chunks inside each rank's part are not supported)");
-    if (const auto problem = chunking_problem(mc, mc.context, s.o.chunk); !problem.empty()) throw Error(problem);
+    if (const auto problem = model::chunking_problem(mc, mc.context, s.o.chunk, "training"); !problem.empty()) throw Error(problem);
   }
   mc.check_fits_in_memory(s.o.batch * (s.o.chunk > 0 ? std::min(s.o.chunk, mc.context) : mc.context / s.cp),
                           s.o.chunk > 0 ? chunk_state_bytes(mc, s.o.batch, mc.context, s.o.chunk) : 0);

@@ -1,0 +1,83 @@
+// The chunks of a sequence batch processed one after another in one process, as a context-parallel
+// group in time (ChunkExchangeT): chunked training (src/train/chunked.h) and chunked evaluation
+// (src/eval/evaluate.h) pass the attention's block states from chunk to chunk through it.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "polysketch/model.h"
+
+namespace polysketch::model {
+
+// The chunks of one sequence batch as a context-parallel group in time: each exclusive_sum call
+// of a chunk's forward (one per layer, in layer order) gets the sum of the earlier chunks' states
+// for that layer, and each call of a backward (layers in reverse) the sum of the later chunks'.
+template <typename T>
+class TimeChunks final : public ChunkExchangeT<T> {
+ public:
+  enum class Pass { forward, replay, backward };
+
+  // keep: the forward keeps each chunk's incoming states for a replay (training's recomputation);
+  // without, the forward only passes them on (evaluation: memory independent of the length).
+  explicit TimeChunks(int64_t chunks, bool keep = true) : keep_(keep), prefix_(static_cast<size_t>(chunks)) {}
+
+  // Starts chunk `chunk`'s forward (states accumulate and are kept), its recomputation (the kept
+  // states are given back) or its backward (gradient states accumulate, in reverse).
+  void begin(Pass pass, int64_t chunk) {
+    pass_ = pass;
+    chunk_ = static_cast<size_t>(chunk);
+    call_ = 0;
+  }
+
+  void exclusive_sum(T* values, int64_t count, bool reverse) override {
+    const size_t k = call_++;
+    if (reverse != (pass_ == Pass::backward))
+      throw Error("chunked training: a state exchange out of order (internal error)");
+    if (pass_ == Pass::replay) {
+      if (!keep_) throw Error("chunked pass: a replay of states that were not kept (internal error)");
+      if (chunk_ == 0) {
+        std::fill(values, values + count, T(0));
+      } else {
+        const auto& kept = prefix_[chunk_].at(k);
+        std::copy(kept.begin(), kept.end(), values);
+      }
+      return;
+    }
+    auto& sums = pass_ == Pass::forward ? forward_ : backward_;
+    if (sums.size() <= k) sums.emplace_back(static_cast<size_t>(count), T(0));
+    auto& sum = sums[k];
+    if (static_cast<int64_t>(sum.size()) != count)
+      throw Error("chunked training: state sizes differ between chunks (internal error)");
+    if (pass_ == Pass::forward && chunk_ > 0 && keep_) prefix_[chunk_].push_back(sum);  // chunk 0 starts from 0
+    for (int64_t i = 0; i < count; ++i) {
+      const T own = values[i];
+      values[i] = sum[static_cast<size_t>(i)];
+      sum[static_cast<size_t>(i)] += own;
+    }
+  }
+
+ private:
+  bool keep_;
+  Pass pass_ = Pass::forward;
+  size_t chunk_ = 0, call_ = 0;
+  std::vector<std::vector<T>> forward_, backward_;     // running sums, per call (layer)
+  std::vector<std::vector<std::vector<T>>> prefix_;    // per chunk, per call: its incoming state
+};
+
+// Columns [begin, begin + len) of every row of x [batch x total]: one chunk of a batch.
+inline void chunk_columns(const int32_t* x, int64_t batch, int64_t total, int64_t begin, int64_t len,
+                          std::vector<int32_t>& out) {
+  out.resize(static_cast<size_t>(batch * len));
+  for (int64_t b = 0; b < batch; ++b)
+    std::copy(x + b * total + begin, x + b * total + begin + len, out.begin() + b * len);
+}
+
+// Why a model of `config` cannot run sequences of `context` tokens in chunks of `chunk`, or ""
+// when it can (a sketch mechanism, causal; chunk and context whole numbers of blocks). `what`
+// names the use in the message ("training", "evaluation").
+std::string chunking_problem(const ModelConfig& config, int64_t context, int64_t chunk, const char* what);
+
+}  // namespace polysketch::model
