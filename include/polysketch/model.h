@@ -120,7 +120,8 @@ class ModelT {
   // by_position, also per position t in [0, len): the cross-entropy summed over the batch's
   // scored rows at t, and their number (does the model use the long context?). With `documents`
   // (as forward's), attention stays within each document and t counts from the token's document
-  // start (the context it sees).
+  // start (the context it sees). With `chunk` (as forward's, no documents), the tokens are one
+  // chunk of longer sequences (t counts from the chunk's start; a chunk may score nothing).
   struct Score {
     double loss = 0;
     int64_t scored = 0, correct = 0;
@@ -129,7 +130,7 @@ class ModelT {
   };
   Score score(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
               WorkspaceT<T>* ws = nullptr, bool by_position = false,
-              const int32_t* documents = nullptr) const;
+              const int32_t* documents = nullptr, const ContextChunkT<T>* chunk = nullptr) const;
   double loss(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t len,
               WorkspaceT<T>* ws = nullptr) const {
     return score(tokens, targets, batch, len, ws).loss;
