@@ -24,7 +24,7 @@ struct BenchTrainOptions {
   std::vector<std::string> mechanisms{"softmax", "polysketch", "polysketch-learned-local"};
   std::vector<int64_t> ns{2048, 8192, 32768};
   int64_t layers = 4, width = 768, heads = 12, vocab = 4096, batch = 1;
-  int r = 32, block = 256, repeat = 1, warmup = 1;
+  int r = 32, block = 256, repeat = 1, warmup = 1, hidden_mult = 8;
   int64_t chunk = 0;  // train/chunked.h; 0: whole sequences
   Runtime runtime;
   bool json = false;
@@ -40,6 +40,7 @@ ModelConfig config_for(const BenchTrainOptions& o, const std::string& mechanism,
   cfg.attention.mechanism = mechanism_flag(mechanism);
   cfg.attention.r = o.r;
   cfg.attention.block = o.block;
+  cfg.attention.hidden_mult = o.hidden_mult;
   check_model_flags(cfg);
   return cfg;
 }
@@ -95,7 +96,7 @@ void run(const BenchTrainOptions& o) {
       const double rss = util::peak_rss_mb();
       if (o.json) {
         nlohmann::json j{{"mechanism", name}, {"n", n}, {"batch", o.batch}, {"layers", o.layers},
-                         {"width", o.width}, {"heads", o.heads}, {"r", o.r}, {"block", o.block},
+                         {"width", o.width}, {"heads", o.heads}, {"r", o.r}, {"block", o.block}, {"hidden_mult", o.hidden_mult},
                          {"threads", threads}, {"seconds_per_step", sec}, {"tokens_per_s", tok_s},
                          {"peak_rss_mb", rss}, {"chunk", o.chunk}};
         j.update(runtime_fields(o.runtime, ctx));
@@ -120,6 +121,7 @@ void add_bench_train(CLI::App& app) {
   cmd->add_option("--vocab", o->vocab)->capture_default_str();
   cmd->add_option("--batch", o->batch)->capture_default_str();
   cmd->add_option("--r", o->r)->capture_default_str();
+  cmd->add_option("--hidden-mult", o->hidden_mult, "learned sketch: hidden width = hidden-mult x r")->capture_default_str();
   cmd->add_option("--block", o->block)->capture_default_str();
   cmd->add_option("--chunk", o->chunk, "train each sequence a chunk of this many tokens at a time "
                                        "(sketch mechanisms; 0: whole sequences)")->capture_default_str();
