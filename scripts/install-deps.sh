@@ -27,9 +27,14 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 if ((${#missing[@]})); then
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# ChromeDriver reaches Chromium's DevTools at "localhost" (the browser test): a bare root made by
+# debootstrap has no /etc/hosts, so the name does not resolve there; add the standard line.
+if ! getent hosts localhost > /dev/null; then
+  echo "127.0.0.1 localhost" | $SUDO tee -a /etc/hosts > /dev/null
 fi

@@ -8,17 +8,18 @@ gives for the same request); in a session, Regenerate rolls the session back and
 answer (greedy: the same answer, the session at the same position, not the answer twice); the
 session list shows the session and fork adds one."""
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_harness import Server, check, failures, tiny_model  # noqa: E402
+from serve_harness import Server, check, die_with_parent, failures, free_port, tiny_model  # noqa: E402
 
 BIN = sys.argv[1]
 SCREENSHOT = sys.argv[2] if len(sys.argv) > 2 else None
@@ -30,7 +31,18 @@ options.binary_location = "/usr/bin/chromium"
 for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,900",
              f"--user-data-dir={TMP}/chromium"):
     options.add_argument(flag)
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+# chromedriver on a port of our own, reached at 127.0.0.1: Selenium's own Service would poll it at
+# "localhost", which a machine without /etc/hosts (a bare chroot) cannot resolve.
+port = free_port()
+chromedriver = subprocess.Popen(["/usr/bin/chromedriver", f"--port={port}", "--allowed-ips=127.0.0.1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", port), 1).close()
+        break
+    except OSError:
+        time.sleep(0.1)
+driver = webdriver.Remote(command_executor=f"http://127.0.0.1:{port}", options=options)
 driver.set_page_load_timeout(30)
 try:
     driver.get(f"http://127.0.0.1:{server.port}/")
@@ -77,6 +89,8 @@ try:
         driver.save_screenshot(SCREENSHOT)
 finally:
     driver.quit()
+    chromedriver.terminate()
+    chromedriver.wait(10)
     server.stop()
 
 if failures:

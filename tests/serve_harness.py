@@ -1,5 +1,6 @@
 """What the serve tests share: a polysketch server on loopback (started on a free port, stopped by
 SIGTERM), HTTP calls with timeouts, a check list, and a tiny model to serve."""
+import ctypes
 import http.client
 import json
 import os
@@ -41,6 +42,12 @@ def metric(server, name):
     return 0
 
 
+def die_with_parent():
+    """For Popen's preexec_fn: the child gets SIGTERM when the test process dies (a test killed by
+    its timeout leaves no server behind)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,7 +58,8 @@ class Server:
     def __init__(self, binary, checkpoint, *flags, threads=1, start_s=10):
         self.port = free_port()
         self.proc = subprocess.Popen([binary, "serve", "--checkpoint", checkpoint, "--port", str(self.port),
-                                      "--threads", str(threads), *flags], stderr=subprocess.PIPE, text=True)
+                                      "--threads", str(threads), *flags], stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=die_with_parent)
         for _ in range(int(start_s * 10)):
             try:
                 if self.get("/health")[0] == 200:
