@@ -5,14 +5,14 @@
 #
 # Usage: bash bench/chunked_training.sh [OUT.jsonl]   (default docs/bench/chunked_training.jsonl)
 # Environment: MECHANISM (polysketch), CHUNK (8192), THREADS (2), LONG ("262144 1048576": the
-#   chunked contexts beyond 32k; the 1M step takes about 20 minutes on 2 cores), PAIRS (1: the
+#   chunked contexts beyond 32k, "" for none; the 1M step takes about 20 minutes on 2 cores), PAIRS (1: the
 #   32k whole/chunked pair, interleaved, this many times), BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-docs/bench/chunked_training.jsonl}
 BIN=${BIN:-build/release/polysketch}
 MECHANISM=${MECHANISM:-polysketch} CHUNK=${CHUNK:-8192} THREADS=${THREADS:-2}
-LONG=${LONG:-"262144 1048576"} PAIRS=${PAIRS:-1}
+LONG=${LONG-"262144 1048576"} PAIRS=${PAIRS:-1}
 model=(--layers 4 --width 768 --heads 12 --vocab 4096 --r 32 --block 256 --threads "$THREADS" --json)
 : > "$out.tmp"
 bench() {  # bench N CHUNK WARMUP
