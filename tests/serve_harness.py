@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 failures = []
@@ -57,8 +58,10 @@ def free_port():
 class Server:
     def __init__(self, binary, checkpoint, *flags, threads=1, start_s=10):
         self.port = free_port()
+        # The server's stderr goes to a file: a pipe nobody reads would block a chatty server.
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([binary, "serve", "--checkpoint", checkpoint, "--port", str(self.port),
-                                      "--threads", str(threads), *flags], stderr=subprocess.PIPE, text=True,
+                                      "--threads", str(threads), *flags], stderr=self.log,
                                      preexec_fn=die_with_parent)
         for _ in range(int(start_s * 10)):
             try:
