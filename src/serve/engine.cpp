@@ -547,6 +547,7 @@ void Engine::decode(std::vector<Running>& active) {
 void Engine::loop() {
   std::vector<Running> active;
   int64_t prompts_seen = 0;
+  auto decoding = [&] { return std::any_of(active.begin(), active.end(), [](const Running& r) { return r.started && !r.job->cancelled; }); };
   auto fail = [](Running& r, const std::string& why) {
     for (int c = 0; c < r.job->choices; ++c) r.job->push(Event{c, {}, {}, {}, true, "error", why});
   };
@@ -554,8 +555,7 @@ void Engine::loop() {
     {
       std::unique_lock lock(mutex_);
       // Sleep unless sequences are being decoded, until there is something to do.
-      const bool decoding = std::any_of(active.begin(), active.end(), [](const Running& r) { return r.started && !r.job->cancelled; });
-      wake_.wait_for(lock, std::chrono::milliseconds(decoding ? 0 : 200), [&] {
+      wake_.wait_for(lock, std::chrono::milliseconds(decoding() ? 0 : 200), [&] {
         return stopping_ || prompts_read_ != prompts_seen ||
                (!waiting_.empty() && static_cast<int>(active.size()) < options_.parallel) ||
                std::any_of(active.begin(), active.end(), [](const Running& r) { return !r.begun || r.job->cancelled; });
@@ -606,7 +606,7 @@ void Engine::loop() {
         r.job->cancel();
       }
     }
-    decoding_ = std::any_of(active.begin(), active.end(), [](const Running& r) { return r.started && !r.job->cancelled; });
+    decoding_ = decoding();
     omp_set_num_threads(reading_ ? std::max(1, threads_ - threads_ / 2) : threads_);
     decode(active);
     // Jobs that are over leave; a session keeps the state it reached.
