@@ -21,7 +21,9 @@ loadable() {  # the checkpoint evaluates, and every metrics line is one whole JS
     || { cat "$tmp/eval.err"; fail "$1 is not loadable"; }
   if [ -f "$1/metrics.jsonl" ] && grep -qv '^{.*}$' "$1/metrics.jsonl"; then fail "$1/metrics.jsonl has a torn line"; fi
 }
-wait_for_step() {  # wait_for_step LOG: until training has logged a step
+# wait_for_step LOG: until training has logged a step (a launch writes a fresh LOG: an earlier
+# run's log would answer before this one can be stopped)
+wait_for_step() {
   for _ in $(seq 100); do grep -q "^step [1-9]" "$1" 2>/dev/null && return 0; sleep 0.1; done
   cat "$1"; fail "training did not start"
 }
@@ -45,9 +47,9 @@ loadable "$tmp/R"
 
 # 3. SIGTERM, SIGHUP and a double Ctrl-C each end with a saved, loadable checkpoint.
 for sig in TERM HUP INT-INT; do
-  $bin train "${T[@]}" --out "$tmp/S-$sig" --steps 1000000 --eval-every 0 > "$tmp/S.log" 2>&1 &
+  $bin train "${T[@]}" --out "$tmp/S-$sig" --steps 1000000 --eval-every 0 > "$tmp/S-$sig.log" 2>&1 &
   pid=$!; pids+=($pid)
-  wait_for_step "$tmp/S.log"
+  wait_for_step "$tmp/S-$sig.log"
   if [ $sig = INT-INT ]; then kill -INT $pid; sleep 0.05; kill -INT $pid 2>/dev/null || true; else kill -$sig $pid; fi
   wait $pid || true
   loadable "$tmp/S-$sig"
@@ -68,6 +70,7 @@ for i in $(seq "$kills"); do
   sleep "0.$((RANDOM % 9 + 1))$((RANDOM % 10))"
   kill -9 $pid; wait $pid 2>/dev/null || true
   loadable "$tmp/K"
+  rm -f "$tmp/K.log"
   $bin train --resume "$tmp/K" --out "$tmp/K" --steps 1000000 > "$tmp/K.log" 2>&1 &
   pid=$!; pids+=($pid)
 done
