@@ -3,7 +3,8 @@
 // precision, for every sketch mechanism, chunks of b, 2b, 3b and a short last chunk, with dropout
 // and ignored targets; a few AdamW steps give the same weights; the mutation check (a chunk
 // that does not receive the later chunks' gradient state) fails. Tolerance 1e-10 relative to
-// the largest value: the same terms summed in another order.
+// the largest value: the same terms summed in another order. With document masking too, a
+// document starting at a chunk's first token included.
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -79,25 +80,45 @@ void perturb(ModelT<double>& model, uint64_t seed) {
 
 class ChunkedTest : public ::testing::TestWithParam<ChunkCase> {};
 
-TEST_P(ChunkedTest, EqualsTheWholeSequence) {
-  const auto& c = GetParam();
+// Loss and every gradient, whole against chunked, with `documents` (or none) on both sides.
+void expect_chunked_equals_whole(const ChunkCase& c, const std::vector<int32_t>* documents) {
   ModelT<double> model(config(c));
   perturb(model, 11);
   const int64_t batch = 2;
   const auto b = batch_of(batch, c.len, 5);
+  const int32_t* docs = documents ? documents->data() : nullptr;
   TrainCacheT<double> cache;
-  const double loss = model.forward(cache, b.tokens.data(), b.targets.data(), batch, c.len, 77);
+  const double loss = model.forward(cache, b.tokens.data(), b.targets.data(), batch, c.len, 77, nullptr, docs);
   auto grads = model.zero_grads();
   model.backward(cache, grads);
 
   auto chunked = model.zero_grads();
   TrainCacheT<double> chunk_cache;
   const double chunked_loss = train::chunked_forward_backward(model, chunk_cache, b.tokens.data(), b.targets.data(),
-                                                              batch, c.len, c.chunk, 77, chunked);
+                                                              batch, c.len, c.chunk, 77, chunked, docs);
   EXPECT_NEAR(chunked_loss, loss, 1e-12 * loss);
   const auto params = model.params();
   for (size_t p = 0; p < grads.size(); ++p)
     EXPECT_LT(max_rel_error(chunked[p], grads[p], 1e-30), 1e-10) << params[p]->name;
+}
+
+TEST_P(ChunkedTest, EqualsTheWholeSequence) { expect_chunked_equals_whole(GetParam(), nullptr); }
+
+// Document masking across chunks: in sequence 0 a document starts exactly at the second chunk's
+// first token (the state from the first chunk must not reach it, nor its gradient state go
+// back), in sequence 1 one token later; both have another start inside the last chunk, and a
+// document spans the chunk boundaries between.
+TEST_P(ChunkedTest, DocumentMaskingEqualsTheWholeSequence) {
+  const auto& c = GetParam();
+  std::vector<int32_t> docs;
+  for (int64_t seq = 0; seq < 2; ++seq) {
+    int32_t id = 0;
+    for (int64_t t = 0; t < c.len; ++t) {
+      if (t == c.chunk + seq || t == c.len - 3) ++id;
+      docs.push_back(id);
+    }
+  }
+  expect_chunked_equals_whole(c, &docs);
 }
 
 // Chunked scoring (eval --chunk): the chunks' losses, counts and per-position losses, placed at

@@ -2,6 +2,8 @@
 // and rejection of corrupt or mismatched checkpoints.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "data/shards.h"
@@ -95,7 +97,8 @@ TEST(Training, DocumentMaskApplies) {
 }
 
 // --chunk: training a chunk of tokens at a time follows the whole-sequence run (float: the sums'
-// order differs, so a relative 1e-4 over 5 steps); exact mechanisms and documents are refused.
+// order differs, so a relative 1e-4 over 5 steps), with document masking too; exact mechanisms
+// and chunks of partial blocks are refused.
 TEST(Training, ChunkedFollowsWholeSequences) {
   TempDir dir;
   make_data(dir.path(), true);
@@ -109,9 +112,23 @@ TEST(Training, ChunkedFollowsWholeSequences) {
   const auto chunked = train::run_training(o);
   ASSERT_EQ(whole.losses.size(), chunked.losses.size());
   for (size_t i = 0; i < whole.losses.size(); ++i) EXPECT_NEAR(chunked.losses[i], whole.losses[i], 1e-4 * whole.losses[i]) << i;
-  o.out_dir = dir.file("x");
+  // Document masking across the chunks follows the masked whole-sequence run (and masks: the
+  // losses differ from the unmasked ones).
   o.document_mask = "on";
-  expect_error([&] { train::run_training(o); }, "--chunk does not support document masking");
+  o.chunk = 0;
+  o.out_dir = dir.file("whole-docs");
+  const auto whole_docs = train::run_training(o);
+  o.chunk = 8;
+  o.out_dir = dir.file("chunked-docs");
+  const auto chunked_docs = train::run_training(o);
+  ASSERT_EQ(whole_docs.losses.size(), chunked_docs.losses.size());
+  double masking = 0;
+  for (size_t i = 0; i < whole_docs.losses.size(); ++i) {
+    EXPECT_NEAR(chunked_docs.losses[i], whole_docs.losses[i], 1e-4 * whole_docs.losses[i]) << i;
+    masking = std::max(masking, std::abs(whole_docs.losses[i] - whole.losses[i]));
+  }
+  EXPECT_GT(masking, 1e-3) << "the data's documents should change the losses";
+  o.out_dir = dir.file("x");
   o.document_mask = "off";
   o.chunk = 6;
   expect_error([&] { train::run_training(o); }, "not a whole number of blocks");

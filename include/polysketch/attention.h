@@ -57,6 +57,11 @@ struct AttentionShape {
   // id (every mechanism: softmax and polynomial skip the other pairs, the sketch mechanisms
   // restart their block state at each document start). Null: one document per sequence.
   const int32_t* segments = nullptr;
+  // With segments, for a chunk of longer sequences run with a sequential ChunkExchangeT
+  // (chunked training): [batch] the id of each sequence's token before the chunk; a document
+  // starts at the chunk's first token where it differs from that token's id. Null: each chunk
+  // continues the earlier chunks' document (or is the sequences' first chunk).
+  const int32_t* segments_before = nullptr;
 };
 
 // What forward keeps for backward: one statistic per row (softmax: log-sum-exp; others: the
@@ -89,6 +94,19 @@ class ChunkExchangeT {
   // (after it, when reverse); zeros on the first (last) chunk. Every chunk of the group makes the
   // same calls in the same order with the same count.
   virtual void exclusive_sum(T* values, int64_t count, bool reverse) = 0;
+
+  // Chunks that run one after another in one process (chunked training and evaluation) know the
+  // earlier chunks' state before they start. For such a group, sequential() is true and the
+  // attention calls incoming (the state entering the chunk, as exclusive_sum would give) and then
+  // outgoing (the state leaving it: entering plus the chunk's own, which its scan ends with)
+  // instead of exclusive_sum, saving the pass that computes the chunk's own state first.
+  virtual bool sequential() const { return false; }
+  virtual void incoming(T* /*values*/, int64_t /*count*/, bool /*reverse*/) {
+    throw Error("ChunkExchange::incoming: this group is not sequential");
+  }
+  virtual void outgoing(const T* /*values*/, int64_t /*count*/, bool /*reverse*/) {
+    throw Error("ChunkExchange::outgoing: this group is not sequential");
+  }
 };
 
 template <typename T>
@@ -145,7 +163,7 @@ class AttentionT {
   void validate_shape(const AttentionShape& shape) const;
   void forward_impl(const AttentionShape& shape, const T* q, const T* k, const T* v, T* out,
                     AttentionSaved<T>* saved, bool exact, ChunkExchangeT<T>* chunks) const;
-  void check_chunk(const AttentionShape& shape) const;
+  void check_chunk(const AttentionShape& shape, const ChunkExchangeT<T>* chunks) const;
 
   AttentionConfig config_;
   ComputeContext ctx_;

@@ -33,6 +33,10 @@ struct ContextChunkT {
   int64_t offset = 0;    // absolute position of the chunk's first token: RoPE, sinusoids, dropout
   int64_t seq_len = 0;   // length of the whole sequences
   int64_t scored = 0;    // scored targets of the whole batch over every chunk (>= 1)
+  // Document masking across chunks in time (chunked training: an exchange that is sequential,
+  // with forward's `documents` for the chunk): [batch] the document id of each sequence's token
+  // before the chunk, null for the first chunk (ChunkExchangeT, AttentionShape::segments_before).
+  const int32_t* documents_before = nullptr;
 };
 
 template <typename T>
@@ -101,12 +105,18 @@ class ModelT {
   // backward needs. With `chunk`, tokens and targets are one chunk of longer sequences and the
   // result is this chunk's share of the loss (its cross-entropy sum / chunk->scored): the
   // shares of the group add up to the whole batch's loss, and backward's gradients likewise.
-  // With `documents` ([batch x len] ids, non-decreasing along each sequence; whole sequences
-  // only), tokens attend only within their document (AttentionShape::segments); positions stay
-  // those of the window.
+  // With `documents` ([batch x len] ids, non-decreasing along each sequence; whole sequences,
+  // or chunks in time with chunk->documents_before), tokens attend only within their document
+  // (AttentionShape::segments); positions stay those of the window.
   double forward(TrainCacheT<T>& cache, const int32_t* tokens, const int32_t* targets,
                  int64_t batch, int64_t len, uint64_t dropout_seed = 0,
                  const ContextChunkT<T>* chunk = nullptr, const int32_t* documents = nullptr) const;
+  // Chunks in time (chunked training's first pass): runs chunk `chunk` of the sequences only as
+  // far as its attention states need (what forward with `chunk` would pass on, with the same
+  // dropout), keeping nothing for backward and computing no loss; cache's memory is reused.
+  void pass_states(TrainCacheT<T>& cache, const int32_t* tokens, int64_t batch, int64_t len,
+                   uint64_t dropout_seed, const ContextChunkT<T>& chunk,
+                   const int32_t* documents = nullptr) const;
   // Adds d(loss)/d(params) into grads (shaped like params()) for cache's forward, which it
   // consumes (with a chunk: every member of the group calls backward). With `ready`, calls
   // ready(begin, end) as soon as the gradients of params()[begin, end) are complete: a layer at

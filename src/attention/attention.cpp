@@ -84,6 +84,14 @@ void AttentionT<T>::validate_shape(const AttentionShape& s) const {
           throw Error(fmt::format("document segments must not decrease along a sequence: sequence "
                                   "{} has {} at position {} after {}", b, s.segments[b * s.n + t],
                                   t, s.segments[b * s.n + t - 1]));
+    if (s.segments_before)
+      for (int64_t b = 0; b < s.batch; ++b)
+        if (s.segments[b * s.n] < s.segments_before[b])
+          throw Error(fmt::format("document segments must not decrease along a sequence: sequence "
+                                  "{} starts its chunk with {} after {}", b, s.segments[b * s.n],
+                                  s.segments_before[b]));
+  } else if (s.segments_before) {
+    throw Error("AttentionShape::segments_before needs segments");
   }
   // Working memory: per-head buffers on every thread, plus the saved row statistics.
   const double per_head = static_cast<double>(s.n) *
@@ -186,6 +194,11 @@ Workspace<T>& thread_workspace() {
 const int32_t* sequence_segments(const AttentionShape& shape, int64_t i) {
   return shape.segments ? shape.segments + (i / shape.heads) * shape.n : nullptr;
 }
+// Whether a document starts at the first token of head i's chunk (AttentionShape::segments_before).
+bool starts_document(const AttentionShape& shape, int64_t i) {
+  const int64_t b = i / shape.heads;
+  return shape.segments_before && shape.segments_before[b] != shape.segments[b * shape.n];
+}
 
 // C = [v | 1]
 template <typename T>
@@ -197,11 +210,13 @@ T* ones_column(Workspace<T>& ws, int64_t n, int64_t d, const T* v) {
 
 // `features`, if not null, receives phi(q), phi(k) [2 x n x r] for backward.
 // exact: the polynomial path for any non-softmax mechanism (AttentionT::exact_forward).
-// z_in: context parallelism, the earlier chunks' key state; `features` then already holds phi.
-// seg: the sequence's document ids (null: one document).
+// z_in: context parallelism, the earlier chunks' key state; features_ready: `features` already
+// holds phi (computed by the pass before). z_out (chunks in sequence): receives the state after
+// this chunk. seg: the sequence's document ids (null: one document).
 template <typename T>
 void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const T* k, const T* v,
-                  const int32_t* seg, T* out, T* stat, T* features, bool exact, const T* z_in) {
+                  const int32_t* seg, bool starts, T* out, T* stat, T* features, bool exact, const T* z_in,
+                  bool features_ready, T* z_out) {
   const auto& cfg = hc.cfg;
   const int64_t n = hc.n, h = hc.h, d = hc.d;
   if (cfg.mechanism == Mechanism::softmax) {
@@ -220,18 +235,20 @@ void head_forward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const 
   }
   T* a = features ? features : util::grown(ws.a, n * hc.feature_dim);
   T* b = features ? features + n * hc.feature_dim : util::grown(ws.b, n * hc.feature_dim);
-  if (!z_in) hc.features(qn, kn, a, b);
+  if (!features_ready) hc.features(qn, kn, a, b);
   auto sh = hc.sketch_head(a, b, v, qn, kn);
   sh.z_in = z_in;
+  sh.z_out = z_out;
   sh.seg = seg;
+  sh.starts_document = starts;
   sketch_forward(sh, hc.threads, out, stat);
 }
 
 template <typename T>
 void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const T* k, const T* v,
-                   const int32_t* seg, const T* out, const T* dout, const T* stat, const T* features, T* dq, T* dk,
+                   const int32_t* seg, bool starts, const T* out, const T* dout, const T* stat, const T* features, T* dq, T* dk,
                    T* dv, std::vector<std::vector<T>>* grads, int slot, const T* z_in,
-                   const T* u_in) {
+                   const T* u_in, T* u_out) {
   const auto& cfg = hc.cfg;
   const int64_t n = hc.n, h = hc.h, d = hc.d;
   if (cfg.mechanism == Mechanism::softmax) {
@@ -267,7 +284,9 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
     auto sh = hc.sketch_head(a, b, v, qn, kn);
     sh.z_in = z_in;
     sh.u_in = u_in;
+    sh.u_out = u_out;
     sh.seg = seg;
+    sh.starts_document = starts;
     sketch_backward(sh, hc.threads, out, dout, stat, da, db, dv, dq, dk);
     const auto fm = hc.feature_map();
     const size_t li = learned_index(cfg.mechanism);
@@ -290,9 +309,17 @@ void AttentionT<T>::forward(const AttentionShape& shape, const T* q, const T* k,
 }
 
 template <typename T>
-void AttentionT<T>::check_chunk(const AttentionShape& shape) const {
-  if (const auto problem = chunk_layout_problem(config_, shape.n); !problem.empty())
-    throw Error("context parallelism " + problem);
+void AttentionT<T>::check_chunk(const AttentionShape& shape, const ChunkExchangeT<T>* chunks) const {
+  if (chunks) {
+    if (const auto problem = chunk_layout_problem(config_, shape.n); !problem.empty())
+      throw Error("context parallelism " + problem);
+    // Each rank's own state pass (exclusive_sum) does not restart at document starts.
+    if (shape.segments && !chunks->sequential())
+      throw Error("context parallelism does not take document segments (pass whole sequences, or "
+                  "no segments)");
+  } else if (shape.segments_before) {
+    throw Error("AttentionShape::segments_before is for chunks of longer sequences (pass a ChunkExchange)");
+  }
 }
 
 template <typename T>
@@ -308,10 +335,7 @@ void AttentionT<T>::forward_impl(const AttentionShape& shape, const T* q, const 
                                  T* out, AttentionSaved<T>* saved, bool exact,
                                  ChunkExchangeT<T>* chunks) const {
   validate_shape(shape);
-  if (chunks) check_chunk(shape);
-  if (chunks && shape.segments)
-    throw Error("context parallelism does not take document segments (pass whole sequences, or "
-                "no segments)");
+  check_chunk(shape, chunks);
   AttentionSaved<T> local_saved;  // context parallelism keeps phi between its two passes
   if (chunks && !saved) saved = &local_saved;
   const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
@@ -333,7 +357,13 @@ void AttentionT<T>::forward_impl(const AttentionShape& shape, const T* q, const 
     saved->state_in.clear();
   }
   const int64_t ss = kernels::packed_size(feature_dim_) * (d + 1);  // state per head
-  if (chunks) {
+  const bool in_time = chunks && chunks->sequential();
+  std::vector<T> state_out;  // chunks in sequence: the state after this chunk, per head
+  if (in_time) {
+    saved->state_in.resize(static_cast<size_t>(heads * ss));
+    chunks->incoming(saved->state_in.data(), heads * ss, false);
+    state_out.resize(static_cast<size_t>(heads * ss));
+  } else if (chunks) {
     // Pass 1: phi and this chunk's key state per head; the group's exclusive prefix sum turns
     // them into the earlier chunks' state, where pass 2 (the block algorithm) starts.
     saved->state_in.resize(static_cast<size_t>(heads * ss));
@@ -351,9 +381,11 @@ void AttentionT<T>::forward_impl(const AttentionShape& shape, const T* q, const 
   }
   parallel_for(heads, outer, [&](int64_t i, int) {
     head_forward(hc, thread_workspace<T>(), q + i * n * h, k + i * n * h, v + i * n * d,
-                 sequence_segments(shape, i), out + i * n * d, stat.data() + i * n, features ? features + i * per_head : nullptr,
-                 exact, chunks ? saved->state_in.data() + i * ss : nullptr);
+                 sequence_segments(shape, i), starts_document(shape, i), out + i * n * d, stat.data() + i * n, features ? features + i * per_head : nullptr,
+                 exact, chunks ? saved->state_in.data() + i * ss : nullptr, chunks && !in_time,
+                 in_time ? state_out.data() + i * ss : nullptr);
   });
+  if (in_time) chunks->outgoing(state_out.data(), heads * ss, false);
 }
 
 template <typename T>
@@ -362,7 +394,7 @@ void AttentionT<T>::backward(const AttentionShape& shape, const T* q, const T* k
                              T* dk, T* dv, std::vector<std::vector<T>>* dparams,
                              ChunkExchangeT<T>* chunks) const {
   validate_shape(shape);
-  if (chunks) check_chunk(shape);
+  check_chunk(shape, chunks);
   const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
   const int64_t heads = shape.batch * shape.heads, n = shape.n, h = head_dim_, d = value_dim_;
   if (static_cast<int64_t>(saved.row_stat.size()) != heads * n)
@@ -388,10 +420,16 @@ void AttentionT<T>::backward(const AttentionShape& shape, const T* q, const T* k
                           outer == 1 ? threads : 1};
   const int64_t ss = kernels::packed_size(feature_dim_) * (d + 1);  // state per head
   std::vector<T> grad_in;  // context parallelism: the later chunks' gradient state, per head
-  if (chunks) {
-    if (!features || static_cast<int64_t>(saved.state_in.size()) != heads * ss)
-      throw Error("backward with context parallelism needs the AttentionSaved of a forward call "
-                  "with context parallelism");
+  std::vector<T> grad_out;  // chunks in sequence: the gradient state passed to the earlier ones
+  const bool in_time = chunks && chunks->sequential();
+  if (chunks && (!features || static_cast<int64_t>(saved.state_in.size()) != heads * ss))
+    throw Error("backward with context parallelism needs the AttentionSaved of a forward call "
+                "with context parallelism");
+  if (in_time) {
+    grad_in.resize(static_cast<size_t>(heads * ss));
+    chunks->incoming(grad_in.data(), heads * ss, true);
+    grad_out.resize(static_cast<size_t>(heads * ss));
+  } else if (chunks) {
     // Pass 1: this chunk's gradient state (= dL/dz_in) per head; the reverse exclusive prefix
     // sum gives the later chunks', where the backward scan over U starts.
     grad_in.resize(static_cast<size_t>(heads * ss));
@@ -407,12 +445,13 @@ void AttentionT<T>::backward(const AttentionShape& shape, const T* q, const T* k
   std::vector<std::vector<std::vector<T>>> grads(static_cast<size_t>(threads), zero_grads());
   parallel_for(heads, outer, [&](int64_t i, int thread) {
     head_backward(hc, thread_workspace<T>(), q + i * n * h, k + i * n * h, v + i * n * d,
-                  sequence_segments(shape, i), out + i * n * d, dout + i * n * d, saved.row_stat.data() + i * n,
+                  sequence_segments(shape, i), starts_document(shape, i), out + i * n * d, dout + i * n * d, saved.row_stat.data() + i * n,
                   features ? features + i * per_head : nullptr, dq + i * n * h, dk + i * n * h,
                   dv + i * n * d, grads.data(), outer == 1 ? 0 : thread,
                   chunks ? saved.state_in.data() + i * ss : nullptr,
-                  chunks ? grad_in.data() + i * ss : nullptr);
+                  chunks ? grad_in.data() + i * ss : nullptr, in_time ? grad_out.data() + i * ss : nullptr);
   });
+  if (in_time) chunks->outgoing(grad_out.data(), heads * ss, true);
   for (const auto& g : grads)
     for (size_t p = 0; p < g.size(); ++p)
       for (size_t j = 0; j < g[p].size(); ++j) (*dparams)[p][j] += g[p][j];

@@ -37,10 +37,12 @@ struct Blocks {
 // blocks but l (no resets). Blocks are split into one contiguous chunk per thread: a first pass
 // combines each chunk's contributions, then every chunk sweeps its blocks from its own starting
 // state. Deterministic for a thread count. `init` (causal only; may be null) is the state before
-// the first block: what the earlier chunks of a context-parallel sequence contribute.
+// the first block: what the earlier chunks of a context-parallel sequence contribute. `final`
+// (causal only; may be null) receives the state after the last block: what this chunk passes on
+// to the next when chunks run one after another.
 template <typename T, typename Contrib, typename Consume>
 void block_scan(int64_t count, int64_t state_size, bool causal, bool reverse, int threads,
-                const T* init, Contrib&& contrib, Consume&& consume) {
+                const T* init, T* final, Contrib&& contrib, Consume&& consume) {
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(threads, count));
   auto chunk_begin = [&](int64_t c) { return c * count / chunks; };
   auto block_at = [&](int64_t idx) { return reverse ? count - 1 - idx : idx; };
@@ -80,32 +82,35 @@ void block_scan(int64_t count, int64_t state_size, bool causal, bool reverse, in
     std::vector<T> excl(causal ? 0 : ss);
     for (int64_t idx = chunk_begin(c); idx < chunk_begin(c + 1); ++idx) {
       const int64_t l = block_at(idx);
-      const bool last = idx == count - 1;
-      const bool reset = (!causal || !last) && contrib(l, h.data(), thread);
+      const bool wanted = !causal || idx < count - 1 || final;  // is the state after it read?
+      const bool reset = wanted && contrib(l, h.data(), thread);
       if (causal) {
         consume(l, state.data(), thread);
-        if (!last) combine(state, h.data(), reset);
+        if (wanted) combine(state, h.data(), reset);
       } else {
         for (size_t i = 0; i < ss; ++i) excl[i] = state[i] - h[i];
         consume(l, excl.data(), thread);
       }
     }
+    if (final && causal && c == chunks - 1) std::copy(state.begin(), state.end(), final);
   });
 }
 
-// Where documents start inside block [i0, i0 + m) of a sequence with ids seg (positions p > 0
-// with seg[p] != seg[p - 1]), relative to i0: the first (m if none) and the last (0 if none).
-// Rows before `first` continue the document of the earlier blocks; keys from `last` on continue
-// into the later ones.
+// Where documents start inside block [i0, i0 + m) of a head's sequence (positions p > 0 with
+// seg[p] != seg[p - 1], and p = 0 when a document starts at a chunk's first token), relative to
+// i0: the first (m if none) and the last (0 if none). Rows before `first` continue the document
+// of the earlier blocks; keys from `last` on continue into the later ones.
 struct DocStarts {
   int64_t first, last;
   bool any;  // the block holds a start: the state restarts
 };
-DocStarts doc_starts(const int32_t* seg, int64_t i0, int64_t m) {
+template <typename T>
+DocStarts doc_starts(const SketchHead<T>& s, int64_t i0, int64_t m) {
   DocStarts d{m, 0, false};
+  const int32_t* seg = s.seg;
   if (!seg) return d;
   for (int64_t t = 0; t < m; ++t)
-    if (i0 + t > 0 && seg[i0 + t] != seg[i0 + t - 1]) {
+    if (i0 + t > 0 ? seg[i0 + t] != seg[i0 + t - 1] : s.starts_document) {
       d.first = std::min(d.first, t);
       d.last = t;
       d.any = true;
@@ -151,7 +156,7 @@ void packed_transpose_product(const ComputeContext& ctx, Scratch<T>& sc, int64_t
 template <typename T>
 bool key_state(const SketchHead<T>& s, Scratch<T>& sc, int64_t l, T* h) {
   const int64_t j0 = l * s.block, m = std::min(s.block, s.n - j0);
-  const auto ds = doc_starts(s.seg, j0, m);
+  const auto ds = doc_starts(s, j0, m);
   const int64_t k0 = j0 + ds.last, mk = m - ds.last;
   const T* c = build_c(sc, s.v + k0 * s.d, mk, s.d);
   packed_transpose_product(*s.ctx, sc, mk, s.r, s.b + k0 * s.r, c, s.d + 1, h);
@@ -184,7 +189,7 @@ template <typename T>
 bool grad_state(const SketchHead<T>& s, Scratch<T>& sc, int64_t l, const T* out, const T* dout,
                 const T* den, T* h) {
   const int64_t i0 = l * s.block, m = std::min(s.block, s.n - i0);
-  const auto ds = doc_starts(s.seg, i0, m);
+  const auto ds = doc_starts(s, i0, m);
   if (ds.first == 0) {
     std::fill(h, h + kernels::packed_size(s.r) * (s.d + 1), T(0));
     return ds.any;
@@ -234,7 +239,7 @@ void sketch_forward(const SketchHead<T>& s, int threads, T* out, T* den) {
   auto consume = [&](int64_t l, const T* z, int thread) {
     auto& sc = scratch[static_cast<size_t>(thread)];
     const int64_t i0 = blocks.begin(l), m = blocks.size(l);
-    const int64_t mz = s.causal ? doc_starts(s.seg, i0, m).first : m;  // rows that see z
+    const int64_t mz = s.causal ? doc_starts(s, i0, m).first : m;  // rows that see z
     T* c = build_c(sc, s.v + i0 * d, m, d);
     T* nl = util::grown(sc.n, m * dc);
     std::fill(nl, nl + m * dc, T(0));
@@ -252,7 +257,7 @@ void sketch_forward(const SketchHead<T>& s, int threads, T* out, T* den) {
     }
     normalize_rows(m, d, nl, out + i0 * d, den + i0);
   };
-  block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, s.z_in, contrib, consume);
+  block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, s.z_in, s.z_out, contrib, consume);
 }
 
 template <typename T>
@@ -277,7 +282,7 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
   auto consume_z = [&](int64_t l, const T* z, int thread) {
     auto& sc = scratch[static_cast<size_t>(thread)];
     const int64_t i0 = blocks.begin(l), m = blocks.size(l);
-    const int64_t mz = s.causal ? doc_starts(s.seg, i0, m).first : m;  // rows that saw z
+    const int64_t mz = s.causal ? doc_starts(s, i0, m).first : m;  // rows that saw z
     T* c = build_c(sc, s.v + i0 * d, m, d);
     T* g = build_g(sc, out + i0 * d, dout + i0 * d, den + i0, m, d);
     T* dcl = util::grown(sc.dc, m * dc);
@@ -296,7 +301,7 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
     kernels::gemm<T>(*s.ctx, false, true, mz, rp, dc, T(1), g, dc, z, dc, T(0), dap, rp);
     kernels::pack_self_tensor_backward(mz, r, s.a + i0 * r, r, dap, da + i0 * r, r);
   };
-  block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, s.z_in, contrib_z, consume_z);
+  block_scan<T>(blocks.count, rp * dc, s.causal, false, nt, s.z_in, static_cast<T*>(nullptr), contrib_z, consume_z);
 
   // Scan 2, backward over U = sum of pack(A_m)^T G_m of later blocks: dB and dC.
   auto contrib_u = [&](int64_t l, T* h, int thread) {
@@ -304,7 +309,7 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
   };
   auto consume_u = [&](int64_t l, const T* u, int thread) {
     auto& sc = scratch[static_cast<size_t>(thread)];
-    const int64_t k0 = s.causal ? doc_starts(s.seg, blocks.begin(l), blocks.size(l)).last : 0;
+    const int64_t k0 = s.causal ? doc_starts(s, blocks.begin(l), blocks.size(l)).last : 0;
     const int64_t j0 = blocks.begin(l) + k0, m = blocks.size(l) - k0;  // keys the later rows see
     T* c = build_c(sc, s.v + j0 * d, m, d);
     T* bp = util::grown(sc.packed, m * rp);
@@ -316,7 +321,7 @@ void sketch_backward(const SketchHead<T>& s, int threads, const T* out, const T*
     kernels::gemm<T>(*s.ctx, false, false, m, dc, rp, T(1), bp, rp, u, dc, T(0), dcl, dc);
     add_dv(dcl, j0, m);
   };
-  block_scan<T>(blocks.count, rp * dc, s.causal, true, nt, s.u_in, contrib_u, consume_u);
+  block_scan<T>(blocks.count, rp * dc, s.causal, true, nt, s.u_in, s.u_out, contrib_u, consume_u);
 }
 
 #define POLYSKETCH_INSTANTIATE(T)                                                           \

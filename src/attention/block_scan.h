@@ -31,11 +31,19 @@ struct SketchHead {
   // [r(r+1)/2 x (d+1)], null for a whole sequence.
   const T* z_in = nullptr;
   const T* u_in = nullptr;
-  // Document masking (causal, whole sequences): document ids [n], non-decreasing. A row attends
+  // Chunks run one after another (ChunkExchangeT::sequential): where the scans leave the state
+  // after this chunk, z_in plus its key state (forward) and u_in plus its gradient state
+  // (backward, scan in reverse); null when not wanted.
+  T* z_out = nullptr;
+  T* u_out = nullptr;
+  // Document masking (causal): document ids [n], non-decreasing. A row attends
   // only to its own document: the diagonal blocks mask the other pairs, and the scans restart
   // their state at each document start (the key state of a block holds only the keys after its
   // last start; a row uses the incoming state only before its block's first start).
   const int32_t* seg = nullptr;
+  // With seg and z_in: a document starts at this chunk's first token (the earlier chunks' state
+  // is not this document's, and this chunk passes none back to them).
+  bool starts_document = false;
 };
 
 // out [n x d], den [n] = 1 + sum_j w_ij. Uses up to `threads` threads across blocks.

@@ -23,17 +23,25 @@ void add_residual(T* x, const T* proj, const std::vector<T>& mask, int64_t count
 }  // namespace
 
 template <typename T>
-void block_forward(const ComputeContext& ctx, const BlockWeights<T>& w, int64_t n, T* x, BlockActs<T>& a, BlockScratch<T>& s,
-                   bool keep, const Attend<T>& attend) {
-  const auto d = static_cast<int64_t>(w.ln1_scale.value.size()), f = w.glu_out.shape[0];
+T* block_attend(const ComputeContext& ctx, const BlockWeights<T>& w, int64_t n, const T* x, BlockActs<T>& a,
+                BlockScratch<T>& s, const Attend<T>& attend) {
+  const auto d = static_cast<int64_t>(w.ln1_scale.value.size());
   T* qkv = util::grown(s.qkv, n * 3 * d);
-  T* proj = util::grown(s.proj, n * d);
-  if (keep) a.x_in.assign(x, x + n * d);
   T* ln1 = sized(a.ln1, n * d);
   kernels::layernorm_forward(n, d, x, w.ln1_scale.value.data(), w.ln1_bias.value.data(), ln1);
   gemm<T>(ctx, false, false, n, 3 * d, d, T(1), ln1, d, w.qkv.value.data(), 3 * d, T(0), qkv, 3 * d);
   T* merged = sized(a.merged, n * d);
   attend(qkv, merged);
+  return merged;
+}
+
+template <typename T>
+void block_forward(const ComputeContext& ctx, const BlockWeights<T>& w, int64_t n, T* x, BlockActs<T>& a, BlockScratch<T>& s,
+                   bool keep, const Attend<T>& attend) {
+  const auto d = static_cast<int64_t>(w.ln1_scale.value.size()), f = w.glu_out.shape[0];
+  if (keep) a.x_in.assign(x, x + n * d);
+  const T* merged = block_attend(ctx, w, n, x, a, s, attend);
+  T* proj = util::grown(s.proj, n * d);
   gemm<T>(ctx, false, false, n, d, d, T(1), merged, d, w.out.value.data(), d, T(0), proj, d);
   add_residual(x, proj, a.mask1, n * d);
   if (keep) a.x_mid.assign(x, x + n * d);
@@ -80,6 +88,8 @@ void block_backward(const ComputeContext& ctx, const BlockWeights<T>& w, const B
 }
 
 #define POLYSKETCH_INSTANTIATE(T)                                                                 \
+  template T* block_attend<T>(const ComputeContext&, const BlockWeights<T>&, int64_t, const T*, BlockActs<T>&, \
+                              BlockScratch<T>&, const Attend<T>&);                                 \
   template void block_forward<T>(const ComputeContext&, const BlockWeights<T>&, int64_t, T*, BlockActs<T>&,              \
                                  BlockScratch<T>&, bool, const Attend<T>&);                       \
   template void block_backward<T>(const ComputeContext&, const BlockWeights<T>&, const BlockGrads<T>&,                   \

@@ -38,6 +38,12 @@ using Attend = std::function<void(T* qkv, T* merged)>;
 template <typename T>
 using AttendBackward = std::function<void(T* dmerged, T* work, T* dqkv)>;
 
+// The block's first half up to the attention: LN1, the q|k|v projection and attend; returns the
+// merged heads [n x D] (in a.merged). block_forward runs it first; a pass that only needs the
+// attention's states (chunked training's first pass, last layer) stops there.
+template <typename T>
+T* block_attend(const ComputeContext& ctx, const BlockWeights<T>& w, int64_t n, const T* x, BlockActs<T>& a,
+                BlockScratch<T>& s, const Attend<T>& attend);
 // x [n x D] is updated in place. keep: a.x_in and a.x_mid are kept for backward.
 template <typename T>
 void block_forward(const ComputeContext& ctx, const BlockWeights<T>& w, int64_t n, T* x, BlockActs<T>& a, BlockScratch<T>& s,

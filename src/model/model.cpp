@@ -131,13 +131,17 @@ int64_t ModelT<T>::parameter_count() const {
 }
 
 namespace {
-// A context chunk's fields against its len tokens; chunks run without document ids.
+// A context chunk's fields against its len tokens. Document ids go with chunks in time only
+// (training's forward; context parallelism's ranks do not pass document starts on).
 template <typename T>
-void check_chunk(const ContextChunkT<T>* chunk, int64_t len, const int32_t* documents, const char* who) {
+void check_chunk(const ContextChunkT<T>* chunk, int64_t len, const int32_t* documents, const char* who,
+                 bool documents_in_time = false) {
   if (!chunk) return;
-  if (documents)
+  if (documents && !(documents_in_time && chunk->exchange && chunk->exchange->sequential()))
     throw Error(fmt::format("{}: context chunks do not take document ids (chunks run without document "
                             "masking)", who));
+  if (chunk->documents_before && !documents)
+    throw Error(fmt::format("{}: a context chunk's documents_before needs the chunk's document ids", who));
   if (!chunk->exchange || chunk->offset < 0 || chunk->seq_len < chunk->offset + len || chunk->scored < 1)
     throw Error(fmt::format("{}: invalid context chunk (offset {}, sequence length {}, scored {}) for {} "
                             "tokens", who, chunk->offset, chunk->seq_len, chunk->scored, len));
@@ -149,7 +153,7 @@ double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const in
                           int64_t batch, int64_t len, uint64_t dropout_seed,
                           const ContextChunkT<T>* chunk, const int32_t* documents) const {
   check_rows(batch, len);
-  check_chunk(chunk, len, documents, "forward");
+  check_chunk(chunk, len, documents, "forward", true);
   const int64_t n = batch * len;
   check_targets(targets, n, config_.vocab, !chunk);
   auto& c = *cache.impl_;
@@ -167,7 +171,12 @@ double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const in
   } else {
     c.documents.clear();
   }
+  if (chunk && chunk->documents_before) {  // the backward reads them after the caller's call
+    c.documents_before.assign(chunk->documents_before, chunk->documents_before + batch);
+    c.chunk.documents_before = c.documents_before.data();
+  }
   pass.documents = documents;
+  pass.documents_before = c.chunk.documents_before;
   model::run_trunk(ctx_, *weights_, config_, pass, c.trunk);
   model::output_logits(ctx_, *weights_, c.trunk.xf.data(), n, c.dlogits);
   // d loss / d logits in place
@@ -178,6 +187,26 @@ double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const in
   c.len = len;
   c.ready = true;
   return loss;
+}
+
+template <typename T>
+void ModelT<T>::pass_states(TrainCacheT<T>& cache, const int32_t* tokens, int64_t batch, int64_t len,
+                            uint64_t dropout_seed, const ContextChunkT<T>& chunk,
+                            const int32_t* documents) const {
+  check_rows(batch, len);
+  check_chunk(&chunk, len, documents, "pass_states", true);
+  auto& c = *cache.impl_;
+  c.ready = false;  // its activations are overwritten
+  model::TrunkPass<T> pass{tokens, batch, len};
+  pass.t0 = chunk.offset;
+  pass.states_only = true;
+  pass.dropout = config_.dropout;
+  pass.dropout_seed = dropout_seed;
+  pass.seq_len = chunk.seq_len;
+  pass.exchange = chunk.exchange;
+  pass.documents = documents;
+  pass.documents_before = chunk.documents_before;
+  model::run_trunk(ctx_, *weights_, config_, pass, c.trunk);
 }
 
 template <typename T>
@@ -292,7 +321,8 @@ void ModelT<T>::backward(TrainCacheT<T>& cache, std::vector<std::vector<T>>& gra
   gemm<T>(ctx_, false, false, n, d, v, T(1), dl, v, w.embedding.value.data(), d, T(0), tmp.data(), d);
   kernels::layernorm_backward(n, d, c.trunk.x.data(), w.final_scale.value.data(), tmp.data(),
                               c.dx.data(), g.final_scale->data(), g.final_bias->data());
-  const AttentionShape shape{batch, h, len, hd, hd, c.documents.empty() ? nullptr : c.documents.data()};
+  const AttentionShape shape{batch, h, len, hd, hd, c.documents.empty() ? nullptr : c.documents.data(),
+                             c.chunk.documents_before};
   for (auto* t : {&c.dq, &c.dk, &c.dv}) t->resize(c.dx.size());
   for (size_t li = w.layers.size(); li-- > 0;) {
     const auto& l = w.layers[li];

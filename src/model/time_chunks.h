@@ -12,9 +12,10 @@
 
 namespace polysketch::model {
 
-// The chunks of one sequence batch as a context-parallel group in time: each exclusive_sum call
-// of a chunk's forward (one per layer, in layer order) gets the sum of the earlier chunks' states
-// for that layer, and each call of a backward (layers in reverse) the sum of the later chunks'.
+// The chunks of one sequence batch as a context-parallel group in time: each incoming call of a
+// chunk's forward (one per layer, in layer order) gets the sum of the earlier chunks' states for
+// that layer, and each call of a backward (layers in reverse) the sum of the later chunks'; the
+// outgoing call after it hands on the sum including this chunk.
 template <typename T>
 class TimeChunks final : public ChunkExchangeT<T> {
  public:
@@ -32,10 +33,14 @@ class TimeChunks final : public ChunkExchangeT<T> {
     call_ = 0;
   }
 
-  void exclusive_sum(T* values, int64_t count, bool reverse) override {
+  bool sequential() const override { return true; }
+
+  // The state entering the chunk: forward, the earlier chunks' (kept for the replay); replay,
+  // the kept one; backward, the later chunks' gradient state.
+  void incoming(T* values, int64_t count, bool reverse) override {
     const size_t k = call_++;
     if (reverse != (pass_ == Pass::backward))
-      throw Error("chunked training: a state exchange out of order (internal error)");
+      throw Error("chunked pass: a state exchange out of order (internal error)");
     if (pass_ == Pass::replay) {
       if (!keep_) throw Error("chunked pass: a replay of states that were not kept (internal error)");
       if (chunk_ == 0) {
@@ -48,15 +53,31 @@ class TimeChunks final : public ChunkExchangeT<T> {
     }
     auto& sums = pass_ == Pass::forward ? forward_ : backward_;
     if (sums.size() <= k) sums.emplace_back(static_cast<size_t>(count), T(0));
-    auto& sum = sums[k];
+    const auto& sum = sums[k];
     if (static_cast<int64_t>(sum.size()) != count)
-      throw Error("chunked training: state sizes differ between chunks (internal error)");
+      throw Error("chunked pass: state sizes differ between chunks (internal error)");
     if (pass_ == Pass::forward && chunk_ > 0 && keep_) prefix_[chunk_].push_back(sum);  // chunk 0 starts from 0
-    for (int64_t i = 0; i < count; ++i) {
-      const T own = values[i];
-      values[i] = sum[static_cast<size_t>(i)];
-      sum[static_cast<size_t>(i)] += own;
-    }
+    std::copy(sum.begin(), sum.end(), values);
+  }
+
+  // The state leaving the chunk (its incoming state plus its own), for the next chunk in the
+  // pass's direction; a replay passes nothing on.
+  void outgoing(const T* values, int64_t count, bool reverse) override {
+    if (call_ == 0 || reverse != (pass_ == Pass::backward))
+      throw Error("chunked pass: a state exchange out of order (internal error)");
+    if (pass_ == Pass::replay) return;
+    auto& sum = (pass_ == Pass::forward ? forward_ : backward_).at(call_ - 1);
+    if (static_cast<int64_t>(sum.size()) != count)
+      throw Error("chunked pass: state sizes differ between chunks (internal error)");
+    std::copy(values, values + count, sum.begin());
+  }
+
+  // For a caller that computes its own state first, as context parallelism does.
+  void exclusive_sum(T* values, int64_t count, bool reverse) override {
+    std::vector<T> total(values, values + count);
+    incoming(values, count, reverse);
+    for (int64_t i = 0; i < count; ++i) total[static_cast<size_t>(i)] += values[i];
+    outgoing(total.data(), count, reverse);
   }
 
  private:

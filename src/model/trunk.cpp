@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/vec.h"
@@ -26,8 +27,9 @@ void run_trunk(const ComputeContext& ctx, const Weights<T>& w, const ModelConfig
   x.resize(static_cast<size_t>(n * d));
   embedding_forward(x.data(), pass.tokens, w.embedding.value.data(),
                     static_cast<T>(std::sqrt(static_cast<double>(d))), mem.pe.data(), batch, len, d);
-  const AttentionShape shape{batch, h, len, hd, hd, pass.documents};
-  mem.layers.resize(pass.keep ? w.layers.size() : 1);
+  const AttentionShape shape{batch, h, len, hd, hd, pass.documents, pass.documents_before};
+  // Never shrunk: a training cache's layers outlive a pass that does not keep them.
+  mem.layers.resize(std::max(mem.layers.size(), pass.keep ? w.layers.size() : 1));
   for (size_t li = 0; li < w.layers.size(); ++li) {
     const auto& l = w.layers[li];
     auto& a = mem.layers[pass.keep ? li : 0];
@@ -41,6 +43,10 @@ void run_trunk(const ComputeContext& ctx, const Weights<T>& w, const ModelConfig
       if (pass.hook) (*pass.hook)(li, a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.saved);
       merge_heads(merged, a.o.data(), batch, len, h, hd);
     };
+    if (pass.states_only && li + 1 == w.layers.size()) {
+      block_attend(ctx, l, n, x.data(), a.block, mem.scratch, attend);
+      return;
+    }
     const int64_t seq_len = pass.seq_len > 0 ? pass.seq_len : len;
     dropout_mask(a.block.mask1, batch, len, d, pass.dropout, pass.dropout_seed, 2 * li, pass.t0, seq_len);
     dropout_mask(a.block.mask2, batch, len, d, pass.dropout, pass.dropout_seed, 2 * li + 1, pass.t0, seq_len);

@@ -21,7 +21,7 @@ struct LayerActs {
 
 template <typename T>
 struct TrunkMemory {
-  std::vector<LayerActs<T>> layers;  // one per layer when kept for backward, else one reused
+  std::vector<LayerActs<T>> layers;  // one per layer when kept for backward, else the first reused
   BlockScratch<T> scratch;
   std::vector<T> x, xf;  // the residual stream after the last block and its final LayerNorm [N x D]
   std::vector<T> pe;     // position table of positions pe_t0 .. pe_t0 + pe_len - 1
@@ -41,12 +41,15 @@ struct TrunkPass {
   int64_t batch = 1, len = 1;
   int64_t t0 = 0;          // absolute position of the first token of each sequence
   bool keep = false;       // keep every layer's activations for backward (training)
+  bool states_only = false;  // chunks in time: only pass the attention's states on (the last
+                             // layer stops after its attention; no final LayerNorm)
   double dropout = 0;      // training only
   uint64_t dropout_seed = 0;
   int64_t seq_len = 0;     // whole sequences' length when these are chunks of them (0: len)
   ChunkExchangeT<T>* exchange = nullptr;  // context parallelism
   const AttentionHook<T>* hook = nullptr;
   const int32_t* documents = nullptr;  // [batch x len] document ids (AttentionShape::segments)
+  const int32_t* documents_before = nullptr;  // chunks: AttentionShape::segments_before
 };
 
 // Runs the network up to the final LayerNorm: mem.xf [N x D].
@@ -75,6 +78,7 @@ struct TrainCacheT<T>::Impl {
   model::TrunkMemory<T> trunk;
   std::vector<T> dlogits;  // d loss / d logits of the forward
   std::vector<int32_t> tokens, documents;  // documents: empty without document masking
+  std::vector<int32_t> documents_before;   // a chunk's (ContextChunkT::documents_before)
   int64_t batch = 0, len = 0;
   ContextChunkT<T> chunk;  // exchange null: whole sequences
   model::BlockBackScratch<T> back;

@@ -188,12 +188,12 @@ ModelConfig model_config(const Setup& s, const data::Dataset& data) {
 
 // Whether the run masks documents (--document-mask), checked before anything is built. Context
 // parallelism does not yet carry document starts across ranks: there `auto` means off and `on`
-// is refused.
+// is refused (chunks in time, --chunk, do).
 bool document_masking(const Setup& s, const data::Dataset& data) {
-  if (s.cp > 1 || s.o.chunk > 0) {
+  if (s.cp > 1) {
     if (s.o.document_mask == "on")
-      throw Error(fmt::format("--document-mask on: {} does not support document masking; use "
-                              "--document-mask off (or auto)", s.cp > 1 ? "context parallelism" : "--chunk"));
+      throw Error("--document-mask on: context parallelism does not support document masking; use "
+                  "--document-mask off (or auto)");
     return false;
   }
   return data::document_mask(data, s.o.document_mask, "--document-mask");
@@ -299,7 +299,7 @@ class Loop {
         loss += model_.forward(cache_, xc_.data(), yc_.data(), o_.batch, ctx_ / cp, dropout_seed, &chunk);
       } else if (o_.chunk > 0) {
         loss += chunked_forward_backward(model_, cache_, x_.data(), y_.data(), o_.batch, ctx_, o_.chunk,
-                                         dropout_seed, grads_);
+                                         dropout_seed, grads_, masked_ ? docs_.data() : nullptr);
         if (overlapped_ && a == o_.accum - 1) overlapped_->ready(grads_, 0, grads_.size());
         continue;  // backward done, chunk by chunk
       } else {
