@@ -76,7 +76,19 @@ $bin eval --checkpoint "$tmp/run" --input "$tmp/rev.txt" --context 96 --batch 2 
 $bin eval --checkpoint "$tmp/run" --input "$tmp/rev.txt" --context 96 --batch 2 --batches 2 --by-position --json --chunk 16 > "$tmp/chunked"
 jq -e -s '(.[0].scored == .[1].scored) and ((.[0].loss - .[1].loss) | fabs < 1e-4) and ((.[0].by_position[1].loss - .[1].by_position[1].loss) | fabs < 1e-4)' "$tmp/whole" "$tmp/chunked" > /dev/null || fail "eval --chunk"
 expect_fail "whole number of blocks" $bin eval --checkpoint "$tmp/run" --input "$tmp/rev.txt" --context 96 --chunk 12
-expect_fail "does not support document masking" $bin eval --checkpoint "$tmp/run" --data "$tmp/data" --chunk 16 --document-mask on
+# ... under document masking too (eight short documents, several per window): the same scores,
+# and not those of the unmasked windows.
+mkdir -p "$tmp/ruth"
+for c in 1 2 3 4; do for v in 1 5; do bible "Rut$c:$v-Rut$c:$((v + 1))" > "$tmp/ruth/$c-$v.txt"; done; done
+for chunk in 0 16; do
+  $bin eval --checkpoint "$tmp/run" --input "$tmp/ruth" --context 96 --batch 2 --batches 2 --by-position --json --document-mask on --chunk $chunk > "$tmp/docs-$chunk"
+done
+$bin eval --checkpoint "$tmp/run" --input "$tmp/ruth" --context 96 --batch 2 --batches 2 --json --document-mask off > "$tmp/docs-off"
+jq -e -s '(.[0].scored == .[1].scored) and ((.[0].loss - .[1].loss) | fabs < 1e-4) and
+  ([.[0].by_position[] | .scored] == [.[1].by_position[] | .scored]) and
+  ((.[0].by_position[1].loss - .[1].by_position[1].loss) | fabs < 1e-4) and
+  ((.[0].loss - .[2].loss) | fabs > 1e-5)' "$tmp/docs-0" "$tmp/docs-16" "$tmp/docs-off" > /dev/null ||
+  { cat "$tmp/docs-0" "$tmp/docs-16" "$tmp/docs-off"; fail "eval --chunk --document-mask on"; }
 expect_fail "one of them" $bin eval --checkpoint "$tmp/run"
 expect_fail "excludes" $bin eval --checkpoint "$tmp/run" --data "$tmp/data" --input "$tmp/rev.txt"
 printf 'ab\0cd' > "$tmp/binary.txt"

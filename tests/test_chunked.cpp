@@ -108,8 +108,7 @@ TEST_P(ChunkedTest, EqualsTheWholeSequence) { expect_chunked_equals_whole(GetPar
 // first token (the state from the first chunk must not reach it, nor its gradient state go
 // back), in sequence 1 one token later; both have another start inside the last chunk, and a
 // document spans the chunk boundaries between.
-TEST_P(ChunkedTest, DocumentMaskingEqualsTheWholeSequence) {
-  const auto& c = GetParam();
+std::vector<int32_t> documents_of(const ChunkCase& c) {
   std::vector<int32_t> docs;
   for (int64_t seq = 0; seq < 2; ++seq) {
     int32_t id = 0;
@@ -118,40 +117,67 @@ TEST_P(ChunkedTest, DocumentMaskingEqualsTheWholeSequence) {
       docs.push_back(id);
     }
   }
+  return docs;
+}
+TEST_P(ChunkedTest, DocumentMaskingEqualsTheWholeSequence) {
+  const auto& c = GetParam();
+  const auto docs = documents_of(c);
   expect_chunked_equals_whole(c, &docs);
 }
 
-// Chunked scoring (eval --chunk): the chunks' losses, counts and per-position losses, placed at
-// their offsets, are the whole sequence's (no states kept: TimeChunks without keep).
-TEST_P(ChunkedTest, ScoringEqualsTheWholeSequence) {
-  const auto& c = GetParam();
+// Chunked scoring (eval --chunk): the chunks' losses, counts and per-position losses (positions
+// of the whole sequences, counted from each document's start under document masking) add up to
+// the whole sequence's (no states kept: TimeChunks without keep).
+void expect_chunked_scores_whole(const ChunkCase& c, const std::vector<int32_t>* documents) {
   ModelT<double> model(config(c));
   perturb(model, 12);
   const int64_t batch = 2;
   const auto b = batch_of(batch, c.len, 6);
-  const auto whole = model.score(b.tokens.data(), b.targets.data(), batch, c.len, nullptr, true);
+  const int32_t* docs = documents ? documents->data() : nullptr;
+  const auto whole = model.score(b.tokens.data(), b.targets.data(), batch, c.len, nullptr, true, docs);
   const int64_t chunks = (c.len + c.chunk - 1) / c.chunk;
   model::TimeChunks<double> exchange(chunks, false);
   double loss = 0;
   int64_t scored = 0, correct = 0;
   std::vector<double> position(static_cast<size_t>(c.len), 0.0);
-  std::vector<int32_t> x, y;
+  std::vector<int32_t> x, y, d, before;
+  std::vector<int64_t> starts(static_cast<size_t>(batch), 0);  // of the document running into a chunk
   for (int64_t k = 0; k < chunks; ++k) {
     const int64_t begin = k * c.chunk, len = std::min(c.chunk, c.len - begin);
     model::chunk_columns(b.tokens.data(), batch, c.len, begin, len, x);
     model::chunk_columns(b.targets.data(), batch, c.len, begin, len, y);
     exchange.begin(model::TimeChunks<double>::Pass::forward, k);
-    const ContextChunkT<double> part{&exchange, begin, c.len, whole.scored};
-    const auto s = model.score(x.data(), y.data(), batch, len, nullptr, true, nullptr, &part);
+    ContextChunkT<double> part{&exchange, begin, c.len, whole.scored};
+    if (docs) {
+      model::chunk_columns(docs, batch, c.len, begin, len, d);
+      if (k > 0) {
+        model::chunk_columns(docs, batch, c.len, begin - 1, 1, before);
+        part.documents_before = before.data();
+        part.document_starts = starts.data();
+      }
+    }
+    const auto s = model.score(x.data(), y.data(), batch, len, nullptr, true, docs ? d.data() : nullptr, &part);
     loss += s.loss * static_cast<double>(s.scored);
     scored += s.scored;
     correct += s.correct;
-    for (int64_t t = 0; t < len; ++t) position[static_cast<size_t>(begin + t)] += s.position_loss[static_cast<size_t>(t)];
+    ASSERT_EQ(s.position_loss.size(), position.size());
+    for (size_t t = 0; t < position.size(); ++t) position[t] += s.position_loss[t];
+    if (docs)
+      for (int64_t seq = 0; seq < batch; ++seq)
+        for (int64_t t = std::max<int64_t>(begin, 1); t < begin + len; ++t)
+          if (docs[seq * c.len + t] != docs[seq * c.len + t - 1]) starts[static_cast<size_t>(seq)] = t;
   }
   EXPECT_EQ(scored, whole.scored);
   EXPECT_EQ(correct, whole.correct);
   EXPECT_NEAR(loss / static_cast<double>(scored), whole.loss, 1e-12 * whole.loss);
   EXPECT_LT(max_rel_error(position, whole.position_loss, 1e-30), 1e-10);
+}
+
+TEST_P(ChunkedTest, ScoringEqualsTheWholeSequence) { expect_chunked_scores_whole(GetParam(), nullptr); }
+TEST_P(ChunkedTest, DocumentMaskedScoringEqualsTheWholeSequence) {
+  const auto& c = GetParam();
+  const auto docs = documents_of(c);
+  expect_chunked_scores_whole(c, &docs);
 }
 
 INSTANTIATE_TEST_SUITE_P(Sketches, ChunkedTest, ::testing::ValuesIn(cases()));

@@ -37,6 +37,9 @@ struct ContextChunkT {
   // with forward's `documents` for the chunk): [batch] the document id of each sequence's token
   // before the chunk, null for the first chunk (ChunkExchangeT, AttentionShape::segments_before).
   const int32_t* documents_before = nullptr;
+  // Scoring by position (Model::score) with documents_before: [batch] where the document of
+  // each sequence's token before the chunk starts (an absolute position), to count from.
+  const int64_t* document_starts = nullptr;
 };
 
 template <typename T>
@@ -130,8 +133,9 @@ class ModelT {
   // by_position, also per position t in [0, len): the cross-entropy summed over the batch's
   // scored rows at t, and their number (does the model use the long context?). With `documents`
   // (as forward's), attention stays within each document and t counts from the token's document
-  // start (the context it sees). With `chunk` (as forward's, no documents), the tokens are one
-  // chunk of longer sequences (t counts from the chunk's start; a chunk may score nothing).
+  // start (the context it sees). With `chunk` (as forward's, documents too), the tokens are one
+  // chunk of longer sequences: t is then a position in the whole sequences, in [0, seq_len) (a
+  // chunk may score nothing).
   struct Score {
     double loss = 0;
     int64_t scored = 0, correct = 0;

@@ -72,9 +72,7 @@ void run_eval(const EvalCli& e) {
   auto contexts = e.contexts.empty() ? std::vector<int64_t>{ck.config.context} : e.contexts;
   for (int64_t ctx : contexts) data::check_context(data, ctx, /*val_only=*/!e.inputs.empty());
   util::check_range("--chunk", e.chunk, 0, int64_t{1} << 30);
-  if (e.chunk > 0 && e.document_mask == "on")
-    throw Error("--document-mask on: evaluation in chunks (--chunk) does not support document masking");
-  const bool documents = e.chunk == 0 && data::document_mask(data, e.document_mask, "--document-mask");
+  const bool documents = data::document_mask(data, e.document_mask, "--document-mask");
   if (e.chunk > 0)
     for (int64_t c : contexts)
       if (const auto problem = model::chunking_problem(ck.config, c, e.chunk, "evaluation"); !problem.empty())

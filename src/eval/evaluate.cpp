@@ -37,7 +37,6 @@ void for_each_eval_batch(const data::Dataset& data, int64_t context, int64_t bat
 EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t context, int64_t batch,
                     int64_t batches, bool by_position, bool documents, int64_t chunk) {
   if (chunk > 0) {
-    if (documents) throw Error("evaluation in chunks runs without document masking (--document-mask off)");
     if (const auto problem = model::chunking_problem(model.config(), context, chunk, "evaluation"); !problem.empty())
       throw Error(problem);
   }
@@ -59,7 +58,8 @@ EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t conte
         }
   };
   Workspace ws;
-  std::vector<int32_t> xc, yc;
+  std::vector<int32_t> xc, yc, idc, before;
+  std::vector<int64_t> starts;
   for_each_eval_batch(data, context, batch, batches, documents,
                       [&](const auto& x, const auto& y, const int32_t* ids, int64_t b) {
     if (chunk <= 0 || chunk >= context) return add(model.score(x.data(), y.data(), b, context, &ws, by_position, ids), 0);
@@ -67,13 +67,27 @@ EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t conte
     const int64_t chunks = (context + chunk - 1) / chunk;
     const auto total = static_cast<int64_t>(std::count_if(y.begin(), y.end(), [](int32_t t) { return t != kIgnoreTarget; }));
     model::TimeChunks<float> exchange(chunks, /*keep=*/false);
+    starts.assign(static_cast<size_t>(b), 0);  // of each sequence's current document
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t begin = c * chunk, len = std::min(chunk, context - begin);
       model::chunk_columns(x.data(), b, context, begin, len, xc);
       model::chunk_columns(y.data(), b, context, begin, len, yc);
       exchange.begin(model::TimeChunks<float>::Pass::forward, c);
-      const ContextChunk part{&exchange, begin, context, std::max<int64_t>(1, total)};
-      add(model.score(xc.data(), yc.data(), b, len, &ws, by_position, nullptr, &part), begin);
+      ContextChunk part{&exchange, begin, context, std::max<int64_t>(1, total)};
+      if (ids) {
+        model::chunk_columns(ids, b, context, begin, len, idc);
+        if (c > 0) {
+          model::chunk_columns(ids, b, context, begin - 1, 1, before);
+          part.documents_before = before.data();
+          part.document_starts = starts.data();
+        }
+      }
+      // Positions come back in whole-window terms (Model::score with a chunk).
+      add(model.score(xc.data(), yc.data(), b, len, &ws, by_position, ids ? idc.data() : nullptr, &part), 0);
+      if (ids)  // where the document of each sequence's last token of this chunk starts
+        for (int64_t s = 0; s < b; ++s)
+          for (int64_t t = begin; t < begin + len; ++t)
+            if (t > 0 && ids[s * context + t] != ids[s * context + t - 1]) starts[static_cast<size_t>(s)] = t;
     }
   });
   EvalResult r{loss / static_cast<double>(scored), static_cast<double>(correct) / static_cast<double>(scored), scored, {}};

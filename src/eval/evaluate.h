@@ -29,9 +29,10 @@ struct EvalResult {
 // batch * batches windows of context+1 tokens evenly spaced over the running text, or as many
 // whole examples of a synthetic task (scored on their answers only). With `documents` (data with
 // document boundaries), tokens attend only within their document, and by_position counts
-// positions from each token's document start. With `chunk` (sketch mechanisms, whole blocks, no
-// documents), each window is scored a chunk at a time with the block states passed from chunk to
-// chunk: the same result up to summation order, in memory independent of the context.
+// positions from each token's document start. With `chunk` (sketch mechanisms, whole blocks;
+// with or without documents), each window is scored a chunk at a time with the block states
+// passed from chunk to chunk: the same result up to summation order, in memory independent of
+// the context.
 EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t context, int64_t batch,
                     int64_t batches, bool by_position = false, bool documents = false, int64_t chunk = 0);
 

@@ -215,9 +215,17 @@ typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t*
                                            bool by_position, const int32_t* documents,
                                            const ContextChunkT<T>* chunk) const {
   check_rows(batch, len);
-  check_chunk(chunk, len, documents, "score");
+  check_chunk(chunk, len, documents, "score", true);
   const int64_t n = batch * len, v = config_.vocab;
   check_targets(targets, n, v, !chunk);
+  // Whether row i's sequence continues, at the chunk's first token, the document of the token
+  // before the chunk (whose start is then chunk->document_starts).
+  auto continues = [&](int64_t i) {
+    return chunk && chunk->documents_before && chunk->documents_before[i / len] == documents[i];
+  };
+  if (by_position && chunk && chunk->documents_before && !chunk->document_starts)
+    throw Error("score: per-position losses of a chunk under document masking need the context "
+                "chunk's document_starts");
   WorkspaceT<T> own;  // when the caller passed none
   auto& mem = (ws ? *ws : own).impl_->trunk;
   model::TrunkPass<T> pass{tokens, batch, len};
@@ -226,6 +234,7 @@ typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t*
     pass.t0 = chunk->offset;
     pass.seq_len = chunk->seq_len;
     pass.exchange = chunk->exchange;
+    pass.documents_before = chunk->documents_before;
   }
   model::run_trunk(ctx_, *weights_, config_, pass, mem);
   std::vector<T> logits;
@@ -233,13 +242,21 @@ typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t*
   Score s;
   const bool none = std::all_of(targets, targets + n, [](int32_t t) { return t == kIgnoreTarget; });
   s.loss = none ? 0.0 : model::cross_entropy(logits.data(), targets, n, v, static_cast<T*>(nullptr));
+  // Positions in the whole sequences: a chunk's rows start at its offset.
+  const int64_t base = chunk ? chunk->offset : 0, positions = chunk ? chunk->seq_len : len;
   if (by_position) {
-    s.position_loss.assign(static_cast<size_t>(len), 0.0);
-    s.position_scored.assign(static_cast<size_t>(len), 0);
+    s.position_loss.assign(static_cast<size_t>(positions), 0.0);
+    s.position_scored.assign(static_cast<size_t>(positions), 0);
   }
   int64_t doc_start = 0;  // of row i's document, as a position in its sequence
   for (int64_t i = 0; i < n; ++i) {
-    if (i % len == 0 || (documents && documents[i] != documents[i - 1])) doc_start = i % len;
+    if (i % len == 0) {
+      doc_start = !documents ? 0 : continues(i) && by_position ? chunk->document_starts[i / len] : base;
+      if (doc_start < 0 || doc_start > base)
+        throw Error(fmt::format("score: document start {} of sequence {} is outside [0, {}]", doc_start,
+                                i / len, base));
+    } else if (documents && documents[i] != documents[i - 1])
+      doc_start = base + i % len;
     if (targets[i] == kIgnoreTarget) continue;
     const T* row = logits.data() + i * v;
     s.correct += std::max_element(row, row + v) - row == targets[i];
@@ -248,7 +265,7 @@ typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t*
     const double top = *std::max_element(row, row + v);
     double sum = 0;
     for (int64_t j = 0; j < v; ++j) sum += std::exp(static_cast<double>(row[j]) - top);
-    const auto t = static_cast<size_t>(i % len - doc_start);
+    const auto t = static_cast<size_t>(base + i % len - doc_start);
     s.position_loss[t] += top + std::log(sum) - row[targets[i]];
     ++s.position_scored[t];
   }

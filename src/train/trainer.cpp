@@ -398,7 +398,9 @@ class Loop {
   }
 
   void log_eval() {
-    const auto r = eval::evaluate(model_, data_, ctx_, o_.batch, o_.eval_batches, false, masked_);
+    // With --chunk, validated a chunk at a time too (a whole window's logits alone are
+    // context x vocab floats: 16 GB at 1M tokens).
+    const auto r = eval::evaluate(model_, data_, ctx_, o_.batch, o_.eval_batches, false, masked_, o_.chunk);
     res_.val_loss = r.loss;
     res_.val_accuracy = r.accuracy;
     metrics_->write({{"step", step_}, {"val_loss", r.loss}, {"val_ppl", std::exp(r.loss)},
