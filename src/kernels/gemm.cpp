@@ -25,30 +25,70 @@ namespace {
 CBLAS_TRANSPOSE op(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
 // C [m x n] = alpha A [m x k] B [k x n] + beta C for few rows (decoding: one row per sequence).
-// B, the weights, is streamed from memory once, a stripe of up to kStripe columns at a time,
-// each of its rows feeding every row of A into accumulators that stay in L1; whole rows of B
-// stripes are contiguous, which the hardware prefetcher streams at full bandwidth. sgemm would
-// first copy all of B into its packed layout, and OpenBLAS's gemv is an SSE3 kernel on CPUs newer
-// than Debian's OpenBLAS. Every entry is the same sum in the same order whatever m, the stripe
-// width and the thread count: a sequence decodes the same alone or in a batch.
+// B, the weights, is streamed from memory once, a stripe of up to kStripe columns per thread;
+// inside it, tiles of up to 4 rows x 64 columns keep their 16 vector accumulators in registers
+// over all of k (each B row piece loaded once feeds 4 rows' fused multiply-adds), and the next
+// rows re-read the stripe from L2. sgemm would first copy all of B into its packed layout, and
+// OpenBLAS's gemv is an SSE3 kernel on CPUs newer than Debian's OpenBLAS. Every entry is the same
+// chain of multiply-adds in k order whatever m, the tiling, the stripe width and the thread
+// count: a sequence decodes the same alone or in a batch.
 constexpr int64_t kFewRows = 16, kStripe = 256;
+constexpr int kLanes = 16, kTileRows = 4;
+using Lanes = float __attribute__((vector_size(kLanes * sizeof(float))));
+// The same, loadable from any float address (B rows, A rows are not vector aligned).
+using UnalignedLanes = float __attribute__((vector_size(kLanes * sizeof(float)), aligned(alignof(float)), may_alias));
+
+// Rows [0, R) x columns [0, V * kLanes) of C from A's rows and B's columns at the same origin.
+template <int R, int V>
+void tile_product(int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                  float beta, float* c, int64_t ldc) {
+  Lanes acc[R][V] = {};
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const auto* bv = reinterpret_cast<const UnalignedLanes*>(b + kk * ldb);
+    for (int i = 0; i < R; ++i) {
+      const float av = a[i * lda + kk];
+      for (int v = 0; v < V; ++v) acc[i][v] += av * bv[v];
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < V; ++v) {
+      float sums[kLanes];
+      std::memcpy(sums, &acc[i][v], sizeof sums);
+      for (int j = 0; j < kLanes; ++j) {
+        float& out = c[i * ldc + v * kLanes + j];
+        out = alpha * sums[j] + (beta == 0.f ? 0.f : beta * out);
+      }
+    }
+}
+
+// Columns [0, cols) for R rows: 64-column tiles, then 16-column ones, then single columns.
+template <int R>
+void rows_product(int64_t cols, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                  int64_t ldb, float beta, float* c, int64_t ldc) {
+  int64_t j = 0;
+  for (; j + 4 * kLanes <= cols; j += 4 * kLanes) tile_product<R, 4>(k, alpha, a, lda, b + j, ldb, beta, c + j, ldc);
+  for (; j + kLanes <= cols; j += kLanes) tile_product<R, 1>(k, alpha, a, lda, b + j, ldb, beta, c + j, ldc);
+  for (; j < cols; ++j)
+    for (int i = 0; i < R; ++i) {
+      float acc = 0.f;
+      for (int64_t kk = 0; kk < k; ++kk) acc += a[i * lda + kk] * b[kk * ldb + j];
+      float& out = c[i * ldc + j];
+      out = alpha * acc + (beta == 0.f ? 0.f : beta * out);
+    }
+}
 
 void stripe_product(int64_t m, int64_t cols, int64_t k, float alpha, const float* a, int64_t lda,
                     const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  alignas(64) float acc[kFewRows][kStripe];
-  for (int64_t i = 0; i < m; ++i) std::fill(acc[i], acc[i] + cols, 0.f);
-  for (int64_t kk = 0; kk < k; ++kk) {
-    const float* brow = b + kk * ldb;
-    for (int64_t i = 0; i < m; ++i) {
-      const float av = a[i * lda + kk];
-      float* row = acc[i];
-#pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) row[j] += av * brow[j];
+  for (int64_t i = 0; i < m; i += kTileRows) {
+    const float* ai = a + i * lda;
+    float* ci = c + i * ldc;
+    switch (std::min<int64_t>(kTileRows, m - i)) {
+      case 4: rows_product<4>(cols, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+      case 3: rows_product<3>(cols, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+      case 2: rows_product<2>(cols, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+      default: rows_product<1>(cols, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
     }
   }
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < cols; ++j)
-      c[i * ldc + j] = alpha * acc[i][j] + (beta == 0.f ? 0.f : beta * c[i * ldc + j]);
 }
 
 void few_rows_gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
