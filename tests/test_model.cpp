@@ -5,6 +5,7 @@
 
 #include <omp.h>
 
+#include <cmath>
 #include <functional>
 #include <thread>
 
@@ -112,6 +113,17 @@ TEST(ModelLayers, LayerNormAndGeluBackward) {
   kernels::gelu_backward_saved<double>(static_cast<int64_t>(x.size()), x.data(), t.data(),
                                        w.data(), dg_saved.data());
   EXPECT_EQ(dg_saved, dg);
+}
+
+// log_sum_exp: log 2 + 1000 for two logits of 1000 (exp(1000) overflows a double: the shift by
+// the largest must happen), and a plain sum of exponentials where that is finite (1e-12).
+TEST(ModelLayers, LogSumExpIsShifted) {
+  const std::vector<float> big{1000.f, 1000.f};
+  EXPECT_NEAR(kernels::log_sum_exp(2, big.data()), 1000.0 + std::log(2.0), 1e-9);
+  const std::vector<double> x{-1.5, 0.25, 3.0, -7.0};
+  double sum = 0;
+  for (double v : x) sum += std::exp(v);
+  EXPECT_NEAR(kernels::log_sum_exp(4, x.data()), std::log(sum), 1e-12);
 }
 
 // The float GELU (vectorised; AVX-512: reciprocal estimate + Newton step for tanh's division)

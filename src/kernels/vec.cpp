@@ -2,6 +2,7 @@
 
 #include "util/parallel.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #if defined(__AVX512F__)
@@ -250,7 +251,16 @@ void mat_vec(int64_t rows, int64_t n, const T* m, int64_t ld, const T* x, T* y) 
   }
 }
 
+template <typename T>
+double log_sum_exp(int64_t n, const T* x) {
+  const double top = static_cast<double>(*std::max_element(x, x + n));
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(x[i]) - top);
+  return top + std::log(sum);
+}
+
 #define POLYSKETCH_INSTANTIATE(T)                                                              \
+  template double log_sum_exp<T>(int64_t, const T*);                                           \
   template void vec_mat<T>(int64_t, int64_t, const T*, const T*, int64_t, T, T*);              \
   template void mat_vec<T>(int64_t, int64_t, const T*, int64_t, const T*, T*);                 \
   template void tanh_inplace<T>(int64_t, T*);                                                  \

@@ -39,6 +39,11 @@ template <typename T>
 void layernorm_backward(int64_t rows, int64_t dim, const T* x, const T* scale, const T* dy, T* dx,
                         T* dscale, T* dbias);
 
+// log sum_i exp(x[i]) over n values, in double and shifted by the largest (no overflow): a row of
+// logits' log-probabilities are x[i] minus it.
+template <typename T>
+double log_sum_exp(int64_t n, const T* x);
+
 // Small matrix-vector products for decoding, called per head inside parallel loops, where a BLAS
 // call's fixed cost exceeds the arithmetic. Single-threaded, vectorized.
 // y [n] = beta y + x^T M, M [rows x n] with row stride ld (rows of M streamed once).

@@ -262,11 +262,8 @@ typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t*
     s.correct += std::max_element(row, row + v) - row == targets[i];
     ++s.scored;
     if (!by_position) continue;
-    const double top = *std::max_element(row, row + v);
-    double sum = 0;
-    for (int64_t j = 0; j < v; ++j) sum += std::exp(static_cast<double>(row[j]) - top);
     const auto t = static_cast<size_t>(base + i % len - doc_start);
-    s.position_loss[t] += top + std::log(sum) - row[targets[i]];
+    s.position_loss[t] += kernels::log_sum_exp(v, row) - row[targets[i]];
     ++s.position_scored[t];
   }
   return s;

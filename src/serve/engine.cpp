@@ -12,6 +12,7 @@
 #include "attention/mechanism.h"
 #include "data/text_stream.h"
 #include "kernels/rng.h"
+#include "kernels/vec.h"
 
 namespace polysketch::serve {
 
@@ -46,10 +47,7 @@ uint64_t hash_tokens(const int32_t* tokens, int64_t n, uint64_t h) {
 }
 
 TokenLogprob token_logprob(const std::vector<float>& logits, int32_t id, int top) {
-  const float max = *std::max_element(logits.begin(), logits.end());
-  double sum = 0;
-  for (float x : logits) sum += std::exp(static_cast<double>(x) - max);
-  const double lse = max + std::log(sum);
+  const double lse = kernels::log_sum_exp(static_cast<int64_t>(logits.size()), logits.data());
   TokenLogprob t{id, static_cast<float>(logits[static_cast<size_t>(id)] - lse), {}};
   std::vector<int32_t> ids(logits.size());
   std::iota(ids.begin(), ids.end(), 0);
