@@ -14,6 +14,7 @@
 #include "polysketch/model.h"
 #include "reference.h"
 #include "test_util.h"
+#include "tiny_config.h"
 #include "train/adamw.h"
 #include "model/time_chunks.h"
 #include "train/chunked.h"
@@ -44,16 +45,9 @@ std::vector<ChunkCase> cases() {
 }
 
 ModelConfig config(const ChunkCase& c) {
-  ModelConfig mc;
+  ModelConfig mc = tiny_config(c.mechanism, c.len, kBlock);
   mc.vocab = 13;
-  mc.layers = 2;
-  mc.width = 16;
-  mc.heads = 2;
-  mc.context = c.len;
   mc.dropout = 0.2;
-  mc.attention.mechanism = c.mechanism;
-  mc.attention.r = 4;
-  mc.attention.block = kBlock;
   mc.attention.threads = c.threads;
   return mc;
 }

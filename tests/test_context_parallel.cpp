@@ -14,6 +14,7 @@
 #include "kernels/rng.h"
 #include "polysketch/model.h"
 #include "test_util.h"
+#include "tiny_config.h"
 
 namespace polysketch::test {
 namespace {
@@ -137,16 +138,9 @@ INSTANTIATE_TEST_SUITE_P(Sketches, ContextParallelTest, ::testing::ValuesIn(cp_c
 TEST_P(ContextParallelTest, ModelChunksEqualTheWholeModel) {
   const auto& c = GetParam();
   const int64_t n = kBlock * 2 * c.chunks, batch = 2, len = n / c.chunks;
-  ModelConfig mc;
+  ModelConfig mc = tiny_config(c.mechanism, n, kBlock);
   mc.vocab = 13;
-  mc.layers = 2;
-  mc.width = 16;
-  mc.heads = 2;
-  mc.context = n;
   mc.dropout = 0.2;
-  mc.attention.mechanism = c.mechanism;
-  mc.attention.r = 4;
-  mc.attention.block = kBlock;
   mc.attention.threads = c.threads;
   ModelT<double> model(mc);
   auto rng = kernels::Rng::derive(11, 0, 0);

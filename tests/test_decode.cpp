@@ -13,6 +13,7 @@
 #include "polysketch/decode.h"
 #include "polysketch/model.h"
 #include "test_util.h"
+#include "tiny_config.h"
 #include "util/atomic_file.h"
 
 namespace polysketch::test {
@@ -21,16 +22,8 @@ namespace {
 constexpr int64_t kBlock = 4;
 
 ModelConfig config_for(Mechanism m, uint64_t seed = 3) {
-  ModelConfig c;
-  c.vocab = 40;
-  c.layers = 2;
-  c.width = 16;
-  c.heads = 2;
-  c.context = 64;
+  ModelConfig c = tiny_config(m, 64, kBlock);
   c.seed = seed;
-  c.attention.mechanism = m;
-  c.attention.r = 4;
-  c.attention.block = kBlock;
   return c;
 }
 

@@ -16,6 +16,7 @@
 #include "model/safetensors.h"
 #include "polysketch/model.h"
 #include "test_util.h"
+#include "tiny_config.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/run_dir.h"
@@ -26,15 +27,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-ModelConfig tiny_config() {
-  ModelConfig cfg;
-  cfg.vocab = 40;
+ModelConfig one_layer_config() {
+  ModelConfig cfg = tiny_config(ModelConfig{}.attention.mechanism, 8);
   cfg.layers = 1;
-  cfg.width = 16;
-  cfg.heads = 2;
-  cfg.context = 8;
-  cfg.attention.r = 4;
-  cfg.attention.block = 4;
   return cfg;
 }
 
@@ -130,7 +125,7 @@ TEST(Safetensors, SeededMutationFuzz) {
 }
 
 TEST(ConfigJson, InexactOrMissingFieldsAreRejected) {
-  const std::string good = tiny_config().to_json();
+  const std::string good = one_layer_config().to_json();
   EXPECT_EQ(ModelConfig::from_json(good, "c").to_json(), good);
   auto replaced = [&](const std::string& from, const std::string& to) {
     auto s = good;
@@ -148,7 +143,7 @@ TEST(ConfigJson, InexactOrMissingFieldsAreRejected) {
   expect_error([&] { ModelConfig::from_json(replaced("\"dropout\": 0.0", "\"dropout\": 1.5"), "c"); }, "dropout");
   expect_error([&] { ModelConfig::from_json(replaced("\"p\": 4", "\"p\": 3"), "c"); }, "p must be an even");
   // Sizes within the per-field limits but far beyond the machine: refused before allocating.
-  auto huge = tiny_config();
+  auto huge = one_layer_config();
   huge.width = 65536;
   huge.heads = 1;
   huge.layers = 4096;
@@ -162,7 +157,7 @@ TEST(ConfigJson, ValidateAndLoadAgreeAtEveryBound) {
   int64_t checked = 0;
   for (const auto& f : model::config_fields()) {
     for (const int64_t v : {f.lo - 1, f.lo, f.hi, f.hi + 1}) {
-      auto c = tiny_config();
+      auto c = one_layer_config();
       c.attention.mechanism = Mechanism::polysketch_learned_local;
       c.attention.p = 4;
       if (std::string(f.key) == "p" && (v == f.lo || v == f.hi)) c.attention.mechanism = Mechanism::polynomial;
@@ -188,7 +183,7 @@ TEST(ConfigJson, ValidateAndLoadAgreeAtEveryBound) {
     }
   }
   EXPECT_EQ(checked, 40);
-  auto c = tiny_config();
+  auto c = one_layer_config();
   c.attention.mechanism = Mechanism::polysketch_learned;
   c.attention.sketch_levels = 17;
   expect_error([&] { c.validate(); }, "sketch_levels must be in [1, 16]");
@@ -196,7 +191,7 @@ TEST(ConfigJson, ValidateAndLoadAgreeAtEveryBound) {
 
 // same_config (decoding's per-step check) is equality of config.json, without the JSON.
 TEST(ConfigJson, SameConfigIsEqualityOfTheJson) {
-  const auto base = tiny_config();
+  const auto base = one_layer_config();
   std::vector<ModelConfig> others;
   for (const auto& f : model::config_fields()) {
     auto c = base;
@@ -227,7 +222,7 @@ TEST(ConfigJson, SameConfigIsEqualityOfTheJson) {
 }
 
 TEST(ConfigJson, SeededMutationFuzz) {
-  const std::string good = tiny_config().to_json();
+  const std::string good = one_layer_config().to_json();
   auto rng = kernels::Rng::derive(7, 7, 7);
   const std::string alphabet = "0123456789.-e,:\"{}[] truefalsn";
   int accepted = 0;
@@ -257,7 +252,7 @@ TEST(ConfigJson, SeededMutationFuzz) {
 
 TEST(CheckpointDir, SameStepResaveAndPruningKeepLatest) {
   TempDir dir;
-  Model model(tiny_config());
+  Model model(one_layer_config());
   train::AdamW opt(model.params(), {});
   for (int64_t step : {5, 10, 15}) {
     opt.set_steps(step);
@@ -286,7 +281,7 @@ TEST(CheckpointDir, SameStepResaveAndPruningKeepLatest) {
 
 TEST(CheckpointDir, NonFiniteWeightsAreNeverSavedNorLoaded) {
   TempDir dir;
-  Model model(tiny_config());
+  Model model(one_layer_config());
   train::AdamW opt(model.params(), {});
   opt.set_steps(3);
   const auto path = train::save_checkpoint(dir.path(), 3, model, &opt, "tok", {});
@@ -302,14 +297,14 @@ TEST(CheckpointDir, NonFiniteWeightsAreNeverSavedNorLoaded) {
   for (auto* q : model.params()) tensors.push_back({q->shape, q->value});
   for (size_t i = 0; i < tensors.size(); ++i) named.emplace_back(model.params()[i]->name, &tensors[i]);
   util::write_file_atomic(path + "/model.safetensors", model::safetensors_encode(named));
-  Model fresh(tiny_config());
+  Model fresh(one_layer_config());
   expect_error([&] { model::load_weights(fresh, train::load_checkpoint(path, false).weights, "w"); },
                "NaN or Inf");
 }
 
 TEST(CheckpointDir, StateAndLatestAreChecked) {
   TempDir dir;
-  Model model(tiny_config());
+  Model model(one_layer_config());
   train::AdamW opt(model.params(), {});
   opt.set_steps(2);
   const auto path = train::save_checkpoint(dir.path(), 2, model, &opt, "tok", {});

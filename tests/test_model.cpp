@@ -14,6 +14,7 @@
 #include "polysketch/model.h"
 #include "reference.h"
 #include "test_util.h"
+#include "tiny_config.h"
 
 namespace polysketch::test {
 namespace {
@@ -149,16 +150,10 @@ TEST(ModelLayers, FloatGeluMatchesDouble) {
   }
 }
 
-ModelConfig tiny_config(Mechanism m) {
-  ModelConfig c;
+ModelConfig grad_config(Mechanism m) {  // smaller still: finite differences over every weight
+  ModelConfig c = tiny_config(m, 6, 2);
   c.vocab = 11;
-  c.layers = 2;
   c.width = 8;
-  c.heads = 2;
-  c.context = 6;
-  c.attention.mechanism = m;
-  c.attention.r = 4;
-  c.attention.block = 2;
   c.attention.threads = 1;
   return c;
 }
@@ -166,7 +161,7 @@ ModelConfig tiny_config(Mechanism m) {
 class ModelGrad : public ::testing::TestWithParam<Mechanism> {};
 
 TEST_P(ModelGrad, WholeModelMatchesFiniteDifferences) {
-  ModelT<double> model(tiny_config(GetParam()));
+  ModelT<double> model(grad_config(GetParam()));
   const int64_t batch = 2, len = 5;
   const std::vector<int32_t> tokens{1, 4, 2, 9, 10, 0, 3, 3, 7, 5};
   // Two positions unscored, as a synthetic task's are.
@@ -185,7 +180,7 @@ TEST_P(ModelGrad, WholeModelMatchesFiniteDifferences) {
 // Document masking through the whole model: gradients by finite differences, and a document's
 // loss independent of the tokens of the documents before it (and not without the mask).
 TEST_P(ModelGrad, DocumentsMatchFiniteDifferencesAndIsolate) {
-  ModelT<double> model(tiny_config(GetParam()));
+  ModelT<double> model(grad_config(GetParam()));
   const int64_t batch = 2, len = 5;
   const std::vector<int32_t> tokens{1, 4, 2, 9, 10, 0, 3, 3, 7, 5};
   const std::vector<int32_t> targets{4, kIgnoreTarget, 9, 10, 1, 3, 3, kIgnoreTarget, 5, 8};
@@ -215,7 +210,7 @@ TEST_P(ModelGrad, DocumentsMatchFiniteDifferencesAndIsolate) {
 // backward's `ready` reports every gradient tensor exactly once, after its last update: what
 // the trainer relies on to sum gradients over ranks while backward runs.
 TEST_P(ModelGrad, ReadyReportsEveryTensorOnceWhenFinal) {
-  ModelT<double> model(tiny_config(GetParam()));
+  ModelT<double> model(grad_config(GetParam()));
   const std::vector<int32_t> tokens{1, 4, 2, 9, 10, 0, 3, 3, 7, 5};
   const std::vector<int32_t> targets{4, 2, 9, 10, 1, 3, 3, 6, 5, 8};
   auto grads = model.zero_grads();
@@ -240,7 +235,7 @@ TEST_P(ModelGrad, ReadyReportsEveryTensorOnceWhenFinal) {
 // gradients (and dropout), get exactly the loss and gradients of running one after the other.
 // Run under the tsan preset too.
 TEST_P(ModelGrad, TwoThreadsTrainOnOneModelAsInTurn) {
-  auto cfg = tiny_config(GetParam());
+  auto cfg = grad_config(GetParam());
   cfg.dropout = 0.2;
   const ModelT<double> model(cfg);
   const std::vector<int32_t> tokens[2] = {{1, 4, 2, 9, 10, 0, 3, 3, 7, 5}, {7, 7, 1, 0, 2, 8, 9, 4, 4, 6}};
@@ -280,7 +275,7 @@ INSTANTIATE_TEST_SUITE_P(Mechanisms, ModelGrad,
 TEST(ModelConfig, ParameterCountIsExact) {
   for (auto m : all_mechanisms())
     for (int levels : {1, 3}) {
-      auto c = tiny_config(m);
+      auto c = grad_config(m);
       c.attention.sketch_levels = levels;
       c.attention.hidden_mult = 3;
       EXPECT_EQ(c.parameter_count(), Model(c).parameter_count()) << mechanism_name(m) << " levels " << levels;
@@ -288,7 +283,7 @@ TEST(ModelConfig, ParameterCountIsExact) {
 }
 
 TEST(ModelConfigJson, RoundTripAndErrors) {
-  auto c = tiny_config(Mechanism::polysketch_local);
+  auto c = grad_config(Mechanism::polysketch_local);
   c.dropout = 0.1;
   const auto back = ModelConfig::from_json(c.to_json(), "config.json");
   EXPECT_EQ(back.to_json(), c.to_json());
@@ -300,7 +295,7 @@ TEST(ModelConfigJson, RoundTripAndErrors) {
 }
 
 TEST(ModelErrors, TokensOutsideVocabulary) {
-  Model model(tiny_config(Mechanism::softmax));
+  Model model(grad_config(Mechanism::softmax));
   const std::vector<int32_t> tokens{1, 11}, targets{2, 3};
   EXPECT_THROW(model.loss(tokens.data(), targets.data(), 1, 2), Error);
 }

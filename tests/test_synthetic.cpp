@@ -15,6 +15,7 @@
 #include "polysketch/model.h"
 #include "reference.h"
 #include "test_util.h"
+#include "tiny_config.h"
 #include "tiny_run.h"
 #include "eval/evaluate.h"
 #include "train/trainer.h"
@@ -248,16 +249,10 @@ TEST(SketchError, ExactForwardIsExactPolynomialAttentionWithTheMechanismsLayerNo
 }
 
 ModelConfig sketch_model(int p, int r) {
-  ModelConfig c;
-  c.vocab = 40;
-  c.layers = 2;
+  ModelConfig c = tiny_config(Mechanism::polysketch, 64, 16);
   c.width = 32;
-  c.heads = 2;
-  c.context = 64;
-  c.attention.mechanism = Mechanism::polysketch;
   c.attention.p = p;
   c.attention.r = r;
-  c.attention.block = 16;
   return c;
 }
 

@@ -16,6 +16,7 @@
 #include "polysketch/decode.h"
 #include "polysketch/model.h"
 #include "test_util.h"
+#include "tiny_config.h"
 
 namespace polysketch::test {
 namespace {
@@ -132,15 +133,9 @@ TEST(TextStream, HoldsBackAnIncompleteCharacterAndMasksWhatCannotContinueIt) {
 
 TEST(TextStream, AnUntrainedModelStreamsOnlyValidUtf8UnderTheMask) {
   const auto tok = ascii_tokenizer();
-  ModelConfig cfg;
+  ModelConfig cfg = tiny_config(Mechanism::polysketch, 64, 8);
   cfg.vocab = tok.vocab_size();
   cfg.layers = 1;
-  cfg.width = 16;
-  cfg.heads = 2;
-  cfg.context = 64;
-  cfg.attention.mechanism = Mechanism::polysketch;
-  cfg.attention.r = 4;
-  cfg.attention.block = 8;
   Model model(cfg);
   const auto prompt = tok.encode("And God said");
   std::string streamed;
