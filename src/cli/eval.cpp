@@ -125,7 +125,8 @@ void add_eval(CLI::App& app) {
   ev->add_option("--batch", e->batch)->capture_default_str();
   ev->add_option("--chunk", e->chunk, "score each window a chunk of this many tokens at a time (memory "
                                       "independent of the context; sketch mechanisms, a multiple of "
-                                      "the block, without document masking; 0: whole windows)")
+                                      "the block; document masking carries across chunks; 0: whole "
+                                      "windows)")
       ->capture_default_str();
   ev->add_option("--batches", e->batches)->capture_default_str();
   ev->add_flag("--json", e->json, "one JSON object per context (loss, perplexity, accuracy, scored, sketch_error)");
