@@ -2,6 +2,8 @@
 // mechanism and prompt lengths around the block size; batched steps equal single ones; snapshots
 // round-trip and damaged or foreign ones are rejected; the sketch state has a constant size.
 #include <gtest/gtest.h>
+
+#include <cstring>
 #include <omp.h>
 
 #include <algorithm>
@@ -130,6 +132,44 @@ TEST_P(DecodeParity, BatchedStepsEqualSingleStepsAtMixedPositions) {
       expect_close(&got[b * cfg.vocab], want.data(), cfg.vocab, "sequence " + std::to_string(b));
     }
   }
+}
+
+// prepare_decoding: steps from the packed weights give the same logits bit for bit (3 sequences
+// at different positions, batched); weights changed through params() afterwards are the ones
+// step uses (the packed copies are dropped), and preparing again packs the new ones.
+TEST_P(DecodeParity, PreparedDecodingIsBitForBitTheSame) {
+  const auto cfg = config_for(GetParam());
+  Model model(cfg);
+  perturb(model);
+  const auto tokens = random_tokens(40, 9);
+  auto decode = [&] {
+    std::vector<DecodeState> states;
+    std::vector<DecodeState*> ptrs;
+    for (int64_t p : {int64_t{1}, kBlock, 2 * kBlock + 1}) {
+      states.emplace_back(cfg);
+      model.prefill(states.back(), tokens.data(), p);
+    }
+    for (auto& st : states) ptrs.push_back(&st);
+    std::vector<float> all;
+    for (int step = 0; step < 2 * kBlock; ++step) {
+      const std::vector<int32_t> next{tokens[10 + step], tokens[20 + step], tokens[30 + step]};
+      const auto logits = model.step(ptrs.data(), next.data(), 3);
+      all.insert(all.end(), logits.begin(), logits.end());
+    }
+    return all;
+  };
+  const auto plain = decode();
+  model.prepare_decoding();
+  const auto packed = decode();
+  ASSERT_EQ(plain.size(), packed.size());
+  EXPECT_EQ(0, std::memcmp(plain.data(), packed.data(), plain.size() * sizeof(float)));
+  for (auto* p : model.params())
+    for (auto& v : p->value) v *= 1.01f;
+  const auto changed = decode();
+  EXPECT_NE(0, std::memcmp(changed.data(), plain.data(), plain.size() * sizeof(float)));
+  model.prepare_decoding();
+  const auto changed_packed = decode();
+  EXPECT_EQ(0, std::memcmp(changed.data(), changed_packed.data(), changed.size() * sizeof(float)));
 }
 
 // Two threads decoding two sequences on one model at once (prefill and step are const: they read

@@ -22,6 +22,7 @@ inline constexpr int32_t kIgnoreTarget = -1;
 namespace model {
 template <typename P, typename A>
 struct ModelTensors;  // src/model/weights.h
+struct DecodePanels;  // src/model/block.h
 }
 
 // Context parallelism (`polysketch train --context-parallel K`): this process holds tokens
@@ -96,7 +97,7 @@ class ModelT {
   const ComputeContext& context() const { return ctx_; }
 
   // Every trainable tensor, in a fixed order with stable names (the safetensors keys). The
-  // non-const form is for loading and for the optimizer.
+  // non-const form is for loading and for the optimizer (it drops prepare_decoding's copies).
   std::vector<Param<T>*> params();
   std::vector<const Param<T>*> params() const;
   std::vector<std::vector<T>> zero_grads() const;  // shaped like params()
@@ -167,6 +168,12 @@ class ModelT {
   // Advances states[0..batch) (distinct, each at its own position) by tokens[b] each, in one
   // batched pass; returns logits [batch x vocab]. Positions may pass config().context.
   std::vector<T> step(DecodeStateT<T>* const* states, const int32_t* tokens, int64_t batch) const;
+  // Once the weights are final (after loading; float models): copies the dense weights into the
+  // layout the few-row products stream contiguously (kernels::PanelMatrix), which step then
+  // uses: faster decoding, the same results bit for bit, for another copy of those weights in
+  // memory. Changing the weights afterwards needs another call (params() drops the copies). Not
+  // to be called while other threads decode.
+  void prepare_decoding();
   // Identifies these weights and this configuration (CRC-32s): what a state snapshot is tied to.
   std::string identity() const;
 
@@ -174,6 +181,7 @@ class ModelT {
   ModelConfig config_;
   ComputeContext ctx_;
   std::unique_ptr<model::ModelTensors<Param<T>, std::unique_ptr<AttentionT<T>>>> weights_;
+  std::unique_ptr<model::DecodePanels> panels_;  // prepare_decoding's; null until then
 };
 
 using Model = ModelT<float>;

@@ -132,7 +132,8 @@ void run(const BenchDecodeOptions& o) {
                "peak MB", "context made by");
   const double physical = static_cast<double>(util::physical_memory_bytes());
   for (const auto& cfg : configs) {
-    const Model model(cfg, compute);
+    Model model(cfg, compute);
+    model.prepare_decoding();  // as serve and generate decode
     const bool sketch = attention::has_constant_state(cfg.attention.mechanism);
     for (int64_t ctx : o.contexts) {
       // One context per (mechanism, length), forked for every batch size.

@@ -39,6 +39,7 @@ void run(const GenerateOptions& o) {
                             "--task`), which has no text to generate; use `eval`", ck.dir));
   Model model(ck.config, ctx);
   model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
+  model.prepare_decoding();
   const auto tok = data::Tokenizer::from_bytes(ck.tokenizer_bytes, ck.dir + "/tokenizer.model");
   const std::string identity = model.identity();
   auto state = o.load_state.empty() ? DecodeState(ck.config)

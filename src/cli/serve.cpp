@@ -214,6 +214,7 @@ void run_serve(const ServeOptions& o) {
     throw Error(fmt::format("{} has no tokenizer (a synthetic task's model): there is no text to serve", ck.dir));
   Model model(ck.config, ctx);
   model::load_weights(model, ck.weights, ck.dir + "/model.safetensors");
+  model.prepare_decoding();
   const auto tok = data::Tokenizer::from_bytes(ck.tokenizer_bytes, ck.dir + "/tokenizer.model");
   const std::string model_name = std::filesystem::path(ck.dir).parent_path().filename().string() + "/" +
                                  std::filesystem::path(ck.dir).filename().string();

@@ -33,6 +33,7 @@ CBLAS_TRANSPOSE op(bool t) { return t ? CblasTrans : CblasNoTrans; }
 // chain of multiply-adds in k order whatever m, the tiling, the stripe width and the thread
 // count: a sequence decodes the same alone or in a batch.
 constexpr int64_t kFewRows = 16, kStripe = 256;
+constexpr int64_t kPanel = 64;  // PanelMatrix's panels: the tiles' width
 constexpr int kLanes = 16, kTileRows = 4;
 using Lanes = float __attribute__((vector_size(kLanes * sizeof(float))));
 // The same, loadable from any float address (B rows, A rows are not vector aligned).
@@ -88,6 +89,21 @@ void stripe_product(int64_t m, int64_t cols, int64_t k, float alpha, const float
       case 2: rows_product<2>(cols, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
       default: rows_product<1>(cols, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
     }
+  }
+}
+
+// The few-row product from B in 64-column panels (PanelMatrix): each panel is one stripe whose
+// rows are contiguous; the columns past the last whole panel are one more.
+void panel_gemm(int64_t m, float alpha, const float* a, int64_t lda, const PanelMatrix& b, float beta,
+                float* c, int64_t ldc) {
+  const int64_t panels = b.n / kPanel, tail = b.n - panels * kPanel;
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && panels > 1)
+  for (int64_t p = 0; p <= panels; ++p) {
+    const int64_t cols = p < panels ? kPanel : tail;
+    if (cols > 0)
+      stripe_product(m, cols, b.k, alpha, a, lda, b.data.data() + p * b.k * kPanel, cols, beta,
+                     c + p * kPanel, ldc);
   }
 }
 
@@ -374,6 +390,25 @@ void gemm<float>(const ComputeContext& ctx, bool trans_a, bool trans_b, int64_t 
     onednn_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   else
     openblas_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+PanelMatrix pack_panels(int64_t k, int64_t n, const float* b, int64_t ldb) {
+  PanelMatrix p{k, n, std::vector<float>(static_cast<size_t>(k * n))};
+  for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
+    const int64_t cols = std::min(kPanel, n - j0);
+    float* panel = p.data.data() + j0 * k;
+    for (int64_t kk = 0; kk < k; ++kk) std::copy(b + kk * ldb + j0, b + kk * ldb + j0 + cols, panel + kk * cols);
+  }
+  return p;
+}
+
+void gemm_panels(const ComputeContext& ctx, int64_t m, float alpha, const float* a, int64_t lda,
+                 const PanelMatrix& b, const float* unpacked, float beta, float* c, int64_t ldc) {
+  if (m <= kFewRows && b.k > 0 && (ctx.batch_invariant || ctx.backend != GemmBackend::onednn)) {
+    panel_gemm(m, alpha, a, lda, b, beta, c, ldc);
+  } else {
+    gemm<float>(ctx, false, false, m, b.n, b.k, alpha, a, lda, unpacked, b.n, beta, c, ldc);
+  }
 }
 
 template <>

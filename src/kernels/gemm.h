@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "polysketch/compute.h"
 
@@ -17,6 +18,20 @@ namespace polysketch::kernels {
 template <typename T>
 void gemm(const ComputeContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
           T alpha, const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+
+// B [k x n] rearranged for products of few rows (decoding's dense layers): 64-column panels, each
+// [k x 64] with its rows contiguous, the columns past the last whole panel [k x (n % 64)] after
+// them. The few-row kernel then streams B contiguously instead of in 64-column pieces a whole row
+// apart; each entry's arithmetic is the same, so results are bit for bit those from B itself.
+struct PanelMatrix {
+  int64_t k = 0, n = 0;
+  std::vector<float> data;
+};
+PanelMatrix pack_panels(int64_t k, int64_t n, const float* b, int64_t ldb);
+// C [m x n] = alpha A [m x k] B + beta C with B given both packed and as itself ([k x n], row
+// stride n): the panels where gemm would take its few-row kernel, `unpacked` otherwise.
+void gemm_panels(const ComputeContext& ctx, int64_t m, float alpha, const float* a, int64_t lda,
+                 const PanelMatrix& b, const float* unpacked, float beta, float* c, int64_t ldc);
 
 // Threads the BLAS libraries may use for a call made outside our own parallel regions.
 void set_blas_threads(int threads);

@@ -1,5 +1,7 @@
 #include "model/block.h"
 
+#include <type_traits>
+
 #include "kernels/gemm.h"
 #include "kernels/vec.h"
 #include "model/layers.h"
@@ -15,6 +17,16 @@ T* sized(std::vector<T>& buf, int64_t size) {
   buf.resize(static_cast<size_t>(size));
   return buf.data();
 }
+// y [n x cols] = x [n x rows] W for W [rows x cols]; from W's panels when given (float).
+template <typename T>
+void dense(const ComputeContext& ctx, int64_t n, const T* x, const Param<T>& w, const kernels::PanelMatrix* panels,
+           T* y) {
+  const int64_t rows = w.shape[0], cols = w.shape[1];
+  if constexpr (std::is_same_v<T, float>) {
+    if (panels) return kernels::gemm_panels(ctx, n, 1.f, x, rows, *panels, w.value.data(), 0.f, y, cols);
+  }
+  gemm<T>(ctx, false, false, n, cols, rows, T(1), x, rows, w.value.data(), cols, T(0), y, cols);
+}
 // x += proj (times the dropout mask, if any)
 template <typename T>
 void add_residual(T* x, const T* proj, const std::vector<T>& mask, int64_t count) {
@@ -24,12 +36,12 @@ void add_residual(T* x, const T* proj, const std::vector<T>& mask, int64_t count
 
 template <typename T>
 T* block_attend(const ComputeContext& ctx, const BlockWeights<T>& w, int64_t n, const T* x, BlockActs<T>& a,
-                BlockScratch<T>& s, const Attend<T>& attend) {
+                BlockScratch<T>& s, const Attend<T>& attend, const BlockPanels* panels) {
   const auto d = static_cast<int64_t>(w.ln1_scale.value.size());
   T* qkv = util::grown(s.qkv, n * 3 * d);
   T* ln1 = sized(a.ln1, n * d);
   kernels::layernorm_forward(n, d, x, w.ln1_scale.value.data(), w.ln1_bias.value.data(), ln1);
-  gemm<T>(ctx, false, false, n, 3 * d, d, T(1), ln1, d, w.qkv.value.data(), 3 * d, T(0), qkv, 3 * d);
+  dense(ctx, n, ln1, w.qkv, panels ? &panels->qkv : nullptr, qkv);
   T* merged = sized(a.merged, n * d);
   attend(qkv, merged);
   return merged;
@@ -37,21 +49,21 @@ T* block_attend(const ComputeContext& ctx, const BlockWeights<T>& w, int64_t n, 
 
 template <typename T>
 void block_forward(const ComputeContext& ctx, const BlockWeights<T>& w, int64_t n, T* x, BlockActs<T>& a, BlockScratch<T>& s,
-                   bool keep, const Attend<T>& attend) {
+                   bool keep, const Attend<T>& attend, const BlockPanels* panels) {
   const auto d = static_cast<int64_t>(w.ln1_scale.value.size()), f = w.glu_out.shape[0];
   if (keep) a.x_in.assign(x, x + n * d);
-  const T* merged = block_attend(ctx, w, n, x, a, s, attend);
+  const T* merged = block_attend(ctx, w, n, x, a, s, attend, panels);
   T* proj = util::grown(s.proj, n * d);
-  gemm<T>(ctx, false, false, n, d, d, T(1), merged, d, w.out.value.data(), d, T(0), proj, d);
+  dense(ctx, n, merged, w.out, panels ? &panels->out : nullptr, proj);
   add_residual(x, proj, a.mask1, n * d);
   if (keep) a.x_mid.assign(x, x + n * d);
   T* ln2 = sized(a.ln2, n * d);
   kernels::layernorm_forward(n, d, x, w.ln2_scale.value.data(), w.ln2_bias.value.data(), ln2);
   T* u = sized(a.u, n * 2 * f);
-  gemm<T>(ctx, false, false, n, 2 * f, d, T(1), ln2, d, w.glu_in.value.data(), 2 * f, T(0), u, 2 * f);
+  dense(ctx, n, ln2, w.glu_in, panels ? &panels->glu_in : nullptr, u);
   T* g = sized(a.g, n * f);
   glu_forward(g, u, n, f);
-  gemm<T>(ctx, false, false, n, d, f, T(1), g, f, w.glu_out.value.data(), d, T(0), proj, d);
+  dense(ctx, n, g, w.glu_out, panels ? &panels->glu_out : nullptr, proj);
   add_residual(x, proj, a.mask2, n * d);
 }
 
@@ -89,9 +101,9 @@ void block_backward(const ComputeContext& ctx, const BlockWeights<T>& w, const B
 
 #define POLYSKETCH_INSTANTIATE(T)                                                                 \
   template T* block_attend<T>(const ComputeContext&, const BlockWeights<T>&, int64_t, const T*, BlockActs<T>&, \
-                              BlockScratch<T>&, const Attend<T>&);                                 \
+                              BlockScratch<T>&, const Attend<T>&, const BlockPanels*);             \
   template void block_forward<T>(const ComputeContext&, const BlockWeights<T>&, int64_t, T*, BlockActs<T>&,              \
-                                 BlockScratch<T>&, bool, const Attend<T>&);                       \
+                                 BlockScratch<T>&, bool, const Attend<T>&, const BlockPanels*);   \
   template void block_backward<T>(const ComputeContext&, const BlockWeights<T>&, const BlockGrads<T>&,                   \
                                   const BlockActs<T>&, int64_t, T*, BlockBackScratch<T>&,         \
                                   const AttendBackward<T>&);

@@ -10,6 +10,7 @@
 #include <functional>
 #include <vector>
 
+#include "kernels/gemm.h"
 #include "model/weights.h"
 
 namespace polysketch::model {
@@ -38,16 +39,25 @@ using Attend = std::function<void(T* qkv, T* merged)>;
 template <typename T>
 using AttendBackward = std::function<void(T* dmerged, T* work, T* dqkv)>;
 
+// A block's dense weights packed for few-row products (ModelT::prepare_decoding), and a model's.
+struct BlockPanels {
+  kernels::PanelMatrix qkv, out, glu_in, glu_out;
+};
+struct DecodePanels {
+  std::vector<BlockPanels> layers;
+};
+
 // The block's first half up to the attention: LN1, the q|k|v projection and attend; returns the
 // merged heads [n x D] (in a.merged). block_forward runs it first; a pass that only needs the
 // attention's states (chunked training's first pass, last layer) stops there.
 template <typename T>
 T* block_attend(const ComputeContext& ctx, const BlockWeights<T>& w, int64_t n, const T* x, BlockActs<T>& a,
-                BlockScratch<T>& s, const Attend<T>& attend);
-// x [n x D] is updated in place. keep: a.x_in and a.x_mid are kept for backward.
+                BlockScratch<T>& s, const Attend<T>& attend, const BlockPanels* panels = nullptr);
+// x [n x D] is updated in place. keep: a.x_in and a.x_mid are kept for backward. panels (float,
+// optional): the same weights packed, for products of few rows.
 template <typename T>
 void block_forward(const ComputeContext& ctx, const BlockWeights<T>& w, int64_t n, T* x, BlockActs<T>& a, BlockScratch<T>& s,
-                   bool keep, const Attend<T>& attend);
+                   bool keep, const Attend<T>& attend, const BlockPanels* panels = nullptr);
 // dx [n x D]: d loss/d block output in, d loss/d block input out. Adds the weight gradients of
 // the dense layers into g (the attention's own gradients are attend_backward's business).
 template <typename T>

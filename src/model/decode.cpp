@@ -9,6 +9,7 @@
 #include "attention/decode.h"
 #include "attention/mechanism.h"
 #include "kernels/vec.h"
+#include "model/block.h"
 #include "model/decode_state.h"
 #include "model/layers.h"
 #include "model/trunk.h"
@@ -113,7 +114,8 @@ std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* to
                              head_scratch[static_cast<size_t>(thread)], sketch ? &features[static_cast<size_t>(b)] : nullptr, hh);
       });
     };
-    model::block_forward(ctx_, w.layers[li], batch, x.data(), acts, scratch, false, attend);
+    model::block_forward(ctx_, w.layers[li], batch, x.data(), acts, scratch, false, attend,
+                         panels_ ? &panels_->layers[li] : nullptr);
   }
   std::vector<T> y(x.size());
   kernels::layernorm_forward(batch, d, x.data(), w.final_scale.value.data(), w.final_bias.value.data(), y.data());

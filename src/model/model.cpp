@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "attention/mechanism.h"
 #include "kernels/rng.h"
 #include "kernels/vec.h"
+#include "model/block.h"
 #include "model/layers.h"
 #include "model/trunk.h"
 #include "util/parallel.h"
@@ -103,7 +105,21 @@ template <typename T>
 ModelT<T>::~ModelT() = default;
 
 template <typename T>
+void ModelT<T>::prepare_decoding() {
+  if constexpr (std::is_same_v<T, float>) {
+    auto panels = std::make_unique<model::DecodePanels>();
+    auto pack = [](const Param<float>& w) {
+      return kernels::pack_panels(w.shape[0], w.shape[1], w.value.data(), w.shape[1]);
+    };
+    for (const auto& l : weights_->layers)
+      panels->layers.push_back({pack(l.qkv), pack(l.out), pack(l.glu_in), pack(l.glu_out)});
+    panels_ = std::move(panels);
+  }
+}
+
+template <typename T>
 std::vector<Param<T>*> ModelT<T>::params() {
+  panels_.reset();  // the weights may change through these pointers
   std::vector<Param<T>*> ps;
   model::for_each_tensor(*weights_, [&](Param<T>& p, int) { ps.push_back(&p); });
   return ps;
