@@ -221,6 +221,7 @@ class PyModel {
   explicit PyModel(const std::string& checkpoint) : ck_(model::read_checkpoint(checkpoint)) {
     auto loaded = std::make_unique<Model>(ck_.config, compute_context());
     model::load_weights(*loaded, ck_.weights, ck_.dir + "/model.safetensors");
+    loaded->prepare_decoding();  // as `polysketch generate` decodes (the same tokens, faster)
     model_ = std::move(loaded);  // const from here: calls from several threads need no lock
     if (!ck_.tokenizer_bytes.empty())
       tokenizer_ = std::make_unique<data::Tokenizer>(
