@@ -75,12 +75,8 @@ EvalResult evaluate(const Model& model, const data::Dataset& data, int64_t conte
       exchange.begin(model::TimeChunks<float>::Pass::forward, c);
       ContextChunk part{&exchange, begin, context, std::max<int64_t>(1, total)};
       if (ids) {
-        model::chunk_columns(ids, b, context, begin, len, idc);
-        if (c > 0) {
-          model::chunk_columns(ids, b, context, begin - 1, 1, before);
-          part.documents_before = before.data();
-          part.document_starts = starts.data();
-        }
+        part.documents_before = model::chunk_documents(ids, b, context, begin, len, idc, before);
+        if (part.documents_before) part.document_starts = starts.data();
       }
       // Positions come back in whole-window terms (Model::score with a chunk).
       add(model.score(xc.data(), yc.data(), b, len, &ws, by_position, ids ? idc.data() : nullptr, &part), 0);

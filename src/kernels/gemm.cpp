@@ -107,6 +107,12 @@ void panel_gemm(int64_t m, float alpha, const float* a, int64_t lda, const Panel
   }
 }
 
+// Whether an untransposed product of m rows goes to the few-row kernel: gemm and gemm_panels
+// must agree, or a packed weight would round differently from the same weight in place.
+bool takes_few_rows(const ComputeContext& ctx, int64_t m, int64_t k) {
+  return m <= kFewRows && k > 0 && (ctx.batch_invariant || ctx.backend != GemmBackend::onednn);
+}
+
 void few_rows_gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                    const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -364,7 +370,7 @@ void gemm<float>(const ComputeContext& ctx, bool trans_a, bool trans_b, int64_t 
                  int64_t ldc) {
   if (m == 0 || n == 0) return;
   const bool onednn = ctx.backend == GemmBackend::onednn;
-  if (m <= kFewRows && !trans_a && !trans_b && k > 0 && (ctx.batch_invariant || !onednn)) {
+  if (!trans_a && !trans_b && takes_few_rows(ctx, m, k)) {
     few_rows_gemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
@@ -404,7 +410,7 @@ PanelMatrix pack_panels(int64_t k, int64_t n, const float* b, int64_t ldb) {
 
 void gemm_panels(const ComputeContext& ctx, int64_t m, float alpha, const float* a, int64_t lda,
                  const PanelMatrix& b, const float* unpacked, float beta, float* c, int64_t ldc) {
-  if (m <= kFewRows && b.k > 0 && (ctx.batch_invariant || ctx.backend != GemmBackend::onednn)) {
+  if (takes_few_rows(ctx, m, b.k)) {
     panel_gemm(m, alpha, a, lda, b, beta, c, ldc);
   } else {
     gemm<float>(ctx, false, false, m, b.n, b.k, alpha, a, lda, unpacked, b.n, beta, c, ldc);

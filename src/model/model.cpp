@@ -148,12 +148,11 @@ int64_t ModelT<T>::parameter_count() const {
 
 namespace {
 // A context chunk's fields against its len tokens. Document ids go with chunks in time only
-// (training's forward; context parallelism's ranks do not pass document starts on).
+// (context parallelism's ranks do not pass document starts on).
 template <typename T>
-void check_chunk(const ContextChunkT<T>* chunk, int64_t len, const int32_t* documents, const char* who,
-                 bool documents_in_time = false) {
+void check_chunk(const ContextChunkT<T>* chunk, int64_t len, const int32_t* documents, const char* who) {
   if (!chunk) return;
-  if (documents && !(documents_in_time && chunk->exchange && chunk->exchange->sequential()))
+  if (documents && !(chunk->exchange && chunk->exchange->sequential()))
     throw Error(fmt::format("{}: context chunks do not take document ids (chunks run without document "
                             "masking)", who));
   if (chunk->documents_before && !documents)
@@ -169,7 +168,7 @@ double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const in
                           int64_t batch, int64_t len, uint64_t dropout_seed,
                           const ContextChunkT<T>* chunk, const int32_t* documents) const {
   check_rows(batch, len);
-  check_chunk(chunk, len, documents, "forward", true);
+  check_chunk(chunk, len, documents, "forward");
   const int64_t n = batch * len;
   check_targets(targets, n, config_.vocab, !chunk);
   auto& c = *cache.impl_;
@@ -210,7 +209,7 @@ void ModelT<T>::pass_states(TrainCacheT<T>& cache, const int32_t* tokens, int64_
                             uint64_t dropout_seed, const ContextChunkT<T>& chunk,
                             const int32_t* documents) const {
   check_rows(batch, len);
-  check_chunk(&chunk, len, documents, "pass_states", true);
+  check_chunk(&chunk, len, documents, "pass_states");
   auto& c = *cache.impl_;
   c.ready = false;  // its activations are overwritten
   model::TrunkPass<T> pass{tokens, batch, len};
@@ -231,7 +230,7 @@ typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t*
                                            bool by_position, const int32_t* documents,
                                            const ContextChunkT<T>* chunk) const {
   check_rows(batch, len);
-  check_chunk(chunk, len, documents, "score", true);
+  check_chunk(chunk, len, documents, "score");
   const int64_t n = batch * len, v = config_.vocab;
   check_targets(targets, n, v, !chunk);
   // Whether row i's sequence continues, at the chunk's first token, the document of the token

@@ -96,6 +96,17 @@ inline void chunk_columns(const int32_t* x, int64_t batch, int64_t total, int64_
     std::copy(x + b * total + begin, x + b * total + begin + len, out.begin() + b * len);
 }
 
+// Columns [begin, begin + len) of the document ids [batch x total] into `docs`; past the first
+// column, the id of each sequence's token before them into `before`, whose data it returns
+// (ContextChunkT::documents_before; null at column 0).
+inline const int32_t* chunk_documents(const int32_t* ids, int64_t batch, int64_t total, int64_t begin,
+                                      int64_t len, std::vector<int32_t>& docs, std::vector<int32_t>& before) {
+  chunk_columns(ids, batch, total, begin, len, docs);
+  if (begin == 0) return nullptr;
+  chunk_columns(ids, batch, total, begin - 1, 1, before);
+  return before.data();
+}
+
 // Why a model of `config` cannot run sequences of `context` tokens in chunks of `chunk`, or ""
 // when it can (a sketch mechanism, causal; chunk and context whole numbers of blocks). `what`
 // names the use in the message ("training", "evaluation").

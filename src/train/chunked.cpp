@@ -34,13 +34,7 @@ double chunked_forward_backward(const ModelT<T>& model, TrainCacheT<T>& cache, c
     const int64_t begin = c * chunk, size = std::min(chunk, len - begin);
     model::chunk_columns(tokens, batch, len, begin, size, x);
     ContextChunkT<T> part{&exchange, begin, len, scored};
-    if (documents) {
-      model::chunk_columns(documents, batch, len, begin, size, docs);
-      if (c > 0) {
-        model::chunk_columns(documents, batch, len, begin - 1, 1, before);
-        part.documents_before = before.data();
-      }
-    }
+    if (documents) part.documents_before = model::chunk_documents(documents, batch, len, begin, size, docs, before);
     const int32_t* chunk_docs = documents ? docs.data() : nullptr;
     if (states_only) {
       model.pass_states(cache, x.data(), batch, size, dropout_seed, part, chunk_docs);
