@@ -11,6 +11,7 @@
 
 #include "kernels/bf16_gemm.h"
 #include "kernels/gemm.h"
+#include "kernels/vec.h"
 #include "mechanism_cases.h"
 #include "reference.h"
 
@@ -130,6 +131,41 @@ TEST_P(GemmBackends, PanelsGiveTheSameBits) {
       }
   }
   omp_set_num_threads(threads);
+}
+
+// Decoding's per-head products, vec_mat (register accumulators for 16 to 143 columns, a loop
+// otherwise) and mat_vec, against double: every column count around the vector width and its
+// multiples, with beta, row strides past the width and no rows at all. Bound as above.
+TEST(SmallProducts, VecMatAndMatVecMatchDouble) {
+  uint64_t seed = 70;
+  for (const int64_t rows : {0, 1, 5, 300})
+    for (const int64_t n : {1, 15, 16, 17, 64, 65, 130, 143, 144, 200})
+      for (const float beta : {0.f, 1.f, -0.5f}) {
+        const int64_t ld = n + 3;
+        const auto m = cast<float>(random_vector(static_cast<size_t>(std::max<int64_t>(rows, 1) * ld), seed++));
+        const auto x = cast<float>(random_vector(static_cast<size_t>(std::max(rows, n)), seed++));
+        const auto y0 = cast<float>(random_vector(static_cast<size_t>(n), seed++));
+        auto y = y0;
+        kernels::vec_mat(rows, n, x.data(), m.data(), ld, beta, y.data());
+        for (int64_t j = 0; j < n; ++j) {
+          double want = beta * static_cast<double>(y0[j]), mag = std::abs(want);
+          for (int64_t i = 0; i < rows; ++i) {
+            want += static_cast<double>(x[i]) * m[i * ld + j];
+            mag += std::abs(static_cast<double>(x[i]) * m[i * ld + j]);
+          }
+          EXPECT_LE(std::abs(y[j] - want), 1e-5 * mag + 1e-30) << "vec_mat " << rows << "x" << n << " beta " << beta << " column " << j;
+        }
+        std::vector<float> w(static_cast<size_t>(rows));
+        kernels::mat_vec(rows, n, m.data(), ld, x.data(), w.data());
+        for (int64_t i = 0; i < rows; ++i) {
+          double want = 0, mag = 0;
+          for (int64_t j = 0; j < n; ++j) {
+            want += static_cast<double>(m[i * ld + j]) * x[j];
+            mag += std::abs(static_cast<double>(m[i * ld + j]) * x[j]);
+          }
+          EXPECT_LE(std::abs(w[i] - want), 1e-5 * mag + 1e-30) << "mat_vec " << rows << "x" << n << " row " << i;
+        }
+      }
 }
 
 INSTANTIATE_TEST_SUITE_P(Both, GemmBackends, ::testing::Values(GemmBackend::openblas, GemmBackend::onednn),

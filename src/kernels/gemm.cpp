@@ -17,6 +17,7 @@
 
 #include "kernels/bf16_gemm.h"
 #include "polysketch/error.h"
+#include "kernels/lanes.h"
 #include "util/parallel.h"
 
 namespace polysketch::kernels {
@@ -25,33 +26,70 @@ namespace {
 CBLAS_TRANSPOSE op(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
 // C [m x n] = alpha A [m x k] B [k x n] + beta C for few rows (decoding: one row per sequence).
-// B, the weights, is streamed from memory once, a stripe of up to kStripe columns per thread;
-// inside it, tiles of up to 4 rows x 64 columns keep their 16 vector accumulators in registers
-// over all of k (each B row piece loaded once feeds 4 rows' fused multiply-adds), and the next
-// rows re-read the stripe from L2. sgemm would first copy all of B into its packed layout, and
-// OpenBLAS's gemv is an SSE3 kernel on CPUs newer than Debian's OpenBLAS. Every entry is the same
-// chain of multiply-adds in k order whatever m, the tiling, the stripe width and the thread
-// count: a sequence decodes the same alone or in a batch.
-constexpr int64_t kFewRows = 16, kStripe = 256;
+// B, the weights, is streamed from memory once, a stripe of up to kStripe columns per thread.
+// Inside a stripe, 64-column groups of B are read a block of kBlockK rows at a time (16 KB, kept
+// in L1 while every row uses it), so the memory stream and the arithmetic overlap instead of one
+// pass fetching B and the next rows re-reading it. Tiles of up to 4 rows x 64 columns keep their
+// 16 vector accumulators in registers within a block (each B row piece loaded once feeds 4 rows'
+// fused multiply-adds) and park them between blocks. sgemm would first copy all of B into its
+// packed layout, and OpenBLAS's gemv is an SSE3 kernel on CPUs newer than Debian's OpenBLAS.
+// Every entry is the same chain of multiply-adds in k order whatever m, the tiling, the stripe
+// width and the thread count: a sequence decodes the same alone or in a batch.
+constexpr int64_t kFewRows = 16, kStripe = 256, kBlockK = 64;
 constexpr int64_t kPanel = 64;  // PanelMatrix's panels: the tiles' width
-constexpr int kLanes = 16, kTileRows = 4;
-using Lanes = float __attribute__((vector_size(kLanes * sizeof(float))));
-// The same, loadable from any float address (B rows, A rows are not vector aligned).
-using UnalignedLanes = float __attribute__((vector_size(kLanes * sizeof(float)), aligned(alignof(float)), may_alias));
+constexpr int kTileRows = 4;
 
-// Rows [0, R) x columns [0, V * kLanes) of C from A's rows and B's columns at the same origin.
-template <int R, int V>
-void tile_product(int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-                  float beta, float* c, int64_t ldc) {
-  Lanes acc[R][V] = {};
-  for (int64_t kk = 0; kk < k; ++kk) {
+// acc [R][V] += A's rows [0, R) x B's rows [k0, k1), columns [0, V * kLanes). The first tile of a
+// block (`ahead`) asks for the next block's B rows, which the memory stream would otherwise only
+// start on when the other tiles are done (prefetches past B's end are harmless hints).
+template <int R, int V, bool ahead>
+void tile_block(int64_t k0, int64_t k1, const float* a, int64_t lda, const float* b, int64_t ldb,
+                Lanes (*acc)[V]) {
+  Lanes t[R][V];
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < V; ++v) t[i][v] = acc[i][v];
+  for (int64_t kk = k0; kk < k1; ++kk) {
     const auto* bv = reinterpret_cast<const UnalignedLanes*>(b + kk * ldb);
+    if constexpr (ahead) {
+      const auto next = reinterpret_cast<uintptr_t>(b) + sizeof(float) * static_cast<uintptr_t>((kk + kBlockK) * ldb);
+      for (int v = 0; v < V; ++v) __builtin_prefetch(reinterpret_cast<const void*>(next + v * sizeof(Lanes)));
+    }
     for (int i = 0; i < R; ++i) {
       const float av = a[i * lda + kk];
-      for (int v = 0; v < V; ++v) acc[i][v] += av * bv[v];
+      for (int v = 0; v < V; ++v) t[i][v] += av * bv[v];
     }
   }
   for (int i = 0; i < R; ++i)
+    for (int v = 0; v < V; ++v) acc[i][v] = t[i][v];
+}
+
+// Rows [0, m) x columns [0, V * kLanes) of C: B in blocks of kBlockK rows, each feeding every tile.
+template <int V>
+void group_product(int64_t m, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                   int64_t ldb, float beta, float* c, int64_t ldc) {
+  Lanes acc[kFewRows][V] = {};
+  for (int64_t k0 = 0; k0 < k; k0 += kBlockK) {
+    const int64_t k1 = std::min(k, k0 + kBlockK);
+    for (int64_t i = 0; i < m; i += kTileRows) {
+      const float* ai = a + i * lda;
+      if (i == 0) {
+        switch (std::min<int64_t>(kTileRows, m)) {
+          case 4: tile_block<4, V, true>(k0, k1, ai, lda, b, ldb, acc); break;
+          case 3: tile_block<3, V, true>(k0, k1, ai, lda, b, ldb, acc); break;
+          case 2: tile_block<2, V, true>(k0, k1, ai, lda, b, ldb, acc); break;
+          default: tile_block<1, V, true>(k0, k1, ai, lda, b, ldb, acc); break;
+        }
+        continue;
+      }
+      switch (std::min<int64_t>(kTileRows, m - i)) {
+        case 4: tile_block<4, V, false>(k0, k1, ai, lda, b, ldb, acc + i); break;
+        case 3: tile_block<3, V, false>(k0, k1, ai, lda, b, ldb, acc + i); break;
+        case 2: tile_block<2, V, false>(k0, k1, ai, lda, b, ldb, acc + i); break;
+        default: tile_block<1, V, false>(k0, k1, ai, lda, b, ldb, acc + i); break;
+      }
+    }
+  }
+  for (int64_t i = 0; i < m; ++i)
     for (int v = 0; v < V; ++v) {
       float sums[kLanes];
       std::memcpy(sums, &acc[i][v], sizeof sums);
@@ -62,34 +100,19 @@ void tile_product(int64_t k, float alpha, const float* a, int64_t lda, const flo
     }
 }
 
-// Columns [0, cols) for R rows: 64-column tiles, then 16-column ones, then single columns.
-template <int R>
-void rows_product(int64_t cols, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
-                  int64_t ldb, float beta, float* c, int64_t ldc) {
+// m <= kFewRows rows, columns [0, cols): 64-column groups, then 16-column ones, then single columns.
+void stripe_product(int64_t m, int64_t cols, int64_t k, float alpha, const float* a, int64_t lda,
+                    const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   int64_t j = 0;
-  for (; j + 4 * kLanes <= cols; j += 4 * kLanes) tile_product<R, 4>(k, alpha, a, lda, b + j, ldb, beta, c + j, ldc);
-  for (; j + kLanes <= cols; j += kLanes) tile_product<R, 1>(k, alpha, a, lda, b + j, ldb, beta, c + j, ldc);
+  for (; j + 4 * kLanes <= cols; j += 4 * kLanes) group_product<4>(m, k, alpha, a, lda, b + j, ldb, beta, c + j, ldc);
+  for (; j + kLanes <= cols; j += kLanes) group_product<1>(m, k, alpha, a, lda, b + j, ldb, beta, c + j, ldc);
   for (; j < cols; ++j)
-    for (int i = 0; i < R; ++i) {
+    for (int64_t i = 0; i < m; ++i) {
       float acc = 0.f;
       for (int64_t kk = 0; kk < k; ++kk) acc += a[i * lda + kk] * b[kk * ldb + j];
       float& out = c[i * ldc + j];
       out = alpha * acc + (beta == 0.f ? 0.f : beta * out);
     }
-}
-
-void stripe_product(int64_t m, int64_t cols, int64_t k, float alpha, const float* a, int64_t lda,
-                    const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  for (int64_t i = 0; i < m; i += kTileRows) {
-    const float* ai = a + i * lda;
-    float* ci = c + i * ldc;
-    switch (std::min<int64_t>(kTileRows, m - i)) {
-      case 4: rows_product<4>(cols, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-      case 3: rows_product<3>(cols, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-      case 2: rows_product<2>(cols, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-      default: rows_product<1>(cols, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-    }
-  }
 }
 
 // The few-row product from B in 64-column panels (PanelMatrix): each panel is one stripe whose

@@ -1,5 +1,6 @@
 #include "kernels/vec.h"
 
+#include "kernels/lanes.h"
 #include "util/parallel.h"
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <immintrin.h>
 #endif
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -229,8 +231,47 @@ void layernorm_backward(int64_t rows, int64_t dim, const T* x, const T* scale, c
     }
 }
 
+namespace {
+
+// vec_mat for n in [16, 144) columns: the y accumulators stay in registers over all rows (NV
+// vectors, then up to 15 single columns) instead of being loaded and stored for every row; each
+// entry is the same chain of multiply-adds in row order as the general loop.
+template <int NV>
+void vec_mat_registers(int64_t rows, int64_t n, const float* x, const float* m, int64_t ld, float beta, float* y) {
+  const int64_t full = NV * kLanes, rest = n - full;
+  Lanes acc[NV];
+  float tail[kLanes];
+  for (int v = 0; v < NV; ++v)
+    for (int j = 0; j < kLanes; ++j) acc[v][j] = beta == 0.f ? 0.f : beta * y[v * kLanes + j];
+  for (int64_t j = 0; j < rest; ++j) tail[j] = beta == 0.f ? 0.f : beta * y[full + j];
+  for (int64_t i = 0; i < rows; ++i) {
+    const float xi = x[i];
+    const float* row = m + i * ld;
+    for (int v = 0; v < NV; ++v) acc[v] += xi * *reinterpret_cast<const UnalignedLanes*>(row + v * kLanes);
+    for (int64_t j = 0; j < rest; ++j) tail[j] += xi * row[full + j];
+  }
+  for (int v = 0; v < NV; ++v)
+    for (int j = 0; j < kLanes; ++j) y[v * kLanes + j] = acc[v][j];
+  for (int64_t j = 0; j < rest; ++j) y[full + j] = tail[j];
+}
+
+}  // namespace
+
 template <typename T>
 void vec_mat(int64_t rows, int64_t n, const T* x, const T* m, int64_t ld, T beta, T* y) {
+  if constexpr (std::is_same_v<T, float>) {
+    switch (n / kLanes) {
+      case 1: return vec_mat_registers<1>(rows, n, x, m, ld, beta, y);
+      case 2: return vec_mat_registers<2>(rows, n, x, m, ld, beta, y);
+      case 3: return vec_mat_registers<3>(rows, n, x, m, ld, beta, y);
+      case 4: return vec_mat_registers<4>(rows, n, x, m, ld, beta, y);
+      case 5: return vec_mat_registers<5>(rows, n, x, m, ld, beta, y);
+      case 6: return vec_mat_registers<6>(rows, n, x, m, ld, beta, y);
+      case 7: return vec_mat_registers<7>(rows, n, x, m, ld, beta, y);
+      case 8: return vec_mat_registers<8>(rows, n, x, m, ld, beta, y);
+      default: break;
+    }
+  }
   for (int64_t j = 0; j < n; ++j) y[j] = beta == T(0) ? T(0) : beta * y[j];
   for (int64_t i = 0; i < rows; ++i) {
     const T xi = x[i];
