@@ -174,13 +174,6 @@ double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const in
   auto& c = *cache.impl_;
   c.ready = false;
   c.chunk = chunk ? *chunk : ContextChunkT<T>{};
-  model::TrunkPass<T> pass{tokens, batch, len};
-  pass.t0 = c.chunk.offset;
-  pass.keep = true;
-  pass.dropout = config_.dropout;
-  pass.dropout_seed = dropout_seed;
-  pass.seq_len = chunk ? chunk->seq_len : 0;
-  pass.exchange = c.chunk.exchange;
   if (documents) {
     c.documents.assign(documents, documents + n);
   } else {
@@ -190,8 +183,10 @@ double ModelT<T>::forward(TrainCacheT<T>& cache, const int32_t* tokens, const in
     c.documents_before.assign(chunk->documents_before, chunk->documents_before + batch);
     c.chunk.documents_before = c.documents_before.data();
   }
-  pass.documents = documents;
-  pass.documents_before = c.chunk.documents_before;
+  auto pass = model::chunk_pass(tokens, batch, len, documents, chunk ? &c.chunk : nullptr);
+  pass.keep = true;
+  pass.dropout = config_.dropout;
+  pass.dropout_seed = dropout_seed;
   model::run_trunk(ctx_, *weights_, config_, pass, c.trunk);
   model::output_logits(ctx_, *weights_, c.trunk.xf.data(), n, c.dlogits);
   // d loss / d logits in place
@@ -212,15 +207,10 @@ void ModelT<T>::pass_states(TrainCacheT<T>& cache, const int32_t* tokens, int64_
   check_chunk(&chunk, len, documents, "pass_states");
   auto& c = *cache.impl_;
   c.ready = false;  // its activations are overwritten
-  model::TrunkPass<T> pass{tokens, batch, len};
-  pass.t0 = chunk.offset;
+  auto pass = model::chunk_pass(tokens, batch, len, documents, &chunk);
   pass.states_only = true;
   pass.dropout = config_.dropout;
   pass.dropout_seed = dropout_seed;
-  pass.seq_len = chunk.seq_len;
-  pass.exchange = chunk.exchange;
-  pass.documents = documents;
-  pass.documents_before = chunk.documents_before;
   model::run_trunk(ctx_, *weights_, config_, pass, c.trunk);
 }
 
@@ -243,15 +233,7 @@ typename ModelT<T>::Score ModelT<T>::score(const int32_t* tokens, const int32_t*
                 "chunk's document_starts");
   WorkspaceT<T> own;  // when the caller passed none
   auto& mem = (ws ? *ws : own).impl_->trunk;
-  model::TrunkPass<T> pass{tokens, batch, len};
-  pass.documents = documents;
-  if (chunk) {
-    pass.t0 = chunk->offset;
-    pass.seq_len = chunk->seq_len;
-    pass.exchange = chunk->exchange;
-    pass.documents_before = chunk->documents_before;
-  }
-  model::run_trunk(ctx_, *weights_, config_, pass, mem);
+  model::run_trunk(ctx_, *weights_, config_, model::chunk_pass(tokens, batch, len, documents, chunk), mem);
   std::vector<T> logits;
   model::output_logits(ctx_, *weights_, mem.xf.data(), n, logits);
   Score s;

@@ -52,6 +52,23 @@ struct TrunkPass {
   const int32_t* documents_before = nullptr;  // chunks: AttentionShape::segments_before
 };
 
+// A pass over tokens [batch x len] with their document ids (or null); with a context chunk, the
+// chunk of longer sequences it describes (positions from its offset, its state exchange, the
+// documents before it).
+template <typename T>
+TrunkPass<T> chunk_pass(const int32_t* tokens, int64_t batch, int64_t len, const int32_t* documents,
+                        const ContextChunkT<T>* chunk) {
+  TrunkPass<T> pass{tokens, batch, len};
+  pass.documents = documents;
+  if (chunk) {
+    pass.t0 = chunk->offset;
+    pass.seq_len = chunk->seq_len;
+    pass.exchange = chunk->exchange;
+    pass.documents_before = chunk->documents_before;
+  }
+  return pass;
+}
+
 // Runs the network up to the final LayerNorm: mem.xf [N x D].
 template <typename T>
 void run_trunk(const ComputeContext& ctx, const Weights<T>& w, const ModelConfig& cfg, const TrunkPass<T>& pass, TrunkMemory<T>& mem);
