@@ -13,7 +13,7 @@
 #   CONTEXTS ("4096 1024"), MECHANISMS ("softmax polynomial polysketch-local
 #   polysketch-learned-local"), LAYERS (4), WIDTH (256), HEADS (4), TOKENS_PER_STEP (8192),
 #   LR (2e-3), BLOCK (256), THREADS (0: all cores), EXTRA (more rows: "name|flags" lines, run at
-#   the first context), EXTEND (mechanisms whose model from the last context is extended to the
+#   the first context; a row may set its own --block), EXTEND (mechanisms whose model from the last context is extended to the
 #   first with a tenth of the tokens: `train --init`).
 # Corpus: C. H. Spurgeon's Treasury of David (Debian sword-comm-tdavid, dumped by libsword-utils'
 # mod2imp, markup stripped) cut into 10 documents of 15 Psalms each (book-length: ~250k tokens
@@ -60,12 +60,14 @@ run() {
   [ -f "$result" ] && { echo "== $name: done" >&2; return 0; }
   local tokens=${RUN_TOKENS:-$TOKENS} warmup=${RUN_WARMUP:-30} steps batch model=()
   steps=$(( (tokens + TOKENS_PER_STEP - 1) / TOKENS_PER_STEP )) batch=$((TOKENS_PER_STEP / context))
-  [[ " $* " == *" --init "* ]] || model=(--layers "$LAYERS" --width "$WIDTH" --heads "$HEADS" --block "$BLOCK")
+  [[ " $* " == *" --init "* ]] || model=(--layers "$LAYERS" --width "$WIDTH" --heads "$HEADS")
+  # A row's own --block (an EXTRA variant) replaces BLOCK.
+  [[ " $* " == *" --init "* || " $* " == *" --block "* ]] || model+=(--block "$BLOCK")
   echo "== $name: context $context, $steps steps of $batch x $context tokens, $* " >&2
   local start
   start=$(date +%s.%N)
   if [ -f "$dir/latest/state.json" ]; then
-    "$BIN" train --resume "$dir" --threads "$THREADS" >> "$dir.train.log" 2>&1
+    "$BIN" train --resume "$dir" --out "$dir" --threads "$THREADS" >> "$dir.train.log" 2>&1
   else
     rm -rf "$dir"
     "$BIN" train --data "$data" --out "$dir" "$@" "${model[@]}" \

@@ -40,10 +40,14 @@ test -d "$tmp/R/step-00000020" || fail "step 20 was removed"
 
 # 2. Re-saving existing steps: resuming a finished run, and resuming an older step of the same run.
 $bin train --resume "$tmp/R" --out "$tmp/R" >/dev/null 2>&1
-$bin train --resume "$tmp/R/step-00000010" --out "$tmp/R" >/dev/null 2>&1
+$bin train --resume "$tmp/R/step-00000010/" >/dev/null 2>&1  # --out: the run holding the step
+expect_fail "--out is required" $bin train "${T[@]}" --steps 5
 loadable "$tmp/R"
 [ "$(readlink "$tmp/R/latest")" = step-00000020 ] || fail "latest is $(readlink "$tmp/R/latest")"
 [ "$(grep -c '"loss"' "$tmp/R/metrics.jsonl")" = 20 ] || fail "metrics.jsonl should hold 20 step records"
+cp -a "$tmp/R" "$tmp/RX"  # (R's step 20 is damaged below)
+$bin train --resume "$tmp/RX" --steps 22 >/dev/null 2>&1  # a run directory alone, extended
+[ "$(readlink "$tmp/RX/latest")" = step-00000022 ] || fail "resume without --out: latest is $(readlink "$tmp/RX/latest")"
 
 # 3. SIGTERM, SIGHUP and a double Ctrl-C each end with a saved, loadable checkpoint.
 for sig in TERM HUP INT-INT; do

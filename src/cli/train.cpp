@@ -61,7 +61,8 @@ void add_train(CLI::App& app) {
   m.attention.block = 64;
   auto* cmd = app.add_subcommand("train", "Train a PolySketchFormer language model");
   cmd->add_option("--data", o.data_dir, "directory made by `polysketch prepare` (when resuming: the run's own by default)");
-  cmd->add_option("--out", o.out_dir, "run directory (step-N/ + latest + metrics.jsonl); locked while training")->required();
+  cmd->add_option("--out", o.out_dir, "run directory (step-N/ + latest + metrics.jsonl); locked while training "
+                                      "(with --resume: the resumed run's by default)");
   auto* resume = cmd->add_option("--resume", o.resume, "continue bit-exactly from this checkpoint (or its run directory)");
   auto* config = cmd->add_option("--config", c->config_file, "model config.json (instead of the model flags)");
   auto* init = cmd->add_option("--init", o.init, "fine-tune: start from this checkpoint's (or run's) weights "

@@ -36,8 +36,22 @@ void copy_tensor(const Param<float>& p, const std::map<std::string, Tensor>& t,
   dst = it->second.data;
 }
 
+namespace {
+// The path without a trailing separator ("run/step-2/" names "run/step-2").
+fs::path normal_path(const std::string& path) {
+  auto p = fs::path(path).lexically_normal();
+  return p.filename().empty() && p.has_parent_path() ? p.parent_path() : p;
+}
+}  // namespace
+
+std::string run_directory(const std::string& path) {
+  const auto p = normal_path(path);
+  if (!fs::exists(p / "config.json")) return p.string();
+  return p.has_parent_path() ? p.parent_path().string() : std::string(".");
+}
+
 Checkpoint read_checkpoint(const std::string& path) {
-  fs::path dir = path;
+  fs::path dir = normal_path(path);
   if (!fs::exists(dir)) throw Error(fmt::format("checkpoint {} does not exist", path));
   if (!fs::is_directory(dir))
     throw Error(fmt::format("checkpoint {} is not a directory (give a run directory or its step-N)", path));

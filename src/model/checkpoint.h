@@ -29,6 +29,8 @@ struct Checkpoint {
 // `path` is a step-N directory or a run directory holding `latest`. Validates every file it
 // reads (Error naming the file and the problem).
 Checkpoint read_checkpoint(const std::string& path);
+// The run directory `path` names: itself, or the run holding it when it is a step-N directory.
+std::string run_directory(const std::string& path);
 
 // Copies weights into the model checking names, shapes and finiteness; Error names the tensor.
 void load_weights(Model& model, const std::map<std::string, Tensor>& weights, const std::string& where);

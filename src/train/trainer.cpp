@@ -104,7 +104,8 @@ Setup open_run(const TrainOptions& in) {
   s.o = in;
   auto& o = s.o;
   validate_options(o);
-  if (o.out_dir.empty()) throw Error("--out is required");
+  if (o.out_dir.empty() && !o.resume.empty()) o.out_dir = model::run_directory(o.resume);
+  if (o.out_dir.empty()) throw Error("--out is required (or --resume, which continues the run it names)");
   if (o.resume.empty() && o.data_dir.empty())
     throw Error("--data is required (a directory made by `polysketch prepare`)");
   // Data parallelism (mpirun): rank 0 alone owns the run directory (lock, metrics, checkpoints,
