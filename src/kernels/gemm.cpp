@@ -121,7 +121,9 @@ void panel_gemm(int64_t m, float alpha, const float* a, int64_t lda, const Panel
                 float* c, int64_t ldc) {
   const int64_t panels = b.n / kPanel, tail = b.n - panels * kPanel;
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && panels > 1)
+  // Panels handed out as threads become free (each entry's arithmetic does not depend on which
+  // thread computes it), so a core slowed by its neighbours does not hold the other at the end.
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 2) if (threads > 1 && panels > 1)
   for (int64_t p = 0; p <= panels; ++p) {
     const int64_t cols = p < panels ? kPanel : tail;
     if (cols > 0)
@@ -142,7 +144,7 @@ void few_rows_gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a,
   // Stripes narrow enough for every thread to have one, in whole 64-byte lines.
   const int64_t width = std::clamp<int64_t>(((n + threads - 1) / threads + 15) & ~int64_t{15}, 16, kStripe);
   const int64_t stripes = (n + width - 1) / width;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && stripes > 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1 && stripes > 1)
   for (int64_t t = 0; t < stripes; ++t) {
     const int64_t j0 = t * width;
     stripe_product(m, std::min(width, n - j0), k, alpha, a, lda, b + j0, ldb, beta, c + j0, ldc);

@@ -103,10 +103,10 @@ std::vector<T> ModelT<T>::step(DecodeStateT<T>* const* states, const int32_t* to
       // Sketch mechanisms: each sequence's features, all heads in one product (the same rows in
       // every call, so a sequence's arithmetic does not depend on the batch).
       if (sketch)
-        util::parallel_for(batch, threads, [&](int64_t b, int) {
+        util::parallel_for_balanced(batch, threads, [&](int64_t b, int) {
           attention::step_features(attn, hd, nh, &qkv[b * 3 * d], &qkv[b * 3 * d + d], features[static_cast<size_t>(b)]);
         });
-      util::parallel_for(batch * nh, threads, [&](int64_t i, int thread) {
+      util::parallel_for_balanced(batch * nh, threads, [&](int64_t i, int thread) {
         const int64_t b = i / nh, hh = i % nh;
         const T* row = &qkv[b * 3 * d];
         attention::step_head(attn, hd, DecodeAccess::impl(*states[b]).heads[li * nh + hh], row + hh * hd,

@@ -11,16 +11,36 @@
 
 namespace polysketch::util {
 
-// body(item, thread) for item in [0, count) on `threads` threads (no region when threads == 1,
-// so it nests inside an outer parallel loop at no cost).
-template <typename F>
-void parallel_for(int64_t count, int threads, F&& body) {
+namespace detail {
+template <bool balanced, typename F>
+void for_items(int64_t count, int threads, F&& body) {
   if (threads <= 1 || count <= 1) {
     for (int64_t i = 0; i < count; ++i) body(i, 0);
     return;
   }
+  if constexpr (balanced) {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t i = 0; i < count; ++i) body(i, omp_get_thread_num());
+  } else {
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (int64_t i = 0; i < count; ++i) body(i, omp_get_thread_num());
+    for (int64_t i = 0; i < count; ++i) body(i, omp_get_thread_num());
+  }
+}
+}  // namespace detail
+
+// body(item, thread) for item in [0, count) on `threads` threads (no region when threads == 1,
+// so it nests inside an outer parallel loop at no cost).
+template <typename F>
+void parallel_for(int64_t count, int threads, F&& body) {
+  detail::for_items<false>(count, threads, body);
+}
+
+// The same for items whose results do not depend on the thread that runs them (no per-thread
+// accumulation): handed out as threads become free, so a core slowed by its neighbours (a VM's
+// steal, memory contention) does not hold the others at the end of the loop.
+template <typename F>
+void parallel_for_balanced(int64_t count, int threads, F&& body) {
+  detail::for_items<true>(count, threads, body);
 }
 
 // Threads for an elementwise pass over `work` values: every core outside our parallel regions
