@@ -136,13 +136,12 @@ struct HeadContext {
   }
   // qn = LN_q(q), kn = LN_k(k)
   void normalize(const T* q, const T* k, T* qn, T* kn) const {
-    const auto& lq = params[ln_q_index()];
-    const auto& lk = params[ln_k_index(cfg.mechanism)];
+    const auto lq = ln_q_slots(), lk = ln_k_slots(cfg.mechanism);
     over_rows([&](int64_t r0, int64_t rows, int) {
-      kernels::layernorm_forward(rows, h, q + r0 * h, lq.value.data(),
-                                 params[ln_q_index() + 1].value.data(), qn + r0 * h);
-      kernels::layernorm_forward(rows, h, k + r0 * h, lk.value.data(),
-                                 params[ln_k_index(cfg.mechanism) + 1].value.data(), kn + r0 * h);
+      kernels::layernorm_forward(rows, h, q + r0 * h, params[lq.scale].value.data(),
+                                 params[lq.bias].value.data(), qn + r0 * h);
+      kernels::layernorm_forward(rows, h, k + r0 * h, params[lk.scale].value.data(),
+                                 params[lk.bias].value.data(), kn + r0 * h);
     });
   }
   void features(const T* qn, const T* kn, T* a, T* b) const {
@@ -164,12 +163,12 @@ struct HeadContext {
   }
   // dx = LN backward of the mechanism's q (or k) LayerNorm, in place in dx; parameter gradients
   // into grads[slot + thread].
-  void layernorm_backward(const T* x, size_t index, T* dx, std::vector<std::vector<T>>* grads,
+  void layernorm_backward(const T* x, LayerNormSlots ln, T* dx, std::vector<std::vector<T>>* grads,
                           int slot) const {
     over_rows([&](int64_t r0, int64_t rows, int thread) {
       auto& g = grads[slot + thread];
-      kernels::layernorm_backward(rows, h, x + r0 * h, params[index].value.data(), dx + r0 * h,
-                                  dx + r0 * h, g[index].data(), g[index + 1].data());
+      kernels::layernorm_backward(rows, h, x + r0 * h, params[ln.scale].value.data(), dx + r0 * h,
+                                  dx + r0 * h, g[ln.scale].data(), g[ln.bias].data());
     });
   }
 };
@@ -296,8 +295,8 @@ void head_backward(const HeadContext<T>& hc, Workspace<T>& ws, const T* q, const
       phi_backward(fm, rows, kn + r0 * h, db + r0 * r, dk + r0 * h, dl);
     });
   }
-  hc.layernorm_backward(q, ln_q_index(), dq, grads, slot);
-  hc.layernorm_backward(k, ln_k_index(cfg.mechanism), dk, grads, slot);
+  hc.layernorm_backward(q, ln_q_slots(), dq, grads, slot);
+  hc.layernorm_backward(k, ln_k_slots(cfg.mechanism), dk, grads, slot);
 }
 
 }  // namespace

@@ -18,9 +18,9 @@ bool has_constant_state(Mechanism m) { return uses_sketch(m); }
 namespace {
 
 template <typename T>
-void layernorm(const AttentionT<T>& att, size_t index, int64_t rows, int64_t h, const T* x, T* y) {
+void layernorm(const AttentionT<T>& att, LayerNormSlots ln, int64_t rows, int64_t h, const T* x, T* y) {
   const auto& p = att.params();
-  kernels::layernorm_forward(rows, h, x, p[index].value.data(), p[index + 1].value.data(), y);
+  kernels::layernorm_forward(rows, h, x, p[ln.scale].value.data(), p[ln.bias].value.data(), y);
 }
 
 template <typename T>
@@ -79,7 +79,7 @@ void append_tokens(const AttentionT<T>& att, int64_t h, HeadState<T>& s, int64_t
     if (m == Mechanism::softmax)
       std::copy(k, k + n * h, s.keys.begin() + static_cast<int64_t>(old));
     else
-      layernorm(att, ln_k_index(m), n, h, k, s.keys.data() + old);
+      layernorm(att, ln_k_slots(m), n, h, k, s.keys.data() + old);
     s.vals.insert(s.vals.end(), v, v + n * d);
     s.count += n;
     return;
@@ -87,7 +87,7 @@ void append_tokens(const AttentionT<T>& att, int64_t h, HeadState<T>& s, int64_t
   if (s.count != 0) throw Error("append_tokens: the sketch state is not at a block boundary");
   const int64_t b = cfg.block, r = att.feature_dim(), full = n / b * b;
   std::vector<T> kn(static_cast<size_t>(n * h)), computed, scratch;
-  layernorm(att, ln_k_index(m), n, h, k, kn.data());
+  layernorm(att, ln_k_slots(m), n, h, k, kn.data());
   if (!phi_k) {
     computed.resize(static_cast<size_t>(n * r));
     att.feature_map(n, kn.data(), computed.data());
@@ -109,7 +109,7 @@ void add_earlier_tokens(const AttentionT<T>& att, int64_t h, const HeadState<T>&
   if (!phi_q) {
     std::vector<T> qn(static_cast<size_t>(n * h));
     computed.resize(static_cast<size_t>(n * r));
-    layernorm(att, ln_q_index(), n, h, q, qn.data());
+    layernorm(att, ln_q_slots(), n, h, q, qn.data());
     att.feature_map(n, qn.data(), computed.data());
   }
   kernels::pack_self_tensor(n, r, phi_q ? phi_q : computed.data(), r, ap.data());
@@ -132,8 +132,8 @@ void step_features(const AttentionT<T>& att, int64_t h, int64_t n, const T* q, c
   f.kn.resize(f.qn.size());
   f.phi_q.resize(static_cast<size_t>(n * r));
   f.phi_k.resize(f.phi_q.size());
-  layernorm(att, ln_q_index(), n, h, q, f.qn.data());
-  layernorm(att, ln_k_index(m), n, h, k, f.kn.data());
+  layernorm(att, ln_q_slots(), n, h, q, f.qn.data());
+  layernorm(att, ln_k_slots(m), n, h, k, f.kn.data());
   att.feature_map(n, f.qn.data(), f.phi_q.data());
   att.feature_map(n, f.kn.data(), f.phi_k.data());
 }
@@ -173,7 +173,7 @@ void step_head(const AttentionT<T>& att, int64_t h, HeadState<T>& s, const T* q,
   }
   if (m == Mechanism::polynomial) {
     std::vector<T> qn(static_cast<size_t>(h));
-    layernorm(att, ln_q_index(), 1, h, q, qn.data());
+    layernorm(att, ln_q_slots(), 1, h, q, qn.data());
     append_tokens(att, h, s, 1, k, v);  // keeps LN_k(k)
     const int64_t n = s.count;
     T* w = scores(n, qn.data(), s.keys.data(), h, T(1));

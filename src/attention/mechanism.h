@@ -44,8 +44,12 @@ inline bool uses_random_sketch(Mechanism m) { return uses_sketch(m) && !is_learn
 
 // Parameter list layout: [ln_q.scale, ln_q.bias, (ln_k.scale, ln_k.bias if local), learned...].
 // Non-local mechanisms share one LayerNorm between q and k (as the reference model does).
-inline size_t ln_q_index() { return 0; }
-inline size_t ln_k_index(Mechanism m) { return is_local(m) ? 2 : 0; }
+// A LayerNorm's entries in the list.
+struct LayerNormSlots {
+  size_t scale, bias;
+};
+inline LayerNormSlots ln_q_slots() { return {0, 1}; }
+inline LayerNormSlots ln_k_slots(Mechanism m) { return is_local(m) ? LayerNormSlots{2, 3} : ln_q_slots(); }
 inline size_t learned_index(Mechanism m) { return is_local(m) ? 4 : 2; }
 
 // Width of phi for a sketch mechanism: r, or head_dim for the random sketch of degree p = 2
