@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "kernels/bf16_gemm.h"
-#include "polysketch/error.h"
 #include "kernels/lanes.h"
+#include "polysketch/error.h"
 #include "util/parallel.h"
 
 namespace polysketch::kernels {
@@ -63,6 +63,18 @@ void tile_block(int64_t k0, int64_t k1, const float* a, int64_t lda, const float
     for (int v = 0; v < V; ++v) acc[i][v] = t[i][v];
 }
 
+// tile_block for 1 to 4 rows.
+template <int V, bool ahead>
+void rows_block(int64_t rows, int64_t k0, int64_t k1, const float* a, int64_t lda, const float* b,
+                int64_t ldb, Lanes (*acc)[V]) {
+  switch (rows) {
+    case 4: return tile_block<4, V, ahead>(k0, k1, a, lda, b, ldb, acc);
+    case 3: return tile_block<3, V, ahead>(k0, k1, a, lda, b, ldb, acc);
+    case 2: return tile_block<2, V, ahead>(k0, k1, a, lda, b, ldb, acc);
+    default: return tile_block<1, V, ahead>(k0, k1, a, lda, b, ldb, acc);
+  }
+}
+
 // Rows [0, m) x columns [0, V * kLanes) of C: B in blocks of kBlockK rows, each feeding every tile.
 template <int V>
 void group_product(int64_t m, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
@@ -71,22 +83,11 @@ void group_product(int64_t m, int64_t k, float alpha, const float* a, int64_t ld
   for (int64_t k0 = 0; k0 < k; k0 += kBlockK) {
     const int64_t k1 = std::min(k, k0 + kBlockK);
     for (int64_t i = 0; i < m; i += kTileRows) {
-      const float* ai = a + i * lda;
-      if (i == 0) {
-        switch (std::min<int64_t>(kTileRows, m)) {
-          case 4: tile_block<4, V, true>(k0, k1, ai, lda, b, ldb, acc); break;
-          case 3: tile_block<3, V, true>(k0, k1, ai, lda, b, ldb, acc); break;
-          case 2: tile_block<2, V, true>(k0, k1, ai, lda, b, ldb, acc); break;
-          default: tile_block<1, V, true>(k0, k1, ai, lda, b, ldb, acc); break;
-        }
-        continue;
-      }
-      switch (std::min<int64_t>(kTileRows, m - i)) {
-        case 4: tile_block<4, V, false>(k0, k1, ai, lda, b, ldb, acc + i); break;
-        case 3: tile_block<3, V, false>(k0, k1, ai, lda, b, ldb, acc + i); break;
-        case 2: tile_block<2, V, false>(k0, k1, ai, lda, b, ldb, acc + i); break;
-        default: tile_block<1, V, false>(k0, k1, ai, lda, b, ldb, acc + i); break;
-      }
+      const int64_t rows = std::min<int64_t>(kTileRows, m - i);
+      if (i == 0)
+        rows_block<V, true>(rows, k0, k1, a, lda, b, ldb, acc);
+      else
+        rows_block<V, false>(rows, k0, k1, a + i * lda, lda, b, ldb, acc + i);
     }
   }
   for (int64_t i = 0; i < m; ++i)
