@@ -60,9 +60,10 @@ run() {
   [ -f "$result" ] && { echo "== $name: done" >&2; return 0; }
   local tokens=${RUN_TOKENS:-$TOKENS} warmup=${RUN_WARMUP:-30} steps batch model=()
   steps=$(( (tokens + TOKENS_PER_STEP - 1) / TOKENS_PER_STEP )) batch=$((TOKENS_PER_STEP / context))
-  [[ " $* " == *" --init "* ]] || model=(--layers "$LAYERS" --width "$WIDTH" --heads "$HEADS")
-  # A row's own --block (an EXTRA variant) replaces BLOCK.
-  [[ " $* " == *" --init "* || " $* " == *" --block "* ]] || model+=(--block "$BLOCK")
+  if [[ " $* " != *" --init "* ]]; then
+    model=(--layers "$LAYERS" --width "$WIDTH" --heads "$HEADS")
+    [[ " $* " == *" --block "* ]] || model+=(--block "$BLOCK")  # a row's own --block replaces BLOCK
+  fi
   echo "== $name: context $context, $steps steps of $batch x $context tokens, $* " >&2
   local start
   start=$(date +%s.%N)

@@ -79,7 +79,9 @@ void rows_block(int64_t rows, int64_t k0, int64_t k1, const float* a, int64_t ld
 template <int V>
 void group_product(int64_t m, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
                    int64_t ldb, float beta, float* c, int64_t ldc) {
-  Lanes acc[kFewRows][V] = {};
+  Lanes acc[kFewRows][V];
+  for (int64_t i = 0; i < m; ++i)  // only the rows in use: one row is the common case
+    for (int v = 0; v < V; ++v) acc[i][v] = Lanes{};
   for (int64_t k0 = 0; k0 < k; k0 += kBlockK) {
     const int64_t k1 = std::min(k, k0 + kBlockK);
     for (int64_t i = 0; i < m; i += kTileRows) {
